@@ -1,0 +1,76 @@
+"""The `privdiff` command: one subcommand per user job.
+
+Each subcommand is a module with `HELP` (one line), `add_arguments(parser)` and
+`run(args) -> int` (the exit status). Modules keep heavy imports (torch, diffusers) inside
+`run`, so `privdiff --help` stays fast. Subcommands that need Flower (`simulate`,
+`federation`) live in simulation/ and server/ and are found through the `privdiff.commands`
+entry-point group, so this package never imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from types import ModuleType
+
+from privdiff_core.errors import PrivdiffError
+
+# name -> module implementing it, in the order `privdiff --help` lists them.
+CORE_COMMANDS: dict[str, str] = {}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, default: str = "demo") -> None:
+    """The `--config NAME` + `key=value ...` pair every training-like command takes."""
+    parser.add_argument(
+        "--config",
+        default=default,
+        help=f"config name in configs/ (tiny, demo, paper) or a YAML path (default: {default})",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="override any config value, e.g. train.ldm.steps=200 anonymize.strength=0.5",
+    )
+
+
+def _command_modules() -> dict[str, ModuleType]:
+    modules = {name: importlib.import_module(path) for name, path in CORE_COMMANDS.items()}
+    for ep in entry_points(group="privdiff.commands"):
+        modules.setdefault(ep.name, ep.load())
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="privdiff",
+        description=(
+            "privdiff: hospitals jointly train PrivDiff-Net, a chest X-ray anonymizer, with Flower "
+            "and release anonymized images on site. Start with `privdiff simulate --config demo`."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in _command_modules().items():
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except PrivdiffError as err:
+        print(f"privdiff {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"privdiff {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

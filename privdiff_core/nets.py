@@ -1,0 +1,91 @@
+"""Image networks shared by the attackers, the judges and the anonymizer's own encoders.
+
+`small` is a plain CNN sized for CPUs (tiny/demo configs); `resnet50` and `densenet121` are the
+paper-scale backbones (MONAI's implementations, random init: no weights can be downloaded).
+All take (B, 1, S, S) images in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+BACKBONES = ("small", "resnet50", "densenet121")
+
+
+class SmallConvNet(nn.Module):
+    """Stride-2 conv blocks (conv-GroupNorm-SiLU), global average pooling, linear embedding."""
+
+    def __init__(
+        self, embed_dim: int = 128, widths: tuple[int, ...] = (32, 64, 128, 128), in_channels: int = 1
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = in_channels
+        for width in widths:
+            layers += [
+                nn.Conv2d(prev, width, 3, stride=2, padding=1),
+                nn.GroupNorm(8, width),
+                nn.SiLU(),
+                nn.Conv2d(width, width, 3, padding=1),
+                nn.GroupNorm(8, width),
+                nn.SiLU(),
+            ]
+            prev = width
+        self.features = nn.Sequential(*layers)
+        self.embed = nn.Linear(prev, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.features(x).mean(dim=(2, 3)))
+
+
+def build_backbone(name: str, embed_dim: int, widths: tuple[int, ...] | None = None) -> nn.Module:
+    """An image -> embedding network by config name (see BACKBONES)."""
+    if name == "small":
+        return SmallConvNet(embed_dim, tuple(widths) if widths else (32, 64, 128, 128))
+    if name == "resnet50":
+        from monai.networks.nets import resnet50
+
+        return resnet50(spatial_dims=2, n_input_channels=1, num_classes=embed_dim)
+    if name == "densenet121":
+        from monai.networks.nets import DenseNet121
+
+        return DenseNet121(spatial_dims=2, in_channels=1, out_channels=embed_dim)
+    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+
+
+class SiameseVerifier(nn.Module):
+    """Patient verification (Packhäuser et al. 2022): weight-shared branches, |e1 - e2|, one logit."""
+
+    def __init__(self, backbone: str = "small", embed_dim: int = 128, widths: tuple[int, ...] | None = None):
+        super().__init__()
+        self.backbone = build_backbone(backbone, embed_dim, widths)
+        self.head = nn.Linear(embed_dim, 1)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """Logit that x1 and x2 show the same patient."""
+        return self.head((self.embed(x1) - self.embed(x2)).abs()).squeeze(-1)
+
+
+class ImageClassifier(nn.Module):
+    """Backbone + linear head: multi-label findings, age group or sex."""
+
+    def __init__(
+        self,
+        num_outputs: int,
+        backbone: str = "small",
+        embed_dim: int = 128,
+        widths: tuple[int, ...] | None = None,
+    ):
+        super().__init__()
+        self.backbone = build_backbone(backbone, embed_dim, widths)
+        self.head = nn.Sequential(nn.SiLU(), nn.Linear(embed_dim, num_outputs))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))

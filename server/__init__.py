@@ -1,0 +1,1 @@
+"""privdiff's federation server: the Flower ServerApp and the `privdiff federation` tooling."""

@@ -1,0 +1,1 @@
+"""A whole federation of synthetic hospitals on one machine: `privdiff simulate`."""

@@ -44,32 +44,43 @@ def _command_modules() -> dict[str, ModuleType]:
     return modules
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="privdiff",
-        description=(
-            "privdiff: hospitals jointly train PrivDiff-Net, a chest X-ray anonymizer, with Flower "
-            "and release anonymized images on site. Start with `privdiff simulate --config demo`."
-        ),
-    )
+def build_command_parser(
+    prog: str, description: str, modules: dict[str, ModuleType]
+) -> argparse.ArgumentParser:
+    """An argparse parser with one subcommand per command module (HELP/add_arguments/run)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module in _command_modules().items():
+    for name, module in modules.items():
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse argv and run the chosen subcommand; user errors print one line, no traceback."""
+    args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except PrivdiffError as err:
-        print(f"privdiff {args.command}: error: {err}", file=sys.stderr)
+        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"privdiff {args.command}: interrupted", file=sys.stderr)
+        print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return build_command_parser(
+        "privdiff",
+        "privdiff: hospitals jointly train PrivDiff-Net, a chest X-ray anonymizer, with Flower "
+        "and release anonymized images on site. Start with `privdiff simulate --config demo`.",
+        _command_modules(),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

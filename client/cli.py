@@ -14,7 +14,11 @@ from collections.abc import Sequence
 from privdiff_core.cli import build_command_parser, run_command
 
 # name -> module implementing it, in the order `privdiff-client --help` lists them.
-SITE_COMMANDS: dict[str, str] = {}
+SITE_COMMANDS: dict[str, str] = {
+    "start": "client.supernode",
+    "verify": "client.verify",
+    "release": "client.release",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

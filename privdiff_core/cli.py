@@ -19,7 +19,13 @@ from types import ModuleType
 from privdiff_core.errors import PrivdiffError
 
 # name -> module implementing it, in the order `privdiff --help` lists them.
-CORE_COMMANDS: dict[str, str] = {}
+CORE_COMMANDS: dict[str, str] = {
+    "synth": "privdiff_core.synth.cli",
+    "train": "privdiff_core.training.cli",
+    "anonymize": "privdiff_core.anonymizer.cli",
+    "evaluate": "privdiff_core.evaluation.cli_evaluate",
+    "ablate": "privdiff_core.evaluation.cli_ablate",
+}
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, default: str = "demo") -> None:
@@ -59,7 +65,17 @@ def build_command_parser(
 
 def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse argv and run the chosen subcommand; user errors print one line, no traceback."""
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops collecting `key=value` overrides at the first option; collect the rest too,
+    # so `privdiff train data=D --no-progress out=R` works in any order.
+    if (
+        extra
+        and isinstance(getattr(args, "overrides", None), list)
+        and all("=" in item and not item.startswith("-") for item in extra)
+    ):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args._run(args) or 0)
     except PrivdiffError as err:

@@ -1,0 +1,82 @@
+"""The anonymizer's own attribute encoder: identity embedding plus age, sex and diagnosis heads.
+
+Trained in the `autoencoder` stage beside the VAE, frozen afterwards. It serves two purposes:
+(a) the identity tokens of the denoiser come from its identity embedding of the input image, so
+identity conditioning works for patients never seen and needs no global patient-ID list; (b) at
+anonymize time it estimates what is unknown about an image (age group, sex, findings as
+probabilities), e.g. for a hospital DICOM without labels.
+
+The identity branch is `nets.SiameseVerifier` trained on balanced same/different-patient pairs
+(BCE on |e1 - e2|, Packhäuser et al. 2022); the attributes use `nets.ImageClassifier`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from privdiff_core.attributes import NUM_AGE_GROUPS, NUM_FINDINGS, NUM_SEXES, UNKNOWN
+from privdiff_core.nets import ImageClassifier, SiameseVerifier
+
+ATTRIBUTE_SIZES = {"age": NUM_AGE_GROUPS, "sex": NUM_SEXES, "diagnosis": NUM_FINDINGS}
+
+
+class AttributeEncoder(nn.Module):
+    """Identity verifier + multi-task attribute classifier on (B, 1, S, S) images in [-1, 1]."""
+
+    def __init__(self, backbone: str = "small", embed_dim: int = 128, widths: Sequence[int] | None = None):
+        super().__init__()
+        widths = tuple(widths) if widths else None
+        self.embed_dim = embed_dim
+        self.verifier = SiameseVerifier(backbone, embed_dim, widths)
+        self.classifier = ImageClassifier(sum(ATTRIBUTE_SIZES.values()), backbone, embed_dim, widths)
+
+    def identity_embedding(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, embed_dim): the verifier's embedding, whose |difference| decides same patient."""
+        return self.verifier.embed(images)
+
+    def attribute_logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits per attribute: age (B, 4), sex (B, 2), diagnosis (B, 14, multi-label)."""
+        logits = self.classifier(images)
+        return dict(zip(ATTRIBUTE_SIZES, logits.split(list(ATTRIBUTE_SIZES.values()), dim=1), strict=True))
+
+    @torch.no_grad()
+    def estimate(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Probabilities: softmax for age and sex, sigmoid per finding for the diagnosis."""
+        logits = self.attribute_logits(images)
+        return {
+            "age": logits["age"].float().softmax(-1),
+            "sex": logits["sex"].float().softmax(-1),
+            "diagnosis": logits["diagnosis"].float().sigmoid(),
+        }
+
+
+def attribute_loss(
+    logits: dict[str, torch.Tensor],
+    age_group: torch.Tensor,
+    sex: torch.Tensor,
+    labels: torch.Tensor,
+    label_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Cross-entropy for age group and sex (unknown -1 ignored) + BCE on the known findings only."""
+    total = logits["age"].new_zeros(())
+    for name, target in (("age", age_group), ("sex", sex)):
+        if (target != UNKNOWN).any():
+            total = total + F.cross_entropy(logits[name].float(), target.long(), ignore_index=UNKNOWN)
+    mask = label_mask.float()
+    if mask.sum() > 0:
+        per_label = F.binary_cross_entropy_with_logits(
+            logits["diagnosis"].float(), labels.float(), reduction="none"
+        )
+        total = total + (per_label * mask).sum() / mask.sum()
+    return total
+
+
+def verification_loss(
+    encoder: AttributeEncoder, first: torch.Tensor, second: torch.Tensor, same: torch.Tensor
+):
+    """BCE of the Siamese verifier on image pairs (same = 1 for two images of one patient)."""
+    return F.binary_cross_entropy_with_logits(encoder.verifier(first, second).float(), same.float())

@@ -1,0 +1,178 @@
+"""Selective Attribute Suppression (SAS): the paper's cross-attention with orthogonal projection.
+
+For each category c in {identity, age, sex, diagnosis} (paper, "Selective Attribute Suppression"):
+
+    Q   = W_Q z_t                               (N x d_k, shared query: attn.to_q)
+    K_c = W_Kc C_c                              (L_c x d_k, one key projection per category)
+    A_c = softmax(Q K_c^T / sqrt(d_k))          (N x L_c, per head)
+    F_s = [A_id, A_age, A_sex]                  (N x L_s)
+    P   = I - F_s (F_s^T F_s + eps I)^-1 F_s^T  (N x N: never formed here)
+    A'_diag = P A_diag
+    O   = normalize(A'_diag) V_diag             (V_diag = W_Vdiag C_diag)
+
+`SASAttnProcessor` is a diffusers attention processor installed on every cross-attention layer
+(`attn2`) with `unet.set_attn_processor`; the diagnosis key/value projections are the layer's own
+`to_k` / `to_v`, the sensitive categories get their own key projections (the paper's V_c of the
+sensitive categories never reach the output, so they are not created).
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from torch import nn
+
+from privdiff_core.model.tokens import CATEGORIES, DIAGNOSIS, SENSITIVE, TokenLayout
+
+# Added to the mean row L1 norm in `normalize_suppressed`, only to avoid 0/0 on a wiped map.
+NORM_DELTA = 1e-6
+
+
+def sas_project(A_diag: torch.Tensor, F_s: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """A'_diag = A_diag - F_s (F_s^T F_s + eps' I)^-1 F_s^T A_diag, without the N x N projector P.
+
+    A_diag: (..., N, L_diag) and F_s: (..., N, L_s) attention maps (batch and head dims leading).
+    The Gram matrix F_s^T F_s is only L_s x L_s; it is always singular (every softmax block of F_s
+    sums to one per row, so the blocks share the all-ones vector), hence the ridge. The ridge is
+    relative, eps' = eps * mean(diag(F_s^T F_s)), so it does not depend on N or on the attention
+    sharpness, and the small system is solved (LU) in float64, where it is stable; ||P F_s|| /
+    ||F_s|| then scales with eps. The O(N) products run in the inputs' precision, at least float32
+    (float32 inputs land within ~1e-6 of the all-float64 result, float64 inputs compute everything
+    in float64). Memory and time are O(N L_s L_diag) instead of O(N^2).
+    Returns A'_diag in A_diag's dtype.
+    """
+    if A_diag.shape[:-1] != F_s.shape[:-1]:
+        raise ValueError(
+            f"A_diag {tuple(A_diag.shape)} and F_s {tuple(F_s.shape)} differ before the last dim"
+        )
+    work = torch.promote_types(torch.promote_types(A_diag.dtype, F_s.dtype), torch.float32)
+    F, A = F_s.to(work), A_diag.to(work)
+    gram = (F.mT @ F).double()  # (..., L_s, L_s)
+    ridge = eps * gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(torch.finfo(torch.float64).tiny)
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    coeffs = torch.linalg.solve(
+        gram + ridge[..., None, None] * eye, (F.mT @ A).double()
+    )  # (..., L_s, L_diag)
+    return (A - F @ coeffs.to(work)).to(A_diag.dtype)
+
+
+def normalize_suppressed(A_clean: torch.Tensor) -> torch.Tensor:
+    """The paper's "normalized" step for A'_diag (..., N, L_diag), our choice documented here.
+
+    Rows of A'_diag sum to ~0 after the projection (the all-ones vector lies in span(F_s)), so
+    rows cannot be renormalized to sum to one. We divide the whole map (per image and head) by its
+    mean row L1 norm: the output has the scale of ordinary attention (rows of unit L1 norm on
+    average), while positions whose diagnosis attention was mostly sensitive stay small. Per-row
+    L1 normalization would blow exactly those suppressed rows back up, undoing the projection.
+    """
+    scale = A_clean.abs().sum(-1).mean(-1, keepdim=True).unsqueeze(-1)
+    return A_clean / (scale + NORM_DELTA)
+
+
+class SASAttnProcessor(nn.Module):
+    """diffusers attention processor computing SAS cross-attention (see the module docstring).
+
+    `encoder_hidden_states` carries all category tokens in the order of `tokens.CATEGORIES`
+    (lengths from `layout`). It is an nn.Module (its key projections are trained and saved with the
+    UNet) and defines `__call__`, not `forward`, because diffusers inspects `__call__`'s signature.
+    The whole computation runs in float32 even under bf16/fp16 autocast: the projection is a
+    difference of nearly equal maps.
+    """
+
+    def __init__(self, cross_attention_dim: int, inner_dim: int, layout: TokenLayout, eps: float = 1e-4):
+        super().__init__()
+        self.layout = layout
+        self.eps = float(eps)
+        self.to_k_sensitive = nn.ModuleDict(
+            {name: nn.Linear(cross_attention_dim, inner_dim, bias=False) for name in SENSITIVE}
+        )
+
+    def attention_maps(
+        self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """A_c per category, (B, heads, N, L_c), and V_diag, (B, heads, L_diag, d_v), in float32."""
+        batch, _, _ = hidden_states.shape
+        head_dim = attn.inner_dim // attn.heads
+
+        def split_heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+
+        query = split_heads(attn.to_q(hidden_states))
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        slices = self.layout.slices()
+        maps = {}
+        for name in CATEGORIES:
+            tokens = encoder_hidden_states[:, slices[name]]
+            key = split_heads((attn.to_k if name == DIAGNOSIS else self.to_k_sensitive[name])(tokens))
+            if attn.norm_k is not None:
+                key = attn.norm_k(key)
+            maps[name] = torch.softmax((query @ key.mT) * attn.scale, dim=-1)
+        value = split_heads(attn.to_v(encoder_hidden_states[:, slices[DIAGNOSIS]]))
+        return maps, value
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args,
+        **kwargs,
+    ) -> torch.Tensor:
+        if encoder_hidden_states is None:
+            raise ValueError(
+                "SASAttnProcessor is a cross-attention processor: install it on attn2 layers only"
+            )
+        if attention_mask is not None:
+            raise ValueError("SAS cross-attention takes no attention mask (category tokens are never padded)")
+        if encoder_hidden_states.shape[1] != self.layout.total:
+            raise ValueError(
+                f"expected {self.layout.total} conditioning tokens {self.layout.lengths}, "
+                f"got {encoder_hidden_states.shape[1]}"
+            )
+        residual, in_dtype = hidden_states, hidden_states.dtype
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        with torch.autocast(device_type=hidden_states.device.type, enabled=False):
+            hidden_states = hidden_states.float()
+            context = encoder_hidden_states.float()
+            if attn.norm_cross:
+                context = attn.norm_encoder_hidden_states(context)
+            maps, value = self.attention_maps(attn, hidden_states, context)
+            F_s = torch.cat([maps[name] for name in SENSITIVE], dim=-1)
+            A_clean = sas_project(maps[DIAGNOSIS], F_s, self.eps)
+            out = normalize_suppressed(A_clean) @ value  # O = normalize(A'_diag) V_diag
+            batch, heads, n, head_dim = out.shape
+            out = out.transpose(1, 2).reshape(batch, n, heads * head_dim)
+            out = attn.to_out[1](attn.to_out[0](out))
+        out = out.to(in_dtype)
+        if input_ndim == 4:
+            out = out.transpose(-1, -2).reshape(batch, channel, height, width)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+def install_attention_processors(unet: nn.Module, layout: TokenLayout, sas: bool, eps: float = 1e-4) -> None:
+    """Give every attention layer of a diffusers UNet its processor.
+
+    Self-attention (attn1) always gets the standard scaled-dot-product processor; cross-attention
+    (attn2) gets `SASAttnProcessor` when `sas` is on, else the same standard processor over the
+    concatenated category tokens (the "SAS off" ablation).
+    """
+    processors: dict[str, object] = {}
+    for name in unet.attn_processors:
+        layer = unet.get_submodule(name.removesuffix(".processor"))
+        if sas and name.endswith("attn2.processor"):
+            processors[name] = SASAttnProcessor(layer.cross_attention_dim, layer.inner_dim, layout, eps)
+        else:
+            processors[name] = AttnProcessor2_0()
+    unet.set_attn_processor(processors)

@@ -1,0 +1,372 @@
+"""Stage-wise training of PrivDiff-Net on one site's in-memory data (Contract 4).
+
+Stage `autoencoder`: the VAE (L1 + edge + small KL), the attribute encoder's Siamese verifier (BCE
+on balanced same/different-patient pairs) and its age/sex/finding heads; at the end of each call
+the latent shift and scale are measured on the local images. Stage `denoiser`: the SAS UNet and
+the category tokens, with the VAE and the attribute encoder frozen. The objective (paper, SPG):
+
+    SPG on:  L = mean_{c in {0, diag, s}} ||eps(z_t, c) - eps||^2 + lambda ||eps_p - eps||^2
+             eps_p = eps(z_t, 0) + w_diag [eps(z_t, diag) - eps(z_t, 0)] - |w_s| [eps(z_t, s) - eps(z_t, 0)]
+    SPG off: L = ||eps(z_t, c_dropped) - eps||^2  (per-category condition dropout)
+
+With SPG on, the three predictions are ONE UNet call (batch 3B) and the plain denoising term is
+applied to each of them: they are the condition-dropout patterns 0 / diag-only / s-only, so the
+unconditional and single-attribute predictions that eps_p needs are trained by the same call.
+s cycles identity -> age -> sex over the iterations.
+
+Every step draws its batch, timesteps and noise from a generator seeded by (seed, stage, step), so
+a run resumed from a checkpoint (model + optimizer state + step) continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from privdiff_core.errors import PrivdiffError
+from privdiff_core.model.attribute_encoder import attribute_loss, verification_loss
+from privdiff_core.model.conditioning import Conditions, ConditionState
+from privdiff_core.model.privdiff_net import PrivDiffModels, autocast_for, resolve_device
+from privdiff_core.model.spg import sensitive_for_step, spg_combine
+from privdiff_core.model.tokens import DIAGNOSIS
+from privdiff_core.model.vae import vae_loss
+from privdiff_core.verification import make_pairs
+
+STAGES: tuple[str, ...] = ("autoencoder", "denoiser")
+# What each stage learns, as state-dict name prefixes (exact names for the latent buffers).
+_STAGE_PREFIXES = {
+    "autoencoder": ("vae.", "encoder.", "latent_shift", "latent_scale"),
+    "denoiser": ("unet.", "conditioner."),
+}
+_DATA_FIELDS = ("images", "patient_ids", "age_group", "sex", "labels", "label_mask")
+
+
+class TrainingError(PrivdiffError, ValueError):
+    """Training cannot start: unknown stage, unusable data, mismatched stage state."""
+
+
+def check_stage(stage: str) -> None:
+    if stage not in STAGES:
+        raise TrainingError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+
+
+def _in_stage(name: str, stage: str) -> bool:
+    return any(name == p or (p.endswith(".") and name.startswith(p)) for p in _STAGE_PREFIXES[stage])
+
+
+def stage_modules(models: PrivDiffModels, stage: str) -> list[nn.Module]:
+    check_stage(stage)
+    return [models.vae, models.encoder] if stage == "autoencoder" else [models.unet, models.conditioner]
+
+
+def stage_state(models: PrivDiffModels, stage: str) -> dict[str, torch.Tensor]:
+    """Everything the stage learned from data, as CPU float tensors keyed by state-dict name.
+
+    This is what a federation averages: weights and float buffers (the latent shift and scale;
+    BatchNorm running statistics of paper-scale backbones). Integer bookkeeping buffers
+    (BatchNorm's num_batches_tracked) are left out: they are counters, not knowledge.
+    """
+    check_stage(stage)
+    return {
+        name: value.detach().to("cpu", copy=True)
+        for name, value in models.state_dict().items()
+        if _in_stage(name, stage) and value.is_floating_point()
+    }
+
+
+def load_stage_state(models: PrivDiffModels, stage: str, state: dict[str, torch.Tensor]) -> None:
+    """Copy a `stage_state` dict into the models in place; names and shapes must match exactly."""
+    own = {k: v for k, v in models.state_dict().items() if _in_stage(k, stage) and v.is_floating_point()}
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise TrainingError(
+            f"{stage} state does not fit the model: "
+            f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''} (same config on both sides?)"
+        )
+    for name, target in own.items():  # check everything before changing anything
+        shape = tuple(torch.as_tensor(state[name]).shape)
+        if shape != tuple(target.shape):
+            raise TrainingError(
+                f"{stage} state does not fit the model: {name} has shape {shape}, "
+                f"the model {tuple(target.shape)} (same config on both sides?)"
+            )
+    with torch.no_grad():
+        for name, target in own.items():
+            target.copy_(torch.as_tensor(state[name]).to(device=target.device, dtype=target.dtype))
+
+
+def check_training_data(data: Any, image_size: int) -> int:
+    """Number of examples of a CXRTensors-like object, after checking its fields and image size."""
+    missing = [f for f in _DATA_FIELDS if not hasattr(data, f)]
+    if missing:
+        raise TrainingError(
+            f"training data lacks fields {missing} (expected a privdiff_core.data.CXRTensors)"
+        )
+    images = data.images
+    n = len(images)
+    if n == 0:
+        raise TrainingError("training data is empty")
+    if images.ndim != 4 or tuple(images.shape[1:]) != (1, image_size, image_size):
+        raise TrainingError(
+            f"training images have shape {tuple(images.shape)}; "
+            f"the model needs (N, 1, {image_size}, {image_size})"
+        )
+    if len(data.patient_ids) != n:
+        raise TrainingError(f"{len(data.patient_ids)} patient ids for {n} images")
+    return n
+
+
+def resolve_steps(cfg: DictConfig, stage: str, examples: int) -> int:
+    """train.<stage>.steps, or ceil(epochs * examples / batch_size) when steps is null."""
+    section = cfg.train[stage]
+    if section.get("steps") is not None:
+        return int(section.steps)
+    if section.get("epochs") is None:
+        raise TrainingError(f"set train.{stage}.steps or train.{stage}.epochs")
+    return math.ceil(float(section.epochs) * examples / int(cfg.train.batch_size))
+
+
+class StageObjective:
+    """The loss of one stage at one step index (batch, timesteps and noise drawn from the step seed)."""
+
+    def __init__(self, models: PrivDiffModels, stage: str, data: Any, cfg: DictConfig, *, seed: int):
+        check_stage(stage)
+        self.models, self.stage, self.data, self.cfg, self.seed = models, stage, data, cfg, int(seed)
+        self.examples = check_training_data(data, models.image_size)
+        self.batch_size = min(int(cfg.train.batch_size), self.examples)
+        self.patient_ids = [str(p) for p in data.patient_ids]
+        self.can_pair = _can_make_pairs(self.patient_ids)
+        self.scheduler = models.train_scheduler() if stage == "denoiser" else None
+
+    def generator(self, step: int) -> torch.Generator:
+        stage_index = STAGES.index(self.stage)
+        mixed = ((self.seed * 1_000_003 + stage_index) * 1_000_003 + step) % (2**63 - 1)
+        return torch.Generator().manual_seed(mixed)
+
+    def batch(self, generator: torch.Generator) -> tuple[torch.Tensor, Conditions]:
+        idx = torch.randperm(self.examples, generator=generator)[: self.batch_size]
+        device = self.models.device
+        conditions = Conditions.from_samples(self.data).index(idx)
+        images = self.data.images[idx].to(device)
+        return images, conditions
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        generator = self.generator(step)
+        with autocast_for(self.models.device):
+            if self.stage == "autoencoder":
+                return self._autoencoder_loss(step, generator)
+            return self._denoiser_loss(step, generator)
+
+    def _autoencoder_loss(self, step: int, generator: torch.Generator):
+        models, cfg = self.models, self.cfg
+        images, cond = self.batch(generator)
+        loss, parts = vae_loss(
+            models.vae, images, float(cfg.vae.kl_weight), float(cfg.vae.edge_weight), generator
+        )
+        device = images.device
+        attributes = attribute_loss(
+            models.encoder.attribute_logits(images),
+            cond.age_group.to(device),
+            cond.sex.to(device),
+            cond.labels.to(device),
+            cond.label_mask.to(device),
+        )
+        loss = loss + attributes
+        parts["attributes"] = attributes.item()
+        if self.can_pair:
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+            pairs = torch.from_numpy(make_pairs(self.patient_ids, int(cfg.encoder.pairs_per_step), rng))
+            first = self.data.images[pairs[:, 0]].to(device)
+            second = self.data.images[pairs[:, 1]].to(device)
+            verifier = verification_loss(models.encoder, first, second, pairs[:, 2].to(device))
+            loss = loss + verifier
+            parts["verifier"] = verifier.item()
+        parts["loss"] = loss.item()
+        return loss, parts
+
+    def _denoiser_loss(self, step: int, generator: torch.Generator):
+        models, cfg = self.models, self.cfg
+        images, cond = self.batch(generator)
+        with torch.no_grad():  # frozen first stage and attribute encoder
+            z0 = models.encode(images).float()
+            state = models.condition_state(images, cond, estimate=False)
+        batch = z0.shape[0]
+        timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (batch,), generator=generator)
+        noise = torch.randn(z0.shape, generator=generator).to(z0.device)
+        timesteps = timesteps.to(z0.device)
+        noisy = self.scheduler.add_noise(z0, noise, timesteps)
+        if not models.spg_enabled:
+            dropped = state.drop(float(cfg.conditioning.dropout), generator)
+            eps = models.predict_noise(noisy, timesteps, dropped).float()
+            loss = F.mse_loss(eps, noise)
+            return loss, {"loss": loss.item(), "simple": loss.item()}
+        s = sensitive_for_step(step)
+        states = ConditionState.cat([state.only(), state.only(DIAGNOSIS), state.only(s)])
+        eps = models.predict_noise(noisy.repeat(3, 1, 1, 1), timesteps.repeat(3), states).float()
+        simple = F.mse_loss(eps, noise.repeat(3, 1, 1, 1))
+        eps_uncond, eps_diag, eps_s = eps.chunk(3)
+        eps_p = spg_combine(eps_uncond, eps_diag, eps_s, float(cfg.spg.w_diag), float(cfg.spg.w_s))
+        spg = F.mse_loss(eps_p, noise)
+        loss = simple + float(cfg.spg.weight) * spg
+        return loss, {"loss": loss.item(), "simple": simple.item(), "spg": spg.item()}
+
+
+def _can_make_pairs(patient_ids: list[str]) -> bool:
+    """Verifier pairs need a patient with two images and at least two patients."""
+    counts: dict[str, int] = {}
+    for pid in patient_ids:
+        counts[pid] = counts.get(pid, 0) + 1
+    return len(counts) >= 2 and max(counts.values()) >= 2
+
+
+def prepare_models(models: PrivDiffModels, stage: str, device: torch.device) -> None:
+    """Move to the device (channels_last on CUDA) and activate the stage (`activate_stage`)."""
+    models.to(device)
+    if device.type == "cuda":
+        models.unet.to(memory_format=torch.channels_last)
+        models.vae.to(memory_format=torch.channels_last)
+    activate_stage(models, stage)
+
+
+def activate_stage(models: PrivDiffModels, stage: str) -> None:
+    """Train mode and gradients for the stage's modules; eval mode and frozen for the rest."""
+    models.eval().requires_grad_(False)
+    for module in stage_modules(models, stage):
+        module.train().requires_grad_(True)
+
+
+class StageTrainer:
+    """Adam on one stage's parameters, one `step()` at a time; checkpointable (`state_dict`)."""
+
+    def __init__(
+        self,
+        models: PrivDiffModels,
+        stage: str,
+        data: Any,
+        cfg: DictConfig,
+        *,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ):
+        self.device = resolve_device(device)
+        self.objective = StageObjective(models, stage, data, cfg, seed=seed)
+        self.models, self.stage, self.data, self.cfg = models, stage, data, cfg
+        prepare_models(models, stage, self.device)
+        if stage == "autoencoder":
+            groups = [
+                {"params": list(models.vae.parameters()), "lr": float(cfg.train.autoencoder.lr)},
+                {"params": list(models.encoder.parameters()), "lr": float(cfg.encoder.lr)},
+            ]
+        else:
+            groups = [
+                {
+                    "params": list(models.unet.parameters()) + list(models.conditioner.parameters()),
+                    "lr": float(cfg.train.denoiser.lr),
+                }
+            ]
+        self.optimizer = torch.optim.Adam(groups)
+        self.step_index = 0
+
+    def step(self) -> dict[str, float]:
+        # Re-activated every step: another trainer (or an evaluation) may share these models.
+        activate_stage(self.models, self.stage)
+        loss, parts = self.objective(self.step_index)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"{self.stage} loss became {loss.item()} at step {self.step_index}; lower the lr"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step_index += 1
+        return parts
+
+    def finish(self) -> dict[str, float]:
+        """End-of-call work: the autoencoder stage measures the latent shift and scale."""
+        if self.stage != "autoencoder":
+            return {}
+        count = min(int(self.cfg.train.latent_stats_images), self.objective.examples)
+        idx = torch.randperm(self.objective.examples, generator=self.objective.generator(-1))[:count]
+        self.models.eval()
+        shift, scale = self.models.measure_latent_stats(self.data.images[idx])
+        return {"latent_shift": shift, "latent_scale": scale}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "step": self.step_index, "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["stage"] != self.stage:
+            raise TrainingError(f"checkpoint is for stage {state['stage']}, not {self.stage}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step_index = int(state["step"])
+
+
+@torch.no_grad()
+def evaluate_stage(
+    models: PrivDiffModels,
+    stage: str,
+    data: Any,
+    cfg: DictConfig,
+    batches: int,
+    *,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> float:
+    """Mean loss of a stage over `batches` fixed batches of `data` (a val loss), without training."""
+    device = resolve_device(device)
+    models.to(device).eval()
+    objective = StageObjective(models, stage, data, cfg, seed=seed)
+    return float(np.mean([objective(step)[0].item() for step in range(batches)]))
+
+
+def local_train(
+    models: PrivDiffModels,
+    stage: str,
+    data: Any,
+    cfg: DictConfig,
+    steps: int,
+    *,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict[str, float]:
+    """Train one stage for `steps` Adam steps on `data` (a CXRTensors); returns metrics.
+
+    {"loss": mean loss of the call, "loss_last": mean of its last quarter, "examples": len(data)
+    (the FedAvg weight), "steps", "seconds", the mean of each loss part, and for the autoencoder
+    stage the measured "latent_shift" / "latent_scale"}. A fresh Adam is made per call (FedAvg
+    replaces the weights between calls). Batches depend on (seed, stage, step index within the
+    call): pass a different seed per federated round, e.g. the round number.
+    """
+    if steps < 0:
+        raise TrainingError(f"steps must be >= 0, got {steps}")
+    trainer = StageTrainer(models, stage, data, cfg, seed=seed, device=device)
+    start, history = time.perf_counter(), []
+    bar = tqdm(range(steps), desc=f"{stage}", disable=not progress, leave=False)
+    for _ in bar:
+        parts = trainer.step()
+        history.append(parts)
+        bar.set_postfix(loss=f"{parts['loss']:.4f}")
+    metrics: dict[str, float] = {
+        "examples": trainer.objective.examples,
+        "steps": steps,
+        "loss": float(np.mean([p["loss"] for p in history])) if history else float("nan"),
+        "loss_last": float(np.mean([p["loss"] for p in history[-max(1, steps // 4) :]]))
+        if history
+        else float("nan"),
+    }
+    for key in sorted({k for p in history for k in p} - {"loss"}):
+        metrics[key] = float(np.mean([p[key] for p in history if key in p]))
+    metrics.update(trainer.finish())
+    models.eval()
+    metrics["seconds"] = time.perf_counter() - start
+    return metrics

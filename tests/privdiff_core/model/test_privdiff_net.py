@@ -1,0 +1,110 @@
+"""The assembled PrivDiff-Net: the ablation switches really change the model, and sampling is
+deterministic for a seed."""
+
+import pytest
+import torch
+from diffusers.models.attention_processor import AttnProcessor2_0
+
+from privdiff_core.config import load_config
+from privdiff_core.model import Conditions, SASAttnProcessor, spg_combine
+from privdiff_core.model.tokens import DIAGNOSIS
+from privdiff_core.training import build_models
+
+
+def tiny(*overrides):
+    return build_models(load_config("tiny", ["device=cpu", *overrides]))
+
+
+def images(batch=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    smooth = torch.nn.functional.avg_pool2d(torch.rand(batch, 1, 40, 40, generator=g), 9, 1)
+    return (smooth - smooth.amin()) / (smooth.amax() - smooth.amin()) * 2 - 1
+
+
+def test_sas_switch_sets_processor_types_per_config():
+    sas, plain = tiny(), tiny("sas.enabled=false")
+    for model, cross_type in ((sas, SASAttnProcessor), (plain, AttnProcessor2_0)):
+        processors = model.unet.attn_processors
+        cross = {k: v for k, v in processors.items() if k.endswith("attn2.processor")}
+        self_ = {k: v for k, v in processors.items() if k.endswith("attn1.processor")}
+        assert cross and len(cross) == len(self_)
+        assert all(type(p) is cross_type for p in cross.values())
+        assert all(type(p) is AttnProcessor2_0 for p in self_.values())
+    extra = set(sas.state_dict()) - set(plain.state_dict())
+    assert extra and all(".attn2.processor.to_k_sensitive." in k for k in extra)
+
+
+@torch.no_grad()
+def test_sas_changes_the_noise_prediction_with_the_same_weights():
+    sas, plain = tiny(), tiny("sas.enabled=false")
+    missing = sas.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert all("to_k_sensitive" in k for k in missing)
+    x = images()
+    z = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    t = torch.full((4,), 500)
+    state = sas.condition_state(x)
+    assert not torch.allclose(sas.predict_noise(z, t, state), plain.predict_noise(z, t, state), atol=1e-4)
+
+
+@torch.no_grad()
+def test_with_sas_a_sensitive_attribute_acts_only_through_the_projector_yet_acts():
+    model = tiny()
+    x = images()
+    z = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    t = torch.full((4,), 500)
+    labels = (torch.rand(4, 14, generator=torch.Generator().manual_seed(2)) > 0.5).float()
+    state = model.condition_state(x, Conditions(age_group=torch.tensor([0, 1, 2, 3]), labels=labels))
+    eps_null = model.predict_noise(z, t, state.only())
+    for s in ("identity", "age"):
+        assert not torch.allclose(model.predict_noise(z, t, state.only(s)), eps_null, atol=1e-5)
+    assert not torch.allclose(model.predict_noise(z, t, state.only(DIAGNOSIS)), eps_null, atol=1e-5)
+
+
+@torch.no_grad()
+def test_spg_switch_changes_anonymization_and_sampling_is_seeded():
+    spg, plain = tiny(), tiny("spg.enabled=false")
+    plain.load_state_dict(spg.state_dict())
+    x = images()
+    run = lambda m, seeds: m.anonymize(x[: len(seeds)], None, seeds, strength=0.6, ddim_steps=10)  # noqa: E731
+    a, b = run(spg, [1, 2, 3, 4]), run(spg, [1, 2, 3, 4])
+    assert torch.equal(a, b)
+    assert a.shape == x.shape and a.min() >= -1 and a.max() <= 1
+    assert not torch.allclose(a, run(spg, [5, 6, 7, 8]), atol=1e-4)
+    assert not torch.allclose(a, run(plain, [1, 2, 3, 4]), atol=1e-4)
+    # An image's output does not depend on its batch neighbours (noise is drawn per image).
+    assert torch.allclose(run(spg, [1, 2])[0], a[0], atol=1e-5)
+
+
+def test_invalid_strength_and_seed_count_are_refused():
+    model = tiny()
+    with pytest.raises(ValueError, match="strength"):
+        model.anonymize(images(1), None, [0], strength=0.0, ddim_steps=10)
+    with pytest.raises(ValueError, match="leaves no denoising step"):
+        model.anonymize(images(1), None, [0], strength=0.05, ddim_steps=10)
+    with pytest.raises(ValueError, match="seeds"):
+        model.anonymize(images(2), None, [0], strength=0.5, ddim_steps=10)
+
+
+@torch.no_grad()
+def test_sampling_skips_the_unconditional_pass_only_when_its_weight_is_zero():
+    model = tiny()  # w_diag = 2, w_s = -1: eps(z, 0) has weight 0 in eps_p
+    x = images(2)
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor(400)
+    state = model.condition_state(x, Conditions(labels=torch.ones(2, 14)))
+    batches = []
+    hook = model.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    fast = model.guided_noise(z, t, state, step=1)
+    three = [
+        model.predict_noise(z, t.expand(2), s)
+        for s in (state.only(), state.only("diagnosis"), state.only("age"))
+    ]
+    hook.remove()
+    assert batches[0] == 4  # two predictions in one call
+    assert torch.allclose(fast, spg_combine(*three, w_diag=2.0, w_s=-1.0), atol=1e-4)  # batch rounding
+    other = tiny("spg.w_s=-0.5")
+    other.load_state_dict(model.state_dict())
+    hook = other.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    other.guided_noise(z, t, state, step=1)
+    hook.remove()
+    assert batches[-1] == 6

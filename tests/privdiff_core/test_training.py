@@ -1,0 +1,236 @@
+"""Stage-wise training (Contract 4): what a federation averages round-trips, the tiny model
+learns, stages touch only their own weights, and `privdiff train` resumes where it stopped."""
+
+import numpy as np
+import pytest
+import torch
+
+from privdiff_core.anonymizer import Anonymizer
+from privdiff_core.cli import main
+from privdiff_core.config import load_config
+from privdiff_core.data import CXRTensors
+from privdiff_core.synth import SynthParams, generate_arrays, generate_federation
+from privdiff_core.training import (
+    STAGES,
+    StageTrainer,
+    TrainingError,
+    build_models,
+    load_stage_state,
+    local_train,
+    stage_state,
+)
+from privdiff_core.training.run import train_run
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Synthetic CXR phantoms (2 sites x 12 patients x 3 images, 32 px) as CXRTensors."""
+    arrays = generate_arrays(SynthParams(sites=2, patients=12, images_per_patient=3, size=32))
+    n = len(arrays.patient_ids)
+    labels = torch.from_numpy(arrays.labels.astype(np.float32))
+    return CXRTensors(
+        image=torch.from_numpy(arrays.images).unsqueeze(1) * 2 - 1,
+        age_group=torch.from_numpy(arrays.age_group).long(),
+        sex=torch.from_numpy(arrays.sex).long(),
+        labels=labels,
+        label_mask=torch.ones_like(labels, dtype=torch.bool),
+        patient_ids=list(arrays.patient_ids),
+        uids=[str(i) for i in range(n)],
+    )
+
+
+def tiny_cfg(*overrides):
+    return load_config("tiny", ["device=cpu", *overrides])
+
+
+def test_stage_states_partition_the_model_and_round_trip(data):
+    cfg = tiny_cfg()
+    trained = build_models(cfg)
+    for stage in STAGES:
+        local_train(trained, stage, data, cfg, 2, seed=0, progress=False)
+    states = {stage: stage_state(trained, stage) for stage in STAGES}
+    floating = {k for k, v in trained.state_dict().items() if v.is_floating_point()}
+    assert set(states["autoencoder"]) | set(states["denoiser"]) == floating
+    assert not set(states["autoencoder"]) & set(states["denoiser"])
+    assert {"latent_scale", "latent_shift"} <= set(states["autoencoder"])
+    assert any(".processor.to_k_sensitive." in k for k in states["denoiser"])
+    assert all(v.device.type == "cpu" and v.is_floating_point() for s in states.values() for v in s.values())
+
+    fresh = build_models(tiny_cfg("seed=1"))
+    assert not torch.equal(fresh.latent_scale, trained.latent_scale)
+    for stage in STAGES:
+        load_stage_state(fresh, stage, states[stage])
+        assert all(torch.equal(v, states[stage][k]) for k, v in stage_state(fresh, stage).items())
+    x = data.images[:2]
+    assert torch.equal(fresh.anonymize(x, None, [1, 2], 0.6, 10), trained.anonymize(x, None, [1, 2], 0.6, 10))
+    # stage_state is a copy: training afterwards does not change it.
+    before = states["denoiser"]["conditioner.age.classes"].clone()
+    local_train(trained, "denoiser", data, cfg, 1, seed=0, progress=False)
+    assert torch.equal(states["denoiser"]["conditioner.age.classes"], before)
+
+
+def test_load_stage_state_refuses_a_state_of_another_model(data):
+    models = build_models(tiny_cfg())
+    state = stage_state(models, "denoiser")
+    with pytest.raises(TrainingError, match="missing"):
+        load_stage_state(models, "denoiser", {k: v for k, v in state.items() if "conditioner" not in k})
+    bad = dict(state)
+    bad["conditioner.age.classes"] = torch.zeros(3, 3)
+    with pytest.raises(TrainingError, match="shape"):
+        load_stage_state(models, "denoiser", bad)
+    plain_state = stage_state(build_models(tiny_cfg("sas.enabled=false")), "denoiser")
+    with pytest.raises(TrainingError, match="missing"):
+        load_stage_state(models, "denoiser", plain_state)
+    with pytest.raises(TrainingError, match="unknown stage"):
+        stage_state(models, "vae")
+
+
+@pytest.mark.parametrize("stage,ratio", [("autoencoder", 0.9), ("denoiser", 0.7)])
+def test_tiny_model_loss_falls(data, stage, ratio):
+    cfg = tiny_cfg()
+    models = build_models(cfg)
+    if stage == "denoiser":
+        local_train(models, "autoencoder", data, cfg, 10, seed=0, progress=False)
+    trainer = StageTrainer(models, stage, data, cfg, seed=0)
+    losses = [trainer.step()["loss"] for _ in range(30)]
+    first, last = np.mean(losses[:8]), np.mean(losses[-8:])
+    assert last < ratio * first, (first, last)
+
+
+def test_stages_train_only_their_own_weights_and_measure_the_latent_scale(data):
+    cfg = tiny_cfg()
+    models = build_models(cfg)
+    untouched = stage_state(models, "denoiser")
+    metrics = local_train(models, "autoencoder", data, cfg, 3, seed=0, progress=False)
+    assert metrics["examples"] == len(data) and metrics["steps"] == 3 and np.isfinite(metrics["loss"])
+    assert {"recon", "kl", "verifier", "attributes", "latent_scale"} <= set(metrics)
+    assert all(torch.equal(v, untouched[k]) for k, v in stage_state(models, "denoiser").items())
+    with torch.no_grad():
+        z = models.encode(data.images)
+    assert abs(z.std().item() - 1) < 0.05 and abs(z.mean().item()) < 0.05
+
+    frozen = stage_state(models, "autoencoder")
+    before = stage_state(models, "denoiser")
+    metrics = local_train(models, "denoiser", data, cfg, 3, seed=0, progress=False)
+    assert {"simple", "spg"} <= set(metrics)
+    assert all(torch.equal(v, frozen[k]) for k, v in stage_state(models, "autoencoder").items())
+    # The sensitive key projections of SAS learn (through the projector) with the rest of the UNet.
+    after = stage_state(models, "denoiser")
+    sensitive = [k for k in after if ".to_k_sensitive." in k]
+    assert sensitive and all(not torch.equal(after[k], before[k]) for k in sensitive)
+    assert all(p.requires_grad is False for p in models.vae.parameters())
+
+
+def test_spg_off_trains_with_the_plain_loss(data):
+    cfg = tiny_cfg("spg.enabled=false")
+    metrics = local_train(build_models(cfg), "denoiser", data, cfg, 2, seed=0, progress=False)
+    assert "spg" not in metrics and metrics["simple"] == pytest.approx(metrics["loss"])
+
+
+def test_interrupted_run_resumes_to_the_same_weights(data, tmp_path):
+    cfg = tiny_cfg(
+        "train.autoencoder.steps=4",
+        "train.denoiser.steps=4",
+        "train.checkpoint_every=2",
+        "train.val_batches=1",
+    )
+    kwargs = {"progress": False, "train_data": data, "val_data": data.subset(range(8))}
+    straight = train_run(cfg, "unused", tmp_path / "straight", **kwargs)
+    assert straight.finished and straight.steps_done == 8
+
+    run = tmp_path / "interrupted"
+    first = train_run(cfg, "unused", run, stop_after=3, **kwargs)
+    assert not first.finished and first.steps_done == 3
+    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    assert saved["stage_index"] == 0 and saved["trainer"]["step"] == 3
+    second = train_run(cfg, "unused", run, stop_after=3, **kwargs)  # crosses into the denoiser
+    assert second.steps_done == 3
+    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    assert saved["stage_index"] == 1 and saved["trainer"]["step"] == 2
+    last = train_run(cfg, "unused", run, **kwargs)
+    assert last.finished and last.steps_done == 2  # continued, not restarted
+
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)["models"]
+    b = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["models"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (run / "anonymizer" / "manifest.json").is_file() and (run / "config.yaml").is_file()
+    assert "val_loss" in last.metrics["stages"]["denoiser"]
+
+    with pytest.raises(TrainingError, match="different model config"):
+        train_run(tiny_cfg("sas.enabled=false"), "unused", run, **kwargs)
+
+
+@pytest.mark.slow
+def test_train_command_on_a_synthetic_federation(tmp_path, capsys):
+    fed = tmp_path / "fed"
+    generate_federation(fed, SynthParams(sites=2, patients=8, images_per_patient=3, size=32), progress=False)
+    run = tmp_path / "run"
+    args = [
+        "train", "--config", "tiny", f"data={fed}", f"out={run}", "device=cpu",
+        "train.autoencoder.steps=3", "train.denoiser.steps=3", "train.checkpoint_every=1", "--no-progress",
+    ]  # fmt: skip
+    assert main([*args, "--stop-after", "4"]) == 0
+    assert "run the same command again" in capsys.readouterr().out
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "anonymizer:" in out and "val" in out
+    assert (run / "anonymizer" / "manifest.json").is_file() and (run / "metrics.json").is_file()
+    assert main(["train", "--config", "tiny", f"out={run}"]) == 2
+    assert "data=DIR" in capsys.readouterr().err
+
+
+def test_ctrl_c_leaves_a_checkpoint_to_resume_from(data, tmp_path, monkeypatch):
+    cfg = tiny_cfg("train.autoencoder.steps=3", "train.denoiser.steps=2", "train.checkpoint_every=100")
+    real_step, calls = StageTrainer.step, []
+
+    def interrupted_step(self):
+        calls.append(self.step_index)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(StageTrainer, "step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, "unused", tmp_path, progress=False, train_data=data)
+    saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    assert saved["stage_index"] == 0 and saved["trainer"]["step"] == 2
+    monkeypatch.setattr(StageTrainer, "step", real_step)
+    result = train_run(cfg, "unused", tmp_path, progress=False, train_data=data)
+    assert result.finished and result.steps_done == 3
+
+
+def test_ablation_variants_can_share_one_trained_autoencoder_stage(data, tmp_path):
+    steps = ["train.autoencoder.steps=3", "train.denoiser.steps=2", "train.val_batches=0"]
+    first = train_run(tiny_cfg(*steps), "unused", tmp_path / "full", progress=False, train_data=data)
+    cfg = tiny_cfg(
+        *steps, "sas.enabled=false", "spg.enabled=false", f"train.autoencoder.reuse={tmp_path / 'full'}"
+    )
+    variant = train_run(cfg, "unused", tmp_path / "vanilla", progress=False, train_data=data)
+    assert variant.finished and variant.steps_done == 2  # only the denoiser trained
+    a = Anonymizer.load(first.anonymizer).models
+    b = Anonymizer.load(variant.anonymizer).models
+    assert all(
+        torch.equal(v, stage_state(b, "autoencoder")[k]) for k, v in stage_state(a, "autoencoder").items()
+    )
+    bad = tiny_cfg(*steps, "vae.latent_channels=3", f"train.autoencoder.reuse={tmp_path / 'full'}")
+    with pytest.raises(TrainingError, match="does not fit"):
+        train_run(bad, "unused", tmp_path / "bad", progress=False, train_data=data)
+
+
+def test_trainers_of_both_stages_can_share_one_model(data):
+    cfg = tiny_cfg()
+    models = build_models(cfg)
+    first, second = (
+        StageTrainer(models, "autoencoder", data, cfg),
+        StageTrainer(models, "denoiser", data, cfg),
+    )
+    for _ in range(2):
+        assert np.isfinite(first.step()["loss"]) and np.isfinite(second.step()["loss"])

@@ -1,0 +1,295 @@
+"""Training the attackers and judges: the Siamese verifier, the diagnosis classifier and the
+demographic (age-group + sex) classifier.
+
+One loop (`fit`) trains them all: fresh random batches each step, AdamW, a tqdm bar, and the
+checkpoint with the best *validation* score kept (validation patients are disjoint from the
+test patients, so choosing the checkpoint on them is fair and makes the attacker as strong as
+its budget allows). The verifier builds on `privdiff_core.verification` (same balanced pairs,
+same network and scoring); what it adds is backbone widths, a warm start from another verifier
+(the adaptive attacker starts from the real-trained one), and validation-based selection.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from privdiff_core.attributes import NUM_AGE_GROUPS, NUM_FINDINGS, NUM_SEXES
+from privdiff_core.nets import ImageClassifier, SiameseVerifier
+from privdiff_core.verification import embed_all, make_pairs, pair_scores
+
+from .metrics import accuracy_vs_chance, per_finding_auc
+
+
+@dataclass
+class AttackerSettings:
+    """Network and budget of one attacker (the `evaluate.verifier` / `evaluate.classifier` sections)."""
+
+    backbone: str = "small"
+    embed_dim: int = 128
+    widths: tuple[int, ...] | None = None
+    steps: int = 500
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    eval_every: int = 100
+    patience: int = 0  # evaluations without improvement before stopping early; 0 = never stop early
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, section, **overrides) -> AttackerSettings:
+        values = {k: section[k] for k in cls.__dataclass_fields__ if k in section}
+        if values.get("widths") is not None:
+            values["widths"] = tuple(int(w) for w in values["widths"])
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass
+class FitLog:
+    """What a training run did: the selected step and its validation score, the loss curve."""
+
+    best_step: int = 0
+    best_val: float | None = None
+    steps_run: int = 0
+    losses: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        tail = self.losses[-20:]
+        return {
+            "best_step": self.best_step,
+            "best_val": self.best_val,
+            "steps_run": self.steps_run,
+            "final_loss": float(np.mean(tail)) if tail else None,
+        }
+
+
+def fit(
+    model: nn.Module,
+    batch_loss: Callable[[np.random.Generator], torch.Tensor],
+    settings: AttackerSettings,
+    validate: Callable[[], float] | None = None,
+    desc: str = "attacker",
+    progress: bool = True,
+) -> FitLog:
+    """Train `model` on `batch_loss(rng)` for `settings.steps`; keep the best-validating weights."""
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    # Cosine decay to zero over the budget: the last steps fine-tune, so the budget is used fully.
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, settings.steps))
+    log = FitLog()
+    best_state = None
+    stale = 0
+    bar = tqdm(range(settings.steps), desc=desc, disable=not progress, leave=False)
+    for step in bar:
+        model.train()
+        loss = batch_loss(rng)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        log.losses.append(float(loss.item()))
+        log.steps_run = step + 1
+        last = step + 1 == settings.steps
+        if validate is not None and ((step + 1) % max(1, settings.eval_every) == 0 or last):
+            model.eval()
+            score = float(validate())
+            if log.best_val is None or score > log.best_val:
+                log.best_val, log.best_step, stale = score, step + 1, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{score:.3f}")
+            if settings.patience and stale >= settings.patience:
+                break
+        elif step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        log.best_step = log.steps_run
+    model.eval()
+    return log
+
+
+# ---------------------------------------------------------------- re-identification (verifier)
+
+
+def build_verifier(settings: AttackerSettings) -> SiameseVerifier:
+    return SiameseVerifier(settings.backbone, settings.embed_dim, settings.widths)
+
+
+def train_verifier_attacker(
+    first: torch.Tensor,
+    second: torch.Tensor,
+    patient_ids: tuple[str, ...],
+    settings: AttackerSettings,
+    val: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None = None,
+    init: SiameseVerifier | None = None,
+    device: str | torch.device = "cpu",
+    desc: str = "verifier",
+    progress: bool = True,
+) -> tuple[SiameseVerifier, FitLog]:
+    """A Siamese verifier (BCE on balanced same/different-patient pairs, |e1 - e2| -> logit).
+
+    Pair (i, j): image i from `first`, image j from `second` (aligned with `first`). For the
+    real-image verifier both are the real images; for the adaptive linkage attacker `first`
+    holds the anonymized images and `second` the originals, exactly the test-time situation.
+    `val` = (first, second, pairs) of the validation patients; `init` warm-starts the weights.
+    """
+    if first.shape != second.shape:
+        raise ValueError("the second images must be aligned with the first (same shape)")
+    if len(patient_ids) != len(first):
+        raise ValueError(f"{len(patient_ids)} patient ids for {len(first)} images")
+    model = build_verifier(settings) if init is None else copy.deepcopy(init)
+    model.to(device)
+    loss_fn = nn.BCEWithLogitsLoss()
+
+    def batch_loss(rng: np.random.Generator) -> torch.Tensor:
+        pairs = torch.from_numpy(make_pairs(patient_ids, settings.batch_size, rng))
+        logits = model(first[pairs[:, 0]].to(device), second[pairs[:, 1]].to(device))
+        return loss_fn(logits, pairs[:, 2].float().to(device))
+
+    validate = None
+    if val is not None:
+        v_first, v_second, v_pairs = val
+
+        def validate() -> float:
+            return float(
+                roc_auc_score(v_pairs[:, 2], pair_scores(model, v_first, v_second, v_pairs, device=device))
+            )
+
+    log = fit(model, batch_loss, settings, validate, desc=desc, progress=progress)
+    return model.cpu(), log
+
+
+def verifier_scores(
+    model: SiameseVerifier, first: torch.Tensor, second: torch.Tensor, pairs: np.ndarray, device="cpu"
+) -> np.ndarray:
+    """Same-patient probabilities for pairs (i from `first`, j from `second`)."""
+    return pair_scores(model.to(device), first, second, pairs, device=device)
+
+
+# ---------------------------------------------------------------- diagnosis and demographics
+
+
+def build_diagnosis(settings: AttackerSettings) -> ImageClassifier:
+    return ImageClassifier(NUM_FINDINGS, settings.backbone, settings.embed_dim, settings.widths)
+
+
+def build_demographics(settings: AttackerSettings) -> ImageClassifier:
+    """One network, two heads: logits[:, :4] age group, logits[:, 4:] sex."""
+    return ImageClassifier(NUM_AGE_GROUPS + NUM_SEXES, settings.backbone, settings.embed_dim, settings.widths)
+
+
+@torch.no_grad()
+def predict(
+    model: ImageClassifier, images: torch.Tensor, batch_size: int = 256, device="cpu"
+) -> torch.Tensor:
+    """Logits of all images, batched."""
+    model.eval().to(device)
+    return torch.cat(
+        [model(images[k : k + batch_size].to(device)).cpu() for k in range(0, len(images), batch_size)]
+    )
+
+
+def diagnosis_report(model: ImageClassifier, images, labels, label_mask, device="cpu") -> dict:
+    probs = torch.sigmoid(predict(model, images, device=device)).numpy()
+    return per_finding_auc(labels.numpy(), label_mask.numpy(), probs)
+
+
+def demographics_report(model: ImageClassifier, images, age_group, sex, device="cpu") -> dict:
+    logits = predict(model, images, device=device)
+    age_pred = logits[:, :NUM_AGE_GROUPS].argmax(1).numpy()
+    sex_pred = logits[:, NUM_AGE_GROUPS:].argmax(1).numpy()
+    return {
+        "age": accuracy_vs_chance(age_group.numpy(), age_pred, NUM_AGE_GROUPS),
+        "sex": accuracy_vs_chance(sex.numpy(), sex_pred, NUM_SEXES),
+    }
+
+
+def _sample(n: int, batch_size: int, rng: np.random.Generator) -> torch.Tensor:
+    return torch.from_numpy(rng.integers(0, n, min(batch_size, n)))
+
+
+def train_diagnosis(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    label_mask: torch.Tensor,
+    settings: AttackerSettings,
+    val: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    device: str | torch.device = "cpu",
+    desc: str = "diagnosis",
+    progress: bool = True,
+) -> tuple[ImageClassifier, FitLog]:
+    """Multi-label findings classifier; unknown (masked) labels contribute nothing to the loss."""
+    model = build_diagnosis(settings).to(device)
+
+    def batch_loss(rng: np.random.Generator) -> torch.Tensor:
+        idx = _sample(len(images), settings.batch_size, rng)
+        mask = label_mask[idx].float().to(device)
+        per_label = F.binary_cross_entropy_with_logits(
+            model(images[idx].to(device)), labels[idx].to(device), reduction="none"
+        )
+        return (per_label * mask).sum() / mask.sum().clamp(min=1.0)
+
+    validate = None
+    if val is not None:
+
+        def validate() -> float:
+            mean = diagnosis_report(model, *val, device=device)["mean_auc"]
+            return 0.0 if mean is None else mean
+
+    log = fit(model, batch_loss, settings, validate, desc=desc, progress=progress)
+    return model.cpu(), log
+
+
+def train_demographics(
+    images: torch.Tensor,
+    age_group: torch.Tensor,
+    sex: torch.Tensor,
+    settings: AttackerSettings,
+    val: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    init: ImageClassifier | None = None,
+    device: str | torch.device = "cpu",
+    desc: str = "age+sex",
+    progress: bool = True,
+) -> tuple[ImageClassifier, FitLog]:
+    """Age-group and sex attacker: cross-entropy per head, unknown (-1) targets ignored."""
+    model = (build_demographics(settings) if init is None else copy.deepcopy(init)).to(device)
+
+    def batch_loss(rng: np.random.Generator) -> torch.Tensor:
+        idx = _sample(len(images), settings.batch_size, rng)
+        logits = model(images[idx].to(device))
+        age_t, sex_t = age_group[idx].to(device), sex[idx].to(device)
+        loss = logits.sum() * 0.0  # keeps a graph when a batch has no known target
+        if (age_t >= 0).any():
+            loss = loss + F.cross_entropy(logits[:, :NUM_AGE_GROUPS], age_t, ignore_index=-1)
+        if (sex_t >= 0).any():
+            loss = loss + F.cross_entropy(logits[:, NUM_AGE_GROUPS:], sex_t, ignore_index=-1)
+        return loss
+
+    validate = None
+    if val is not None:
+
+        def validate() -> float:
+            rep = demographics_report(model, *val, device=device)
+            accs = [r["accuracy"] for r in rep.values() if r["accuracy"] is not None]
+            return float(np.mean(accs)) if accs else 0.0
+
+    log = fit(model, batch_loss, settings, validate, desc=desc, progress=progress)
+    return model.cpu(), log
+
+
+def embeddings(model: nn.Module, images: torch.Tensor, device="cpu") -> np.ndarray:
+    """Backbone embeddings (for the Fréchet distance and the t-SNE figure)."""
+    return embed_all(model.to(device), images, device=device).numpy()

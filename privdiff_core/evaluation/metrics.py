@@ -1,0 +1,132 @@
+"""Metrics of the report, all from scikit-learn: ROC AUC (with a bootstrap CI), per-finding AUC,
+accuracy beside the chance level a constant guess would reach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import accuracy_score, roc_auc_score
+
+from privdiff_core.attributes import FINDINGS
+
+
+def auc_with_ci(
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    groups: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict:
+    """ROC AUC and a percentile bootstrap confidence interval.
+
+    Without `groups` the pairs are resampled as if independent. Verification pairs are not: the
+    same test images (and patients) recur in many pairs, so resampling pairs would understate the
+    uncertainty. With `groups` = (patient of image i, patient of image j) as integer codes, the
+    *patients* are resampled instead (a cluster bootstrap): each draw gives every patient a
+    multiplicity m, and a pair counts m_i * m_j times (m_i when both images are one patient's),
+    through scikit-learn's `sample_weight`. Draws left with one class are redrawn.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(np.unique(y_true)) < 2:
+        raise ValueError("ROC AUC needs both classes among the test pairs")
+    auc = float(roc_auc_score(y_true, scores))
+    rng = np.random.default_rng(seed)
+    boot: list[float] = []
+    if groups is not None:
+        gi, gj = (np.asarray(g, dtype=np.int64) for g in groups)
+        n_groups = int(max(gi.max(), gj.max())) + 1
+        same = gi == gj
+    while len(boot) < n_boot:
+        if groups is None:
+            idx = rng.integers(0, len(y_true), len(y_true))
+            y, s, w = y_true[idx], scores[idx], None
+        else:
+            m = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups)).astype(np.float64)
+            weight = np.where(same, m[gi], m[gi] * m[gj])
+            keep = weight > 0
+            y, s, w = y_true[keep], scores[keep], weight[keep]
+        if len(y) == 0 or y.min() == y.max():
+            continue
+        boot.append(roc_auc_score(y, s, sample_weight=w))
+    alpha = (1.0 - level) / 2
+    low, high = np.quantile(boot, [alpha, 1 - alpha]) if boot else (auc, auc)
+    return {
+        "auc": auc,
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "ci_level": level,
+        "n": int(len(y_true)),
+        "bootstrap": "patients" if groups is not None else "pairs",
+    }
+
+
+def per_finding_auc(
+    labels: np.ndarray, label_mask: np.ndarray, probs: np.ndarray, names: Sequence[str] = FINDINGS
+) -> dict:
+    """AUC per finding over the images whose label is known, and their mean.
+
+    A finding whose known test labels are all one class has no AUC: it is listed in `skipped`
+    with the reason and left out of the mean, never filled in.
+    """
+    labels = np.asarray(labels)
+    mask = np.asarray(label_mask, dtype=bool)
+    probs = np.asarray(probs, dtype=np.float64)
+    per: dict[str, float | None] = {}
+    skipped: dict[str, str] = {}
+    for k, name in enumerate(names):
+        known = mask[:, k]
+        y = labels[known, k].astype(int)
+        if known.sum() == 0:
+            per[name], skipped[name] = None, "no known labels in the test set"
+        elif y.min() == y.max():
+            per[name], skipped[name] = (
+                None,
+                f"only {'positive' if y[0] else 'negative'} cases in the test set",
+            )
+        else:
+            per[name] = float(roc_auc_score(y, probs[known, k]))
+    valid = [v for v in per.values() if v is not None]
+    return {
+        "mean_auc": float(np.mean(valid)) if valid else None,
+        "per_finding": per,
+        "skipped": skipped,
+        "n_findings": len(valid),
+    }
+
+
+def accuracy_vs_chance(targets: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict:
+    """Accuracy over known targets (-1 = unknown is ignored) and the majority-class rate.
+
+    The chance level is what always answering the test set's most frequent class scores: an
+    attacker is only informative above it.
+    """
+    targets = np.asarray(targets)
+    predictions = np.asarray(predictions)
+    known = targets >= 0
+    if known.sum() == 0:
+        return {"accuracy": None, "chance": None, "n": 0, "majority_class": None}
+    t, p = targets[known], predictions[known]
+    counts = np.bincount(t, minlength=num_classes)
+    return {
+        "accuracy": float(accuracy_score(t, p)),
+        "chance": float(counts.max() / counts.sum()),
+        "majority_class": int(counts.argmax()),
+        "n": int(known.sum()),
+    }
+
+
+def mean_std(values: Sequence[float | None]) -> dict:
+    """Mean and (population) standard deviation over independent runs, as the paper reports them."""
+    vals = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    if len(vals) == 0:
+        return {"mean": None, "std": None, "runs": 0, "values": []}
+    return {
+        "mean": float(vals.mean()),
+        "std": float(vals.std()),
+        "runs": int(len(vals)),
+        "values": vals.tolist(),
+    }

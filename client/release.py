@@ -1,0 +1,186 @@
+"""`privdiff-client release`: anonymized, de-identified chest X-ray DICOM out of the hospital.
+
+The command line of `client.release_pipeline`; see there for how the work is overlapped, and
+`client.intake`, `client.deid`, `client.audit` for what is released, how, and what is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = "release chest X-ray DICOM through the shared anonymizer: pixels anonymized, headers de-identified"
+
+EPILOG = """\
+what it does
+  1. checks the anonymizer's signature against --public-key BEFORE any input is opened
+     (an unsigned model is refused unless --allow-unsigned, which is then recorded everywhere);
+  2. walks --in (every file; DICOM is recognised by content, not by name) and releases chest
+     radiographs only: Modality CR or DX, or a Secondary Capture marked Body Part Examined CHEST.
+     CT, MR, colour, multi-frame and non-image objects (SR, PR, KO) are refused with a reason;
+  3. regenerates the pixels with the anonymizer at its image size, and de-identifies the header
+     per DICOM PS3.15 Annex E (Basic Profile + Clean Pixel Data, no Retain options: names, IDs,
+     dates, ages, sex, institutions, free text and private tags go; UIDs are remapped with the
+     site secret, consistently, so a study stays a study);
+  4. scores each output against its own input with a patient-verification network and holds back
+     (OUT/quarantine/) outputs still linkable above --quarantine-threshold.
+
+output folder
+  OUT/released/<study>/<series>/<instance>.dcm   the release: ship this folder only
+  OUT/quarantine/...                             held back by the residual-risk check: keep on site
+  OUT/audit.sqlite                               one record per input (salted hashes, no PHI)
+  OUT/release_summary.json                       counts, reasons, model hash, key id, speed
+  Inputs are only ever read. Outputs are written to a temporary name and renamed when complete;
+  a killed release resumes when run again with the same arguments, without duplicates.
+
+privacy of the logs
+  Paths can themselves identify a patient (a folder named after them), so inputs are never named
+  by path or header value in messages, the audit trail or the summary: each input is referred to
+  by a salted hash of its relative path (16 hex digits; the salt is the site secret).
+
+exit status
+  0  every input was released
+  1  the run completed, but some inputs were refused or quarantined (see the summary)
+  2  nothing was released: bad arguments, signature, model or output-folder problem
+  3  the run completed, but some inputs failed (unreadable, truncated, undecodable, write error)
+  130 interrupted (rerun to resume)
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--model", required=True, type=Path, metavar="DIR", help="the anonymizer folder")
+    parser.add_argument(
+        "--in",
+        dest="source",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="folder of DICOM files to release (walked recursively; never modified)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="output folder (created; rerun with the same folder to resume)",
+    )
+    trust = parser.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="KEY",
+        help="the federation's Ed25519 public key (PEM): the model must be signed by it",
+    )
+    trust.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="release with an unsigned model (testing only; recorded in every output and the audit)",
+    )
+    parser.add_argument(
+        "--site-secret",
+        type=Path,
+        metavar="FILE",
+        help="secret that keys the new UIDs and the salted hashes (default: $PRIVDIFF_HOME/"
+        "site_secret or ~/.privdiff/site_secret, created on first use); keep it for reruns",
+    )
+    parser.add_argument(
+        "--quarantine-threshold",
+        type=float,
+        default=0.5,
+        metavar="T",
+        help="hold back outputs whose same-patient probability with their own input is above T "
+        "(default 0.5: more likely the same patient than not)",
+    )
+    parser.add_argument(
+        "--verifier",
+        type=Path,
+        metavar="DIR",
+        help="the site's own patient-verification network (verifier.json + verifier.safetensors); "
+        "default: the anonymizer's own identity verifier",
+    )
+    parser.add_argument(
+        "--no-residual-check",
+        action="store_true",
+        help="release without the residual-risk check (recorded in the audit)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, metavar="B", help="images per anonymizer batch (default: the model's)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="reader processes decoding ahead of the model (default 2)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads for the model (default: torch's choice); on a CPU-only machine, leaving "
+        "a core or two to the readers keeps both busy",
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="noise seed (per image: reruns give the same pixels)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _say(message: str) -> None:
+    print(f"privdiff-client release: {message}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from client.outputs import write_atomically
+    from client.release_pipeline import SUMMARY_FILE, ReleaseError, ReleaseSettings, run_release
+
+    if not 0.0 <= args.quarantine_threshold <= 1.0:
+        raise ReleaseError(
+            f"--quarantine-threshold must be a probability in [0, 1], got {args.quarantine_threshold}"
+        )
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ReleaseError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.workers < 1:
+        raise ReleaseError(f"--workers must be at least 1, got {args.workers}")
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+    settings = ReleaseSettings(
+        model=args.model,
+        source=args.source,
+        out=args.out,
+        public_key=args.public_key,
+        allow_unsigned=args.allow_unsigned,
+        site_secret=args.site_secret,
+        quarantine_threshold=args.quarantine_threshold,
+        residual_check=not args.no_residual_check,
+        verifier=args.verifier,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    summary = run_release(settings, _say)
+    record = summary.as_json()
+    write_atomically(
+        summary.out / SUMMARY_FILE, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+    )
+    counts = summary.counts
+    print(
+        f"released {counts['released']}, quarantined {counts['quarantined']}, refused {counts['refused']}, "
+        f"failed {counts['failed']} of {sum(counts.values())} inputs "
+        f"({summary.processed} processed now, {summary.skipped} done earlier; "
+        f"{summary.images_per_second:.2f} images/s)"
+    )
+    for code, number in summary.reasons.items():
+        print(f"  {number:6d}  {code}")
+    print(
+        f"model sha256 {summary.trust.model_sha256[:16]}..., key {summary.trust.key_id}; "
+        f"residual-risk check: {summary.residual_check}; summary: {SUMMARY_FILE}, audit: audit.sqlite"
+    )
+    if not summary.trust.signed:
+        _say("WARNING: this release used an UNSIGNED model (--allow-unsigned).")
+    return summary.exit_status

@@ -1,0 +1,190 @@
+"""`privdiff-client start`: join the federation by running Flower's SuperNode for this site.
+
+The SuperNode connects out to the SuperLink over TLS (nothing listens for the outside world at
+the site), authenticates with the site's key, and runs privdiff's ClientApp for each message the
+server sends. This command assembles its command line and environment:
+
+- `--node-config` with the site's local facts (data folder, model store, the federation's public
+  key, the data cache, and require-secagg: the site refuses to send unmasked updates), as TOML
+  literal strings with absolute paths (the ClientApp runs in another process and folder);
+- PATH starting with this Python environment's `bin`, where the SuperNode finds
+  `flower-superexec` and `flwr-clientapp`;
+- telemetry and update checks off;
+
+then runs it as a child process, forwards Ctrl-C / SIGTERM to it (and to the processes it
+started), and exits with its status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+HELP = "join the federation: run Flower's SuperNode for this site (TLS, site key, local data)"
+
+EPILOG = """\
+example (the bundle sites/site_00 comes from `privdiff federation init` on the server):
+  privdiff-client start --superlink fl.hospital-a.org:9092 --data /data/cxr \\
+      --root-certificates site_00/ca.crt --auth-key site_00/auth_key \\
+      --public-key site_00/federation-public.pem --model-store /srv/privdiff/model-store
+
+Only the model update of each round leaves the site, masked by SecAgg+; the images, labels and
+patient identities stay in --data. The finished anonymizer arrives signed, is verified with
+--public-key and installed in --model-store (MODEL_STORE/current).
+"""
+
+ENVIRONMENT = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument(
+        "--superlink", required=True, metavar="HOST:PORT", help="the federation server's address"
+    )
+    parser.add_argument(
+        "--data", required=True, type=Path, help="this site's data folder (Contract 1 site folder)"
+    )
+    parser.add_argument(
+        "--root-certificates",
+        type=Path,
+        metavar="CA",
+        help="the federation CA certificate (ca.crt) the server's TLS certificate is checked with",
+    )
+    parser.add_argument(
+        "--auth-key", type=Path, metavar="KEY", help="this site's private key (auth_key, OpenSSH)"
+    )
+    parser.add_argument(
+        "--model-store",
+        type=Path,
+        help="where received anonymizers are installed (default: DATA/../privdiff-model-store)",
+    )
+    parser.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="PUB",
+        help="the federation's model-signing public key (federation-public.pem)",
+    )
+    parser.add_argument("--cache-dir", type=Path, help="decoded-image cache (default: MODEL_STORE/cache)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=9094,
+        help="local port of the SuperNode's runtime API; one per site on a host (default 9094)",
+    )
+    parser.add_argument(
+        "--allow-unmasked-updates",
+        action="store_true",
+        help="also answer rounds without secure aggregation (comparison runs only)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no TLS and no site key: ONLY for a local test SuperLink started with --insecure",
+    )
+
+
+def toml_string(value: str) -> str:
+    """A TOML string Flower's --node-config parser reads back unchanged."""
+    if "'" not in value:
+        return f"'{value}'"  # literal string: backslashes stay as they are
+    if '"' not in value:
+        return '"' + value.replace("\\", "\\\\") + '"'
+    raise ValueError(f"a path with both ' and \" cannot be passed to the SuperNode: {value}")
+
+
+def node_config(
+    data: Path, model_store: Path, public_key: Path | None, cache_dir: Path, require_secagg: bool
+) -> str:
+    """The --node-config string the ClientApp reads (client/client_app.py, NodeConfigSites)."""
+    from client.client_app import (
+        NODE_CACHE_DIR,
+        NODE_DATA,
+        NODE_MODEL_STORE,
+        NODE_PUBLIC_KEY,
+        NODE_REQUIRE_SECAGG,
+    )
+
+    items = [
+        (NODE_DATA, toml_string(str(data))),
+        (NODE_MODEL_STORE, toml_string(str(model_store))),
+        (NODE_CACHE_DIR, toml_string(str(cache_dir))),
+    ]
+    if public_key is not None:
+        items.append((NODE_PUBLIC_KEY, toml_string(str(public_key))))
+    items.append((NODE_REQUIRE_SECAGG, "true" if require_secagg else "false"))
+    return " ".join(f"{key}={value}" for key, value in items)
+
+
+def _existing(path: Path | None, what: str, flag: str) -> Path:
+    from privdiff_core.errors import PrivdiffError
+
+    if path is None:
+        raise PrivdiffError(f"{flag} is required ({what}); --insecure is only for local tests")
+    if not path.exists():
+        raise PrivdiffError(f"{flag} {path}: no such file or folder ({what})")
+    return path.resolve()
+
+
+def supernode_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The flower-supernode command line and environment for these arguments."""
+    from privdiff_core.errors import PrivdiffError
+
+    data = _existing(args.data, "the site's data folder", "--data")
+    store = (args.model_store or data.parent / "privdiff-model-store").resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    cache = (args.cache_dir or store / "cache").resolve()
+    public_key = (
+        _existing(args.public_key, "federation public key", "--public-key") if args.public_key else None
+    )
+    bin_dir = Path(sys.executable).parent
+    executable = bin_dir / "flower-supernode"
+    if not executable.is_file():
+        raise PrivdiffError(f"{executable} not found: install privdiff (and Flower) into this environment")
+    command = [
+        str(executable),
+        "--superlink",
+        args.superlink,
+        "--port",
+        str(args.port),
+        "--node-config",
+        node_config(data, store, public_key, cache, not args.allow_unmasked_updates),
+    ]
+    if args.insecure:
+        command.append("--insecure")
+    else:
+        command += [
+            "--root-certificates",
+            str(_existing(args.root_certificates, "federation CA", "--root-certificates")),
+            "--auth-supernode-private-key",
+            str(_existing(args.auth_key, "site key", "--auth-key")),
+        ]
+    env = dict(os.environ, **ENVIRONMENT)
+    env["PATH"] = os.pathsep.join([str(bin_dir), env.get("PATH", "")])
+    return command, env
+
+
+def run(args: argparse.Namespace) -> int:
+    command, env = supernode_command(args)
+    print(f"privdiff-client start: {' '.join(command)}", flush=True)
+    # Own session: a signal reaches the SuperNode and every process it started (superexec, ClientApps).
+    child = subprocess.Popen(command, env=env, start_new_session=True)
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        status = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        with contextlib.suppress(ProcessLookupError):  # leave no ClientApp or superexec behind
+            os.killpg(child.pid, signal.SIGTERM)
+    return status if status >= 0 else 128 - status

@@ -1,0 +1,41 @@
+"""The residual-risk verifier: saved and loaded exactly, scores in [0, 1] at any image size."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from client.residual_risk import ResidualRiskCheck, VerifierError, load_verifier, save_verifier
+from privdiff_core.nets import SiameseVerifier
+
+
+def test_saved_verifier_loads_with_the_same_scores(tmp_path):
+    torch.manual_seed(0)
+    model = SiameseVerifier("small", 16).eval()
+    save_verifier(model, tmp_path, 32, "small", 16)
+    loaded, size = load_verifier(tmp_path)
+    a, b = torch.rand(3, 1, 32, 32) * 2 - 1, torch.rand(3, 1, 32, 32) * 2 - 1
+    assert size == 32
+    assert torch.equal(model(a, b), loaded(a, b))
+
+
+def test_scores_are_probabilities_and_other_sizes_are_resampled(tmp_path):
+    check = ResidualRiskCheck(SiameseVerifier("small", 16).eval(), 32, "site verifier")
+    originals = torch.rand(2, 1, 64, 64) * 2 - 1
+    probabilities = check.same_patient_probability(originals, originals.flip(-1))
+    assert probabilities.shape == (2,) and ((probabilities > 0) & (probabilities < 1)).all()
+
+
+def test_incomplete_or_foreign_verifier_folders_are_refused(tmp_path):
+    with pytest.raises(VerifierError, match="needs verifier.json"):
+        load_verifier(tmp_path)
+    save_verifier(SiameseVerifier("small", 16), tmp_path, 32, "small", 16)
+    config = json.loads((tmp_path / "verifier.json").read_text())
+    (tmp_path / "verifier.json").write_text(json.dumps({**config, "embed_dim": 8}))
+    with pytest.raises(VerifierError, match="do not fit"):
+        load_verifier(tmp_path)
+    (tmp_path / "verifier.json").write_text(json.dumps({**config, "format": "something-else/1"}))
+    with pytest.raises(VerifierError, match="format"):
+        load_verifier(tmp_path)

@@ -1,0 +1,62 @@
+"""The messages privdiff's ServerApp and ClientApp exchange, besides Flower's own.
+
+- `query.describe` (before round 1): the server sends the resolved config; each site answers
+  with its number of training examples and the layout fingerprint of every stage, so a site
+  whose data or code does not match fails before any training, and the server can size
+  SecAgg+'s weight quantization (max_weight) from the data.
+- `train` (every round, legacy FitIns/FitRes layout, SecAgg+ stages around it): the flat global
+  stage state plus the `FitConfig` below; the reply carries the site's clipped update
+  (local - global) and `TrainMetrics`.
+- `query.install_anonymizer` (after the last round): the signed anonymizer folder; each site
+  verifies and installs it and answers with an acknowledgement (server/distribution.py).
+
+Only the update, its weight (number of examples) and the metrics named here leave a site.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+
+DESCRIBE = "query.describe"
+INSTALL_ANONYMIZER = "query.install_anonymizer"
+
+CONFIG_RECORD = "privdiff"  # ConfigRecord name used by the query messages
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """What the server tells every site in each round (FitIns.config, hyphenated keys)."""
+
+    stage: str
+    round: int  # global round, 1-based over all stages
+    stage_round: int  # 1-based within the stage
+    local_steps: int
+    layout: str  # StateLayout fingerprint the site must reproduce
+    clipping_range: float  # clip each update value to +-this; 0 = no clipping (plain FedAvg)
+    seed: int
+    config_yaml: str  # the resolved privdiff config: model, training hyper-parameters
+    secagg_vector: str = ""  # SecAgg+ masked-vector path (server/secagg.py); "" without SecAgg+
+
+    def to_record(self) -> dict[str, str | int | float]:
+        return {key.replace("_", "-"): value for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_record(cls, record: dict) -> FitConfig:
+        values, missing = {}, []
+        for name, spec in cls.__dataclass_fields__.items():
+            key = name.replace("_", "-")
+            if key in record:
+                values[name] = record[key]
+            elif spec.default is dataclasses.MISSING:
+                missing.append(key)
+        if missing:
+            raise ValueError(f"train message lacks {', '.join(missing)}: is the server a privdiff ServerApp?")
+        return cls(**values)
+
+
+# Metric names a site reports with its update (FitRes.metrics).
+METRIC_LOSS = "loss"
+METRIC_EXAMPLES = "examples"
+METRIC_CLIPPED = "clipped-values"
+METRIC_RANGE_EXP = "update-range-exp"

@@ -1,0 +1,171 @@
+"""The `federation:` section of a config, checked once, as plain Python values.
+
+Every knob of the federated run lives in the privdiff config (configs/*.yaml), so a simulation
+and a deployment of the same config run the same plan.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from server.errors import FederationError
+from server.task import STAGES
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class SecAggSettings:
+    enabled: bool = True
+    num_shares: int | str = AUTO
+    reconstruction_threshold: int | str = AUTO
+    clipping_range: float | str = AUTO
+    initial_clipping_range: float = 8.0
+    timeout_s: float | None = None
+    implementation: str = "privdiff"  # privdiff: Flower's protocol, fast vector path; flower: stock
+
+    def shares_for(self, sites: int) -> tuple[int, int]:
+        """(num_shares, reconstruction_threshold) for a round with `sites` participants.
+
+        auto: each site shares its keys with a neighbourhood of 2*ceil(log2 n)+1 sites (all of
+        them for n <= 5), odd as SecAgg+ wants; the threshold is a majority of that neighbourhood,
+        so a round survives up to num_shares - threshold dropouts among any site's neighbours
+        while no minority of neighbours can unmask a site.
+        """
+        if sites < 2:
+            raise FederationError(f"SecAgg+ needs at least 2 sites in a round, got {sites}")
+        if self.num_shares == AUTO:
+            shares = min(sites, 2 * math.ceil(math.log2(sites)) + 1)
+            if shares < sites and shares % 2 == 0:
+                shares += 1
+        else:
+            shares = min(int(self.num_shares), sites)
+        threshold = (
+            shares // 2 + 1 if self.reconstruction_threshold == AUTO else int(self.reconstruction_threshold)
+        )
+        if not 2 <= threshold <= shares:
+            raise FederationError(
+                f"federation.secagg.reconstruction_threshold={threshold} must be between 2 and "
+                f"num_shares={shares} for {sites} sites"
+            )
+        return shares, threshold
+
+
+@dataclass(frozen=True)
+class DPSettings:
+    enabled: bool = False
+    noise_multiplier: float = 1.0
+    clipping_norm: float = 0.1
+
+
+@dataclass(frozen=True)
+class FederationSettings:
+    sites: int = 3
+    min_sites: int = 2
+    rounds: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 1))
+    local_steps: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 1))
+    round_retries: int = 1
+    wait_for_sites_s: float = 600.0
+    secagg: SecAggSettings = field(default_factory=SecAggSettings)
+    dp: DPSettings = field(default_factory=DPSettings)
+    cpus_per_site: float = 1.0
+    gpus_per_site: float = 0.0
+
+    @property
+    def plan(self) -> list[tuple[str, int]]:
+        """(stage, rounds) in training order; stages with 0 rounds are skipped."""
+        return [(stage, self.rounds[stage]) for stage in STAGES if self.rounds[stage] > 0]
+
+    @property
+    def total_rounds(self) -> int:
+        return sum(rounds for _, rounds in self.plan)
+
+    def summary(self) -> dict[str, Any]:
+        """What the signed anonymizer's metadata records about the federated run."""
+        return {
+            "rounds": dict(self.rounds),
+            "local_steps": dict(self.local_steps),
+            "secagg": self.secagg.enabled,
+            "dp": {
+                "enabled": self.dp.enabled,
+                "noise_multiplier": self.dp.noise_multiplier,
+                "clipping_norm": self.dp.clipping_norm,
+            }
+            if self.dp.enabled
+            else {"enabled": False},
+        }
+
+
+def _positive_int(value: Any, key: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise FederationError(f"federation.{key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _auto_or(value: Any, key: str, kind: type) -> Any:
+    if value == AUTO:
+        return AUTO
+    try:
+        number = kind(value)
+    except (TypeError, ValueError) as err:
+        raise FederationError(f"federation.{key} must be 'auto' or a {kind.__name__}, got {value!r}") from err
+    if number <= 0:
+        raise FederationError(f"federation.{key} must be positive, got {value!r}")
+    return number
+
+
+def federation_settings(cfg: DictConfig) -> FederationSettings:
+    """Read and check `cfg.federation`; errors name the key to fix."""
+    if "federation" not in cfg:
+        raise FederationError("the config has no `federation:` section (see configs/tiny.yaml)")
+    raw = OmegaConf.to_container(cfg.federation, resolve=True)
+    assert isinstance(raw, dict)
+    rounds = {s: _positive_int(raw.get("rounds", {}).get(s, 0), f"rounds.{s}") for s in STAGES}
+    steps = {s: _positive_int(raw.get("local_steps", {}).get(s, 1), f"local_steps.{s}", 1) for s in STAGES}
+    if sum(rounds.values()) == 0:
+        raise FederationError("federation.rounds: every stage has 0 rounds, nothing to train")
+    sites = _positive_int(raw.get("sites", 3), "sites", 1)
+    min_sites = _positive_int(raw.get("min_sites", 2), "min_sites", 1)
+    sa = raw.get("secagg", {}) or {}
+    secagg = SecAggSettings(
+        enabled=bool(sa.get("enabled", True)),
+        num_shares=_auto_or(sa.get("num_shares", AUTO), "secagg.num_shares", int),
+        reconstruction_threshold=_auto_or(
+            sa.get("reconstruction_threshold", AUTO), "secagg.reconstruction_threshold", int
+        ),
+        clipping_range=_auto_or(sa.get("clipping_range", AUTO), "secagg.clipping_range", float),
+        initial_clipping_range=float(sa.get("initial_clipping_range", 8.0)),
+        timeout_s=None if sa.get("timeout_s") is None else float(sa["timeout_s"]),
+        implementation=str(sa.get("implementation", "privdiff")),
+    )
+    if secagg.implementation not in ("privdiff", "flower"):
+        raise FederationError(
+            f"federation.secagg.implementation must be privdiff or flower, got {secagg.implementation!r}"
+        )
+    if secagg.enabled and min_sites < 2:
+        raise FederationError("federation.min_sites must be >= 2 with SecAgg+ (a sum of one hides nothing)")
+    dp_raw = raw.get("dp", {}) or {}
+    dp = DPSettings(
+        enabled=bool(dp_raw.get("enabled", False)),
+        noise_multiplier=float(dp_raw.get("noise_multiplier", 1.0)),
+        clipping_norm=float(dp_raw.get("clipping_norm", 0.1)),
+    )
+    if dp.enabled and (dp.clipping_norm <= 0 or dp.noise_multiplier < 0):
+        raise FederationError("federation.dp: clipping_norm must be > 0 and noise_multiplier >= 0")
+    sim = raw.get("simulation", {}) or {}
+    return FederationSettings(
+        sites=sites,
+        min_sites=min_sites,
+        rounds=rounds,
+        local_steps=steps,
+        round_retries=_positive_int(raw.get("round_retries", 1), "round_retries"),
+        wait_for_sites_s=float(raw.get("wait_for_sites_s", 600.0)),
+        secagg=secagg,
+        dp=dp,
+        cpus_per_site=float(sim.get("cpus_per_site", 1.0)),
+        gpus_per_site=float(sim.get("gpus_per_site", 0.0)),
+    )

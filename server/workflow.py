@@ -1,0 +1,432 @@
+"""The federated plan as a Flower workflow: describe, train stage by stage, sign, distribute.
+
+This is Flower's `DefaultWorkflow` round loop (legacy strategy + `LegacyContext`, the only
+way SecAgg+ runs in flwr 1.42) grown to what privdiff needs: two stages with their own global
+state, a fresh `SecAggPlusWorkflow` per round (its share counts follow the sites present and
+its clipping range follows the updates), a checkpoint after every round, resume, and a last
+message that hands every site the signed anonymizer.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.compat.common.recorddict_compat import arrayrecord_to_parameters, parameters_to_arrayrecord
+from flwr.server import ServerConfig
+from flwr.server.client_manager import SimpleClientManager
+from flwr.server.compat.app_utils import start_update_client_manager_thread
+from flwr.server.compat.legacy_context import LegacyContext
+from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping
+from flwr.server.workflow import SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
+from flwr.server.workflow.constant import Key as WorkflowKey
+from flwr.server.workflow.default_workflows import default_fit_workflow
+from flwr.serverapp import Grid
+from omegaconf import DictConfig, OmegaConf
+
+from privdiff_core.signing import load_private_key, sign_model
+from server import protocol
+from server.checkpoint import ServerState, config_fingerprint, load_checkpoint, save_checkpoint
+from server.distribution import model_version, pack_folder
+from server.errors import FederationError
+from server.npy import from_parameters, to_parameters
+from server.secagg import FLOWER_VECTOR, PRIVDIFF_VECTOR, PrivdiffSecAggPlusWorkflow
+from server.settings import AUTO, FederationSettings
+from server.strategy import UpdateFedAvg, weighted_metrics
+from server.task import FederatedTask
+from server.updates import StateLayout, flatten_state, next_clipping_range, unflatten_state
+
+ANONYMIZER_DIR = "anonymizer"
+DISTRIBUTION_FILE = "distribution.json"
+QUANTIZATION_RANGE = 2**22  # SecAgg+'s default grid: 2**22 levels across +-clipping_range
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    node_id: int
+    examples: int
+    can_install: bool
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+class FederatedPlan:
+    """Callable `(grid, context)`: the whole federated run of one config (see module doc)."""
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        settings: FederationSettings,
+        task: FederatedTask,
+        out_dir: Path,
+        signing_key: Path,
+        progress: Callable[[str], None] = _print,
+    ) -> None:
+        self.cfg = cfg
+        self.settings = settings
+        self.task = task
+        self.out_dir = Path(out_dir)
+        self.signing_key = Path(signing_key)
+        self.progress = progress
+        self.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+
+    # ----------------------------------------------------------------------------- entry point
+    def __call__(self, grid: Grid, context: Context) -> None:
+        private_key = load_private_key(self.signing_key)  # fail before training, not after
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        models = self.task.build_models(self.cfg)
+        state = load_checkpoint(self.out_dir, self.cfg)
+        if state is None:
+            state = ServerState(
+                models=models.state_dict(),
+                rounds_done=dict.fromkeys(self.task.stages, 0),
+                clipping_range=None,
+                config_fingerprint=config_fingerprint(self.cfg),
+            )
+        else:
+            models.load_state_dict(state.models)
+            done = sum(state.rounds_done.values())
+            self.progress(f"resuming {self.out_dir}: {done} of {self.settings.total_rounds} rounds done")
+
+        sites = self._describe(grid, models)
+        state.sites = max(state.sites, len(sites))
+        if any(state.rounds_done.get(stage, 0) < rounds for stage, rounds in self.settings.plan):
+            strategy = UpdateFedAvg(self.settings.min_sites)
+            legacy = LegacyContext(
+                context,
+                config=ServerConfig(num_rounds=self.settings.total_rounds),
+                strategy=self._wrap_dp(strategy, len(sites)),
+                client_manager=SimpleClientManager(),
+            )
+            thread, stop, registered = start_update_client_manager_thread(grid, legacy.client_manager)
+            registered.wait()
+            try:
+                max_weight = float(max(site.examples for site in sites))
+                self._train(grid, legacy, strategy, models, state, max_weight)
+            finally:
+                stop.set()
+                thread.join()
+        folder = self._write_anonymizer(models, state, private_key)
+        self._distribute(grid, folder, [s.node_id for s in sites if s.can_install])
+
+    def _wrap_dp(self, strategy: UpdateFedAvg, sites: int) -> Any:
+        """Flower's central-DP wrapper; the noise is sized for the sites that joined."""
+        dp = self.settings.dp
+        if not dp.enabled:
+            return strategy
+        return DifferentialPrivacyClientSideFixedClipping(
+            strategy, dp.noise_multiplier, dp.clipping_norm, num_sampled_clients=sites
+        )
+
+    # ------------------------------------------------------------------------------- describe
+    def _wait_for_sites(self, grid: Grid) -> list[int]:
+        deadline = time.monotonic() + self.settings.wait_for_sites_s
+        while True:
+            nodes = sorted(grid.get_node_ids())
+            if len(nodes) >= self.settings.min_sites:
+                return nodes
+            if time.monotonic() > deadline:
+                raise FederationError(
+                    f"only {len(nodes)} of federation.min_sites={self.settings.min_sites} sites connected "
+                    f"within {self.settings.wait_for_sites_s:.0f} s"
+                )
+            time.sleep(1.0)
+
+    def _describe(self, grid: Grid, models: torch.nn.Module) -> list[SiteInfo]:
+        """Ask every connected site for its example count and model layouts (round 0)."""
+        nodes = self._wait_for_sites(grid)
+        expected = [StateLayout.of(self.task.stage_state(models, s)).fingerprint for s in self.task.stages]
+        content = RecordDict({protocol.CONFIG_RECORD: ConfigRecord({"config-yaml": self.config_yaml})})
+        messages = [
+            Message(content=content, dst_node_id=n, message_type=protocol.DESCRIBE, group_id="0")
+            for n in nodes
+        ]
+        replies = grid.send_and_receive(messages, timeout=self.settings.secagg.timeout_s)
+        sites, problems = [], []
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                problems.append(f"site {node}: {reply.error.reason}")
+                continue
+            record = reply.content.config_records[protocol.CONFIG_RECORD]
+            if list(record["layouts"]) != expected:
+                problems.append(
+                    f"site {node}: its model layout differs from the server's (another privdiff version?)"
+                )
+                continue
+            sites.append(SiteInfo(node, int(record["examples"]), bool(record["can-install"])))
+        for problem in problems:
+            self.progress(f"  ! {problem}")
+        if len(sites) < self.settings.min_sites:
+            raise FederationError(
+                f"{len(sites)} sites are ready, federation.min_sites={self.settings.min_sites}: "
+                + ("; ".join(problems) or "no answers")
+            )
+        total = sum(s.examples for s in sites)
+        mode = "SecAgg+" if self.settings.secagg.enabled else "plain FedAvg (no secure aggregation)"
+        self.progress(
+            f"{len(sites)} sites ready, {total} training images ({mode}"
+            + (", DP on" if self.settings.dp.enabled else "")
+            + ")"
+        )
+        return sites
+
+    # ---------------------------------------------------------------------------------- train
+    def _clipping_range(self, state: ServerState) -> float:
+        secagg, dp = self.settings.secagg, self.settings.dp
+        if dp.enabled:  # an L2-clipped update has no value beyond the norm
+            return float(2.0 ** np.ceil(np.log2(dp.clipping_norm)))
+        if secagg.clipping_range != AUTO:
+            return float(secagg.clipping_range)
+        return state.clipping_range or secagg.initial_clipping_range
+
+    def _secagg_vector(self) -> str:
+        if not self.settings.secagg.enabled:
+            return ""
+        return PRIVDIFF_VECTOR if self.settings.secagg.implementation == "privdiff" else FLOWER_VECTOR
+
+    def _fit_workflow(self, legacy: LegacyContext, clipping_range: float, max_weight: float) -> Any:
+        if not self.settings.secagg.enabled:
+            return default_fit_workflow
+        shares, threshold = self.settings.secagg.shares_for(legacy.client_manager.num_available())
+        if shares == 2:  # Flower wants int shares > 2; fractions of 1.0 mean "all" for two sites
+            shares_arg: int | float = 1.0
+            threshold_arg: int | float = 1.0
+        else:
+            shares_arg, threshold_arg = shares, threshold
+        workflow = (
+            PrivdiffSecAggPlusWorkflow
+            if self.settings.secagg.implementation == "privdiff"
+            else SecAggPlusWorkflow
+        )
+        return workflow(
+            num_shares=shares_arg,
+            reconstruction_threshold=threshold_arg,
+            max_weight=max_weight,
+            clipping_range=clipping_range,
+            quantization_range=QUANTIZATION_RANGE,
+            timeout=self.settings.secagg.timeout_s,
+        )
+
+    def _train(
+        self,
+        grid: Grid,
+        legacy: LegacyContext,
+        strategy: UpdateFedAvg,
+        models: torch.nn.Module,
+        state: ServerState,
+        max_weight: float,
+    ) -> None:
+        total = self.settings.total_rounds
+        global_round = sum(state.rounds_done.values())
+        for stage, rounds in self.settings.plan:
+            for stage_round in range(state.rounds_done.get(stage, 0) + 1, rounds + 1):
+                global_round += 1
+                started = time.perf_counter()
+                clip = self._clipping_range(state) if self.settings.secagg.enabled else 0.0
+                discarded: list[dict[str, Any]] = []
+                while True:
+                    update, summary = self._run_round(
+                        grid, legacy, strategy, models, stage, stage_round, global_round, clip, max_weight
+                    )
+                    exps = [int(m.get(protocol.METRIC_RANGE_EXP, -40)) for _, m in strategy.last.metrics]
+                    if not self._rerun_with_wider_range(summary, discarded):
+                        break
+                    # Clipped values would be wrong numbers in the average (a latent scale measured
+                    # afresh, a large first step): redo the round with a range that holds them all.
+                    # Local training is seeded by (seed, round, site), so the sites recompute the
+                    # same updates; nothing of the discarded round is applied.
+                    wider = next_clipping_range(exps)
+                    discarded.append({"clipping_range": clip, "clipped-values": summary["clipped-values"]})
+                    self.progress(
+                        f"  ! round {global_round} ({stage}): {summary['clipped-values']} update "
+                        f"values beyond +-{clip:.3g}; discarded, running it again with +-{wider:.3g}"
+                    )
+                    clip = wider
+                self._apply(models, stage, update)
+                state.rounds_done[stage] = stage_round
+                state.clipping_range = next_clipping_range(exps) if stage_round < rounds else None
+                state.history.append(
+                    {
+                        "round": global_round,
+                        "stage": stage,
+                        "stage_round": stage_round,
+                        "seconds": time.perf_counter() - started,
+                        "clipping_range": clip,
+                        "discarded": discarded,
+                        **summary,
+                    }
+                )
+                state.models = models.state_dict()
+                state.completed = all(state.rounds_done[s] >= r for s, r in self.settings.plan)
+                save_checkpoint(self.out_dir, state)
+                self._report_round(state.history[-1], rounds, total)
+
+    def _rerun_with_wider_range(self, summary: dict[str, Any], discarded: list[dict[str, Any]]) -> bool:
+        """Only an automatic range is widened, at most twice per round (the second time only if
+        local training is not reproducible, e.g. non-deterministic GPU kernels)."""
+        automatic = self.settings.secagg.clipping_range == AUTO and not self.settings.dp.enabled
+        return (
+            self.settings.secagg.enabled
+            and automatic
+            and summary.get("clipped-values", 0) > 0
+            and len(discarded) < 2
+        )
+
+    def _run_round(
+        self,
+        grid: Grid,
+        legacy: LegacyContext,
+        strategy: UpdateFedAvg,
+        models: torch.nn.Module,
+        stage: str,
+        stage_round: int,
+        global_round: int,
+        clip: float,
+        max_weight: float,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """One round: send the global state, collect the (masked) updates; returns the averaged
+        update (not applied yet) and the round's metrics."""
+        stage_state = self.task.stage_state(models, stage)
+        layout = StateLayout.of(stage_state)
+        global_vector = flatten_state(stage_state, layout)
+        arrays = [global_vector]
+        # the global result of earlier stages (the frozen VAE) travels with every train message
+        earlier = self.task.stages[: self.task.stages.index(stage)]
+        frozen = [
+            flatten_state(st, StateLayout.of(st))
+            for st in (self.task.stage_state(models, s) for s in earlier)
+        ]
+        if frozen:
+            arrays.append(np.concatenate(frozen))
+        strategy.fit_config = protocol.FitConfig(
+            stage=stage,
+            round=global_round,
+            stage_round=stage_round,
+            local_steps=self.settings.local_steps[stage],
+            layout=layout.fingerprint,
+            clipping_range=clip,
+            seed=int(self.cfg.seed),
+            config_yaml=self.config_yaml,
+            secagg_vector=self._secagg_vector(),
+        ).to_record()
+        for attempt in range(self.settings.round_retries + 1):
+            sent = parameters_to_arrayrecord(to_parameters(arrays), keep_input=True)
+            legacy.state.array_records[MAIN_PARAMS_RECORD] = sent
+            legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
+                {WorkflowKey.CURRENT_ROUND: global_round, WorkflowKey.START_TIME: time.time()}
+            )
+            self._fit_workflow(legacy, clip, max_weight)(grid, legacy)
+            result = legacy.state.array_records[MAIN_PARAMS_RECORD]
+            if result is not sent:
+                break
+            self.progress(
+                f"  ! round {global_round} ({stage}) got too few usable updates "
+                f"({len(strategy.last.metrics)} of {strategy.last.sampled} sites)"
+                + (", running it again" if attempt < self.settings.round_retries else "")
+            )
+        else:
+            raise FederationError(
+                f"round {global_round} failed {self.settings.round_retries + 1} times: fewer than "
+                f"federation.min_sites={self.settings.min_sites} sites (or than SecAgg+'s reconstruction "
+                "threshold) answered"
+            )
+        update = from_parameters(arrayrecord_to_parameters(result, keep_input=True))[0]
+        if update.shape != global_vector.shape or not np.all(np.isfinite(update)):
+            raise FederationError(f"round {global_round}: the aggregated update is malformed or not finite")
+        return update, weighted_metrics(strategy.last.metrics) | {"dropped": strategy.last.dropped}
+
+    def _apply(self, models: torch.nn.Module, stage: str, update: np.ndarray) -> None:
+        """global <- global + averaged update (in float64, stored as the model's dtype)."""
+        stage_state = self.task.stage_state(models, stage)
+        layout = StateLayout.of(stage_state)
+        new_global = flatten_state(stage_state, layout).astype(np.float64) + update.astype(np.float64)
+        self.task.load_stage_state(models, stage, unflatten_state(new_global.astype(np.float32), layout))
+
+    def _report_round(self, entry: dict[str, Any], stage_rounds: int, total: int) -> None:
+        line = (
+            f"[{entry['stage']} {entry['stage_round']}/{stage_rounds}] round {entry['round']}/{total}: "
+            f"loss {entry.get('loss', float('nan')):.4f} | {entry.get('sites', 0)} sites"
+            + (f", {entry['dropped']} dropped" if entry.get("dropped") else "")
+            + f" | {entry['seconds']:.1f} s"
+        )
+        if self.settings.secagg.enabled:
+            line += f" | SecAgg+ range +-{entry['clipping_range']:.3g}"
+            if entry.get("clipped-values"):
+                line += f", {entry['clipped-values']} values CLIPPED to the fixed range"
+        self.progress(line)
+
+    # ----------------------------------------------------------------------- sign + distribute
+    def _write_anonymizer(self, models: torch.nn.Module, state: ServerState, private_key: Any) -> Path:
+        """save_anonymizer with the global models, signed, swapped into place atomically."""
+        folder = self.out_dir / ANONYMIZER_DIR
+        tmp = self.out_dir / f".{ANONYMIZER_DIR}.tmp"
+        old = self.out_dir / f".{ANONYMIZER_DIR}.old"
+        for leftover in (tmp, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+        metadata = {
+            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "config": self.config_yaml,
+            "sites": state.sites,
+            **self.settings.summary(),
+        }
+        self.task.save_anonymizer(models, self.cfg, tmp, metadata)
+        payload = sign_model(tmp, private_key, metadata)
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+        self.progress(f"anonymizer written and signed (key {payload['key_id']}): {folder}")
+        return folder
+
+    def _distribute(self, grid: Grid, folder: Path, nodes: list[int]) -> list[dict[str, Any]]:
+        """Send the signed folder to every site; each verifies, installs and acknowledges."""
+        version = model_version(folder)
+        files = pack_folder(folder)
+        content = RecordDict(
+            {
+                "anonymizer": ArrayRecord(array_dict={name: Array(data) for name, data in files.items()}),
+                protocol.CONFIG_RECORD: ConfigRecord({"version": version}),
+            }
+        )
+        messages = [
+            Message(
+                content=content,
+                dst_node_id=n,
+                message_type=protocol.INSTALL_ANONYMIZER,
+                group_id="distribution",
+            )
+            for n in nodes
+        ]
+        replies = grid.send_and_receive(messages, timeout=self.settings.secagg.timeout_s)
+        acks = []
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                acks.append({"node_id": node, "installed": False, "error": reply.error.reason})
+            else:
+                record = reply.content.config_records[protocol.CONFIG_RECORD]
+                acks.append({"node_id": node, **{k: record[k] for k in ("installed", "version", "error")}})
+        answered = {a["node_id"] for a in acks}
+        acks += [{"node_id": n, "installed": False, "error": "no answer"} for n in nodes if n not in answered]
+        ok = sum(1 for a in acks if a["installed"])
+        self.progress(f"anonymizer {version} installed at {ok} of {len(nodes)} sites")
+        for ack in acks:
+            if not ack["installed"]:
+                self.progress(f"  ! site {ack['node_id']} kept its previous model: {ack['error']}")
+        tmp = self.out_dir / f".{DISTRIBUTION_FILE}.tmp"
+        tmp.write_text(json.dumps({"version": version, "sites": acks}, indent=2))
+        tmp.replace(self.out_dir / DISTRIBUTION_FILE)
+        return acks

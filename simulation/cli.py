@@ -1,0 +1,145 @@
+"""`privdiff simulate`: the project's main job, a whole federation on one machine.
+
+1. makes (or reuses) a synthetic federation of `federation.sites` hospitals (privdiff_core.synth),
+   or takes the federation folder given as `data=`;
+2. runs the federated plan in Flower's simulation engine (Ray, one virtual SuperNode per site):
+   the shared VAE for R1 rounds, then the SAS/SPG denoiser for R2 rounds, SecAgg+ on, a
+   checkpoint after every round (run the command again to resume);
+3. the server writes the anonymizer, signs it, and sends it to every site, which verifies it
+   and installs it in its model store;
+4. each site anonymizes its test split with the model it received;
+5. the evaluation report, when privdiff's evaluation package is installed.
+
+Everything goes under out=RUN (default runs/simulate-<config>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+from pathlib import Path
+
+from privdiff_core.cli import add_config_arguments
+
+HELP = "train PrivDiff-Net federated (Flower simulation, SecAgg+) on synthetic hospitals, sign, anonymize"
+
+EPILOG = """\
+examples:
+  privdiff simulate --config demo                       the CPU main job (minutes on 2 cores)
+  privdiff simulate --config demo federation.sites=20   tens of virtual hospitals (bigger machine)
+  privdiff simulate --config tiny federation.secagg.enabled=false out=runs/plain   plain FedAvg
+  privdiff simulate --config demo data=data/synthetic   an existing federation folder
+
+RUN (out=) holds: config.yaml, federation/ (the synthetic hospitals), keys/ (the federation's
+model-signing key pair), checkpoint.pt, anonymizer/ (signed), distribution.json (each site's
+acknowledgement), sites/<site>/model-store/ (what each site installed), anonymized/<site>/
+(its test split, anonymized) and evaluation/ (report.md). Run the same command again to resume
+an interrupted run from its last completed round.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    add_config_arguments(parser, default="demo")
+    parser.add_argument("--no-evaluate", action="store_true", help="skip the evaluation report")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own logs")
+
+
+def _evaluate(run_dir: Path, data_root: Path, progress: bool) -> int | None:
+    """The evaluation report through `privdiff evaluate`, if privdiff's evaluation package exists."""
+    from privdiff_core import cli as core_cli
+
+    if (
+        importlib.util.find_spec("privdiff_core.evaluation") is None
+        or "evaluate" not in core_cli.CORE_COMMANDS
+    ):
+        print(
+            "evaluation: privdiff_core.evaluation is not installed here, no report (the anonymizer is ready)"
+        )
+        return None
+    argv = [
+        "evaluate",
+        "--config",
+        str(run_dir / "config.yaml"),
+        "--model",
+        f"federated={run_dir / 'anonymizer'}",
+        f"data={data_root}",
+        f"out={run_dir / 'evaluation'}",
+    ]
+    if not progress:
+        argv.insert(1, "--no-progress")
+    print(f"evaluation: privdiff {' '.join(argv)}")
+    args = core_cli.build_parser().parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from privdiff_core.config import config_path, load_config, save_config
+    from privdiff_core.signing import generate_signing_key
+    from server.settings import federation_settings
+    from server.task import PrivdiffTask
+    from simulation.anonymize_sites import anonymize_test_splits
+    from simulation.engine import run_federation
+    from simulation.sites import prepare_site_homes, site_folders, synthetic_federation
+
+    started = time.perf_counter()
+    cfg = load_config(args.config, args.overrides)
+    settings = federation_settings(cfg)
+    run_dir = Path(cfg.get("out") or f"runs/simulate-{config_path(args.config).stem}")
+    cfg.out = str(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+
+    if cfg.get("data"):
+        data_root = Path(cfg.data)
+        site_dirs = site_folders(data_root)
+        if len(site_dirs) != settings.sites:
+            print(
+                f"data={data_root} has {len(site_dirs)} sites; federation.sites={settings.sites} is not used"
+            )
+    else:
+        print(f"synthetic federation: {settings.sites} hospitals ({run_dir / 'federation'})")
+        data_root = synthetic_federation(cfg, run_dir, settings.sites, progress=not args.no_progress)
+        site_dirs = site_folders(data_root)
+
+    keys = run_dir / "keys"
+    if not (keys / "model-signing.pem").is_file():
+        keys.mkdir(parents=True, exist_ok=True)
+        generate_signing_key(keys / "model-signing.pem", keys / "model-signing.pub")
+    homes = prepare_site_homes(site_dirs, run_dir, keys / "model-signing.pub")
+
+    plan = " then ".join(f"{stage} x{rounds} rounds" for stage, rounds in settings.plan)
+    secagg = "SecAgg+" if settings.secagg.enabled else "NO secure aggregation"
+    print(
+        f"federated plan: {plan} ({secagg}, {len(site_dirs)} sites, "
+        f"{settings.cpus_per_site:g} CPU per site) -> {run_dir}"
+    )
+    run_federation(
+        cfg,
+        settings,
+        PrivdiffTask(),
+        run_dir,
+        site_dirs,
+        homes,
+        keys / "model-signing.pem",
+        verbose=args.verbose,
+    )
+
+    print("each site anonymizes its test split with the anonymizer it installed")
+    results = anonymize_test_splits(
+        site_dirs,
+        homes,
+        run_dir / "anonymized",
+        int(cfg.image_size),
+        int(cfg.seed),
+        progress=not args.no_progress,
+    )
+    for result in results:
+        print(f"  {result.site}: {result.images} test images in {result.seconds:.1f} s -> {result.folder}")
+
+    status = 0 if args.no_evaluate else (_evaluate(run_dir, data_root, not args.no_progress) or 0)
+    print(f"done in {time.perf_counter() - started:.0f} s: signed anonymizer {run_dir / 'anonymizer'}")
+    return status

@@ -1,0 +1,91 @@
+"""Run a federated plan in Flower's simulation engine (Ray), in this process.
+
+`flwr.simulation.run_simulation` runs the ServerApp in a thread of this process and the
+ClientApps in Ray actors; it shuts Ray down when the run ends, so nothing is left running.
+One actor per `federation.simulation.cpus_per_site` CPUs: on 2 cores with 1 CPU per site, two
+virtual sites train at a time and the others queue, however many sites the federation has.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from flwr.clientapp.typing import Mod
+from omegaconf import DictConfig
+
+from client.client_app import SimulatedSites, make_client_app
+from server.server_app import make_server_app
+from server.settings import FederationSettings
+from server.task import FederatedTask
+from server.workflow import FederatedPlan
+
+QUIET_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+}
+
+
+def run_federation(
+    cfg: DictConfig,
+    settings: FederationSettings,
+    task: FederatedTask,
+    out_dir: Path,
+    site_dirs: Sequence[Path],
+    site_homes: Sequence[Path],
+    signing_key: Path,
+    *,
+    extra_client_mods: Sequence[Mod] = (),
+    progress: Callable[[str], None] | None = None,
+    verbose: bool = False,
+) -> None:
+    """Train, sign and distribute with one virtual SuperNode per site folder.
+
+    `site_homes[i]` is what site i keeps locally (model store, its copy of the federation's
+    public key, data cache). Flower's own state (FLWR_HOME) stays inside `out_dir`.
+    """
+    from flwr.simulation import run_simulation
+
+    if len(site_dirs) != len(site_homes):
+        raise ValueError("one home folder per site folder")
+    out_dir = Path(out_dir)
+    saved_env = {key: os.environ.get(key) for key in ("FLWR_HOME", *QUIET_ENV)}
+    os.environ["FLWR_HOME"] = str((out_dir / "flwr-home").resolve())
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    plan = FederatedPlan(
+        cfg, settings, task, out_dir, signing_key, **({"progress": progress} if progress else {})
+    )
+    sites = SimulatedSites(
+        tuple(Path(d).resolve() for d in site_dirs), tuple(Path(h).resolve() for h in site_homes)
+    )
+    backend_config = {
+        "client_resources": {"num_cpus": settings.cpus_per_site, "num_gpus": settings.gpus_per_site},
+        "init_args": {"logging_level": "ERROR" if not verbose else "INFO", "log_to_driver": verbose},
+    }
+    flwr_logger = logging.getLogger("flwr")
+    level = flwr_logger.level
+    if not verbose:  # the plan prints one line per round (and every problem); Flower's INFO
+        flwr_logger.setLevel(logging.ERROR)  # lines and run_simulation's deprecation notice would bury it
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            run_simulation(
+                server_app=make_server_app(plan),
+                client_app=make_client_app(sites, task, extra_client_mods),
+                num_supernodes=len(site_dirs),
+                backend_config=backend_config,
+                verbose_logging=verbose,
+            )
+    finally:
+        flwr_logger.setLevel(level)
+        for key, value in saved_env.items():  # this process goes on; leave its environment as it was
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

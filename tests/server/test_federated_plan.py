@@ -1,0 +1,312 @@
+"""The federated plan end to end in Flower's simulation engine (Ray), on the tiny PrivDiff-Net.
+
+One SecAgg+ run of 3 sites (2 autoencoder rounds, 1 denoiser round) is shared by several tests:
+round 1 starts with a clipping range far too small for the updates (the round must be discarded
+and rerun with a range that holds them, never averaged with clipped values), site 2 drops out of
+round 3 after SecAgg+ key sharing, and site 1 holds the wrong federation key when the
+anonymizer is distributed. Every site records what it received and computed, so each round's
+SecAgg+ aggregate is compared with plain FedAvg of the sites' real updates.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
+from recording_task import DropOutMod, RecordingTask, make_federation, tiny_config
+
+from privdiff_core.signing import (
+    folder_hashes,
+    generate_signing_key,
+    load_private_key,
+    sign_model,
+    verify_model,
+)
+from server.checkpoint import CHECKPOINT_FILE
+from server.distribution import current_model
+from server.settings import federation_settings
+from server.updates import StateLayout, flatten_state, quantization_step
+from server.workflow import QUANTIZATION_RANGE
+from simulation.engine import run_federation
+
+pytestmark = pytest.mark.slow
+
+
+def _run(cfg, fed, out: Path, *, mods=(), lines: list[str] | None = None) -> list[Path]:
+    """Run the plan; snapshot the checkpoint after every round. Returns the snapshots."""
+    snapshots: list[Path] = []
+    lines = [] if lines is None else lines
+
+    def progress(line: str) -> None:
+        lines.append(line)
+        if line.startswith("["):  # a round finished and was checkpointed
+            snapshots.append(out / f"round-{len(snapshots) + 1}.pt")
+            shutil.copy(out / CHECKPOINT_FILE, snapshots[-1])
+
+    run_federation(
+        cfg,
+        federation_settings(cfg),
+        RecordingTask(),
+        out,
+        fed.site_dirs,
+        fed.homes,
+        fed.signing_key,
+        extra_client_mods=mods,
+        progress=progress,
+    )
+    return snapshots
+
+
+def _records(folder: Path, stage: str, base: np.ndarray | None = None) -> list[dict]:
+    """What the sites recorded in `stage`; with `base`, only the round that started from it."""
+    records = [torch.load(p, weights_only=True) for p in sorted(folder.glob(f"{stage}-*.pt"))]
+    if base is not None:
+        records = [r for r in records if np.array_equal(_vector(r["before"]), base)]
+    return records
+
+
+MODEL_CONFIG = tiny_config(Path("unused"))  # the model part of every run here: tiny PrivDiff-Net
+
+
+def _float32_rounding(values: np.ndarray) -> float:
+    """The server stores global + update as float32: up to one float32 spacing off, twice."""
+    return 2 * float(np.spacing(np.float32(np.abs(values).max())))
+
+
+def _vector(state: dict[str, torch.Tensor]) -> np.ndarray:
+    return flatten_state(state, StateLayout.of(state)).astype(np.float64)
+
+
+def _stage_vector(checkpoint: Path, stage: str) -> np.ndarray:
+    task, saved = RecordingTask(), torch.load(checkpoint, weights_only=True)
+    models = task.build_models(MODEL_CONFIG)
+    models.load_state_dict(saved["models"])
+    return _vector(task.stage_state(models, stage))
+
+
+def _fedavg(records: list[dict], clipping_range: float) -> tuple[np.ndarray, np.ndarray]:
+    """Plain FedAvg of the updates the sites sent (clipped as they clip them), and the base."""
+    bases = [_vector(r["before"]) for r in records]
+    for base in bases[1:]:
+        np.testing.assert_array_equal(base, bases[0])  # every site started from the same global
+    updates = [
+        (_vector(r["after"]) - base).astype(np.float32) for r, base in zip(records, bases, strict=True)
+    ]
+    if clipping_range > 0:
+        updates = [np.clip(u, -clipping_range, clipping_range) for u in updates]
+    weights = np.array([r["examples"] for r in records], dtype=np.float64)
+    mean = sum(w * u.astype(np.float64) for w, u in zip(weights, updates, strict=True)) / weights.sum()
+    return mean, bases[0]
+
+
+@pytest.fixture(scope="module")
+def secagg_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("secagg")
+    fed = make_federation(root, 3)
+    # site 1 holds another federation's key: it must refuse the anonymizer and keep its model
+    generate_signing_key(root / "other.pem", root / "other.pub")
+    shutil.copy(root / "other.pub", fed.homes[1] / "federation-public.pem")
+    previous = root / "previous-model"
+    previous.mkdir()
+    (previous / "weights.bin").write_bytes(b"an older anonymizer")
+    sign_model(previous, load_private_key(root / "other.pem"), {"created": "2026-01-01T00:00:00Z"})
+    from server.distribution import install_anonymizer, pack_folder
+
+    assert install_anonymizer(
+        pack_folder(previous),
+        "old-model",
+        fed.homes[1] / "model-store",
+        fed.homes[1] / "federation-public.pem",
+    ).installed
+    cfg = tiny_config(
+        root / "records", secagg={"initial_clipping_range": 2.0**-9}, rounds={"autoencoder": 2, "denoiser": 1}
+    )
+    lines: list[str] = []
+    snapshots = _run(cfg, fed, root / "run", mods=[DropOutMod(partition=2, round_=3)], lines=lines)
+    return {
+        "root": root,
+        "fed": fed,
+        "snapshots": snapshots,
+        "lines": lines,
+        "history": torch.load(snapshots[-1], weights_only=True)["history"],
+    }
+
+
+def _check_secagg_round(run: dict, round_: int, stage: str, sites: int) -> None:
+    """The server's aggregate of `round_` equals FedAvg of the sites' updates, up to SecAgg+'s
+    quantization: each weighted value is rounded to a grid of 2*range/2**22, so the mean of
+    `sites` updates is off by at most sites * step / (sum of weights / max weight)."""
+    snapshots, history = run["snapshots"], run["history"]
+    if round_ == 1:  # the server's initial model: the same seed builds the same network
+        task = RecordingTask()
+        start = _vector(task.stage_state(task.build_models(MODEL_CONFIG), stage))
+    else:
+        start = _stage_vector(snapshots[round_ - 2], stage)
+    records = _records(run["root"] / "records", stage, start)
+    by_site: dict[str, dict] = {}
+    for record in records:  # a rerun round (range widened) trains again from the same base
+        if record["site"] in by_site:
+            np.testing.assert_array_equal(_vector(record["after"]), _vector(by_site[record["site"]]["after"]))
+        by_site[record["site"]] = record
+    records = list(by_site.values())
+    assert len(records) == sites
+    clip = history[round_ - 1]["clipping_range"]
+    expected, base = _fedavg(records, clip)
+    aggregate = _stage_vector(snapshots[round_ - 1], stage) - base
+    step = quantization_step(clip, QUANTIZATION_RANGE)
+    max_weight = max(r["examples"] for r in _records(run["root"] / "records", "autoencoder"))
+    weight_sum = sum(r["examples"] for r in records) / max_weight
+    tolerance = sites * step / weight_sum + _float32_rounding(base)
+    np.testing.assert_allclose(aggregate, expected, rtol=0, atol=tolerance)
+    assert np.abs(expected).max() > 100 * tolerance  # the comparison is not between two near-zeros
+
+
+def test_secagg_rounds_complete_and_match_plain_fedavg(secagg_run):
+    history = secagg_run["history"]
+    assert [(h["round"], h["stage"]) for h in history] == [
+        (1, "autoencoder"),
+        (2, "autoencoder"),
+        (3, "denoiser"),
+    ]
+    assert len(secagg_run["snapshots"]) == 3
+    _check_secagg_round(secagg_run, 1, "autoencoder", sites=3)
+    _check_secagg_round(secagg_run, 2, "autoencoder", sites=3)
+
+
+def test_too_small_range_discards_the_round_and_reruns_it_with_a_wider_one(secagg_run):
+    first, second, _ = secagg_run["history"]
+    [discarded] = first["discarded"]
+    assert discarded["clipping_range"] == 2.0**-9 and discarded["clipped-values"] > 0
+    assert any("discarded, running it again" in line for line in secagg_run["lines"])
+    records = _records(secagg_run["root"] / "records", "autoencoder")
+    largest = max(np.abs(_vector(r["after"]) - _vector(r["before"])).max() for r in records)
+    assert largest > discarded["clipping_range"]  # the updates really were larger than the range
+    # the accepted round used a range that holds every update: nothing clipped, nothing lost
+    assert first["clipped-values"] == 0 and first["clipping_range"] >= largest
+    assert second["clipped-values"] == 0 and not second["discarded"]
+
+
+def test_site_dropping_out_mid_round_does_not_stop_the_round(secagg_run):
+    third = secagg_run["history"][2]
+    assert third["stage"] == "denoiser"
+    assert third["sites"] == 2 and third["dropped"] == 1
+    records = _records(secagg_run["root"] / "records", "denoiser")
+    assert sorted(r["site"] for r in records) == ["site_00", "site_01"]
+    # the denoiser round trained on the federation's autoencoder, not on a site's own
+    autoencoder = _stage_vector(secagg_run["snapshots"][1], "autoencoder")
+    for record in records:
+        np.testing.assert_array_equal(_vector(record["frozen"]), autoencoder)
+    _check_secagg_round(secagg_run, 3, "denoiser", sites=2)
+
+
+def test_signed_anonymizer_reaches_sites_and_a_wrong_key_site_keeps_its_model(secagg_run):
+    root, fed = secagg_run["root"], secagg_run["fed"]
+    folder = root / "run" / "anonymizer"
+    payload = verify_model(folder, _public(fed.public_key))
+    assert payload["metadata"]["secagg"] is True
+    assert payload["metadata"]["sites"] == 3
+    assert payload["metadata"]["rounds"] == {"autoencoder": 2, "denoiser": 1}
+    for home in (fed.homes[0], fed.homes[2]):
+        installed = current_model(home / "model-store")
+        assert installed is not None and installed.parent.name == "anonymizers"
+        verify_model(installed, _public(home / "federation-public.pem"))
+        assert folder_hashes(installed) == folder_hashes(folder)
+    kept = current_model(fed.homes[1] / "model-store")
+    assert kept is not None and kept.name == "old-model"
+    assert any("kept its previous model" in line for line in secagg_run["lines"])
+
+
+def _public(path: Path):
+    from privdiff_core.signing import load_public_key
+
+    return load_public_key(path)
+
+
+def test_plain_fedavg_switch_and_resume_after_a_server_crash(tmp_path, monkeypatch):
+    """SecAgg+ off: the aggregate is exactly FedAvg. The server dies in the middle of round 2;
+    restarted on the same folder it resumes at round 2 from the round-1 checkpoint."""
+    import server.workflow as workflow
+
+    fed = make_federation(tmp_path / "fed", 3)
+    cfg = tiny_config(tmp_path / "records", secagg={"enabled": False})
+    out = tmp_path / "run"
+    real_fit = workflow.default_fit_workflow
+
+    def crashing_fit(grid, context):
+        if int(context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND]) == 2:
+            raise RuntimeError("server machine lost power")
+        real_fit(grid, context)
+
+    monkeypatch.setattr(workflow, "default_fit_workflow", crashing_fit)
+    with pytest.raises(RuntimeError, match="lost power"):
+        _run(cfg, fed, out)
+    saved = torch.load(out / CHECKPOINT_FILE, weights_only=True)
+    assert saved["rounds_done"] == {"autoencoder": 1, "denoiser": 0} and not saved["completed"]
+    assert not (out / "anonymizer").exists()
+    shutil.copy(out / CHECKPOINT_FILE, tmp_path / "round-1.pt")
+    records = _records(tmp_path / "records", "autoencoder")
+    expected, base = _fedavg(records, 0.0)
+    np.testing.assert_allclose(
+        _stage_vector(tmp_path / "round-1.pt", "autoencoder") - base,
+        expected,
+        rtol=0,
+        atol=_float32_rounding(base) + 1e-6 * np.abs(expected).max(),
+    )
+
+    monkeypatch.setattr(workflow, "default_fit_workflow", real_fit)
+    lines: list[str] = []
+    _run(cfg, fed, out, lines=lines)
+    assert any("resuming" in line and "1 of 2 rounds done" in line for line in lines)
+    assert [line.split("]")[0] for line in lines if line.startswith("[")] == ["[denoiser 1/1"]
+    assert len(_records(tmp_path / "records", "autoencoder")) == 3  # round 1 was not trained again
+    history = torch.load(out / CHECKPOINT_FILE, weights_only=True)["history"]
+    assert [h["round"] for h in history] == [1, 2]
+    denoiser = _records(tmp_path / "records", "denoiser")
+    for record in denoiser:  # round 2 built on the checkpointed round-1 autoencoder
+        np.testing.assert_array_equal(
+            _vector(record["frozen"]), _stage_vector(tmp_path / "round-1.pt", "autoencoder")
+        )
+    expected, base = _fedavg(denoiser, 0.0)
+    np.testing.assert_allclose(
+        _stage_vector(out / CHECKPOINT_FILE, "denoiser") - base,
+        expected,
+        rtol=0,
+        atol=_float32_rounding(base) + 1e-6 * np.abs(expected).max(),
+    )
+    verify_model(out / "anonymizer", _public(fed.public_key))
+    assert verify_model(out / "anonymizer", _public(fed.public_key))["metadata"]["secagg"] is False
+
+
+def test_central_dp_with_flowers_own_secagg_vector_path(tmp_path):
+    """federation.dp on, and Flower's stock SecAgg+ (implementation: flower): each site's update is
+    clipped to the L2 norm, the aggregate is their FedAvg plus Gaussian noise of the configured
+    size, and the SecAgg+ range follows the norm (nothing is clipped twice)."""
+    fed = make_federation(tmp_path / "fed", 3)
+    norm, multiplier = 0.05, 0.5
+    cfg = tiny_config(
+        tmp_path / "records",
+        rounds={"autoencoder": 1, "denoiser": 0},
+        secagg={"implementation": "flower"},
+        dp={"enabled": True, "noise_multiplier": multiplier, "clipping_norm": norm},
+    )
+    snapshots = _run(cfg, fed, tmp_path / "run")
+    [entry] = torch.load(snapshots[-1], weights_only=True)["history"]
+    assert entry["clipping_range"] == 2.0 ** np.ceil(np.log2(norm)) and entry["clipped-values"] == 0
+    records = _records(tmp_path / "records", "autoencoder")
+    bases = [_vector(r["before"]) for r in records]
+    updates = [_vector(r["after"]) - base for r, base in zip(records, bases, strict=True)]
+    assert min(np.linalg.norm(u) for u in updates) > norm  # the clipping had work to do
+    clipped = [u * min(1.0, norm / np.linalg.norm(u)) for u in updates]
+    weights = np.array([r["examples"] for r in records], dtype=np.float64)
+    fedavg = sum(w * u for w, u in zip(weights, clipped, strict=True)) / weights.sum()
+    noise = _stage_vector(snapshots[-1], "autoencoder") - bases[0] - fedavg
+    sigma = multiplier * norm / 3  # Flower's compute_stdv: noise_multiplier * clipping_norm / sampled sites
+    assert abs(noise.mean()) < 4 * sigma / np.sqrt(noise.size)
+    assert 0.8 * sigma < noise.std() < 1.2 * sigma  # ~250 values: the estimate is within ~5% (1 sd)
+    payload = verify_model(tmp_path / "run" / "anonymizer", _public(fed.public_key))
+    expected = {"enabled": True, "noise_multiplier": multiplier, "clipping_norm": norm}
+    assert payload["metadata"]["dp"] == expected

@@ -1,0 +1,53 @@
+"""The `federation:` config section (server/settings.py)."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from privdiff_core.config import load_config
+from server.errors import FederationError
+from server.settings import SecAggSettings, federation_settings
+
+
+@pytest.mark.parametrize("name", ["tiny", "demo", "paper"])
+def test_every_shipped_config_has_a_valid_federation_plan_with_secagg_on(name):
+    settings = federation_settings(load_config(name))
+    assert settings.secagg.enabled and not settings.dp.enabled
+    assert [stage for stage, _ in settings.plan] == ["autoencoder", "denoiser"]
+    assert settings.min_sites >= 2
+
+
+@pytest.mark.parametrize(
+    ("sites", "shares", "threshold"), [(2, 2, 2), (3, 3, 2), (5, 5, 3), (10, 9, 5), (30, 11, 6), (100, 15, 8)]
+)
+def test_automatic_share_counts_grow_logarithmically_with_a_majority_threshold(sites, shares, threshold):
+    assert SecAggSettings().shares_for(sites) == (shares, threshold)
+
+
+def test_a_threshold_above_the_shares_is_refused():
+    with pytest.raises(FederationError, match="reconstruction_threshold"):
+        SecAggSettings(num_shares=3, reconstruction_threshold=5).shares_for(3)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"rounds": {"autoencoder": 0, "denoiser": 0}}, "nothing to train"),
+        ({"rounds": {"autoencoder": -1}}, "rounds.autoencoder"),
+        ({"local_steps": {"denoiser": 0}}, "local_steps.denoiser"),
+        ({"min_sites": 1}, "min_sites"),
+        ({"secagg": {"clipping_range": "wide"}}, "secagg.clipping_range"),
+        ({"secagg": {"implementation": "homemade"}}, "implementation"),
+        ({"dp": {"enabled": True, "clipping_norm": 0}}, "clipping_norm"),
+    ],
+)
+def test_bad_settings_name_the_key_to_fix(override, message):
+    cfg = OmegaConf.merge(load_config("tiny"), {"federation": override})
+    with pytest.raises(FederationError, match=message):
+        federation_settings(cfg)
+
+
+def test_a_config_without_a_federation_section_is_refused():
+    with pytest.raises(FederationError, match="federation"):
+        federation_settings(OmegaConf.create({"seed": 0}))

@@ -39,7 +39,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, default: str = "demo")
         "overrides",
         nargs="*",
         metavar="key=value",
-        help="override any config value, e.g. train.ldm.steps=200 anonymize.strength=0.5",
+        help="override any config value, e.g. train.denoiser.steps=200 anonymize.strength=0.5",
     )
 
 

@@ -48,7 +48,7 @@ def load_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Dict
         raise ConfigError(f"{path}: a config must be a mapping at the top level")
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. train.ldm.steps=100)")
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. train.denoiser.steps=100)")
     OmegaConf.set_struct(cfg, True)
     for item in overrides:  # one at a time, so an error names the override that caused it
         key = item.split("=", 1)[0]

@@ -18,11 +18,13 @@ from types import ModuleType
 
 from privdiff_core.errors import PrivdiffError
 
-# name -> module implementing it, in the order `privdiff --help` lists them.
+# name -> module implementing it, in the order `privdiff --help` lists them. Every module named
+# here must import in a light package (privdiff_core.commands, privdiff_core.evaluation): a
+# package whose __init__ imports torch or diffusers would make `privdiff --help` take seconds.
 CORE_COMMANDS: dict[str, str] = {
-    "synth": "privdiff_core.synth.cli",
-    "train": "privdiff_core.training.cli",
-    "anonymize": "privdiff_core.anonymizer.cli",
+    "synth": "privdiff_core.commands.synth",
+    "train": "privdiff_core.commands.train",
+    "anonymize": "privdiff_core.commands.anonymize",
     "evaluate": "privdiff_core.evaluation.cli_evaluate",
     "ablate": "privdiff_core.evaluation.cli_ablate",
 }

@@ -7,6 +7,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 
 from privdiff_core.config import load_config
 from privdiff_core.model import Conditions, SASAttnProcessor, spg_combine
+from privdiff_core.model.spg import cfg_combine
 from privdiff_core.model.tokens import DIAGNOSIS
 from privdiff_core.training import build_models
 
@@ -105,6 +106,25 @@ def test_sampling_skips_the_unconditional_pass_only_when_its_weight_is_zero():
     other = tiny("spg.w_s=-0.5")
     other.load_state_dict(model.state_dict())
     hook = other.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
-    other.guided_noise(z, t, state, step=1)
+    full = other.guided_noise(z, t, state, step=1)
     hook.remove()
-    assert batches[-1] == 6
+    assert batches[-1] == 6  # eps(z, 0) has weight 1 - 2 + 0.5 != 0: three predictions
+    assert torch.allclose(full, spg_combine(*three, w_diag=2.0, w_s=-0.5), atol=1e-4)
+
+
+@torch.no_grad()
+def test_guidance_is_spg_with_the_cycled_attribute_and_cfg_when_spg_is_off():
+    model = tiny("spg.w_s=-0.5")
+    x = images(2)
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor(700)
+    state = model.condition_state(x, Conditions(sex=torch.tensor([0, 1]), labels=torch.ones(2, 14)))
+    predict = lambda m, s: m.predict_noise(z, t.expand(2), s)  # noqa: E731
+    uncond, diag = predict(model, state.only()), predict(model, state.only(DIAGNOSIS))
+    for step, sensitive in enumerate(("identity", "age", "sex")):
+        expected = spg_combine(uncond, diag, predict(model, state.only(sensitive)), w_diag=2.0, w_s=-0.5)
+        assert torch.allclose(model.guided_noise(z, t, state, step), expected, atol=1e-4)
+    cfg_model = tiny("spg.enabled=false", "spg.w_diag=3.0")
+    cfg_model.load_state_dict(model.state_dict())
+    expected = cfg_combine(predict(cfg_model, state.only()), predict(cfg_model, state), 3.0)
+    assert torch.allclose(cfg_model.guided_noise(z, t, state, 0), expected, atol=1e-4)

@@ -5,7 +5,13 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention
 
-from privdiff_core.model.sas import NORM_DELTA, SASAttnProcessor, normalize_suppressed, sas_project
+from privdiff_core.model.sas import (
+    NORM_DELTA,
+    SASAttnProcessor,
+    normalize_suppressed,
+    sas_project,
+    sas_project_joint,
+)
 from privdiff_core.model.tokens import TokenLayout
 
 
@@ -46,6 +52,34 @@ def test_projection_equals_naive_formula_in_float64(lead, n):
     single = sas_project(A_diag.float(), F_s.float(), 1e-4)
     assert single.dtype == torch.float32
     assert (single.double() - naive).norm() / naive.norm() < 1e-5
+
+
+def test_joint_token_major_projection_is_the_same_equation():
+    # What the processor runs: [F_s | A_diag] transposed to (..., L, N), one product for both
+    # F_s^T F_s and F_s^T A_diag. It must equal the naive formula as sas_project does.
+    g = torch.Generator().manual_seed(5)
+    F_s = softmax_blocks(g, 2, 4, n=96, sizes=(4, 4, 2))
+    A_diag = softmax_blocks(g, 2, 4, n=96, sizes=(14,))
+    maps_t = torch.cat([F_s, A_diag], -1).mT
+    joint = sas_project_joint(maps_t, 10, 1e-4)
+    naive = naive_projection(A_diag, F_s, 1e-4)
+    assert joint.shape == (2, 4, 14, 96) and joint.dtype == torch.float64
+    assert (joint.mT - naive).norm() / naive.norm() < 1e-9
+    single = sas_project_joint(maps_t.float(), 10, 1e-4)
+    assert single.dtype == torch.float32
+    assert (single.mT.double() - naive).norm() / naive.norm() < 1e-5
+    # The normalization reads the transposed map the same way.
+    assert torch.allclose(normalize_suppressed(joint, token_dim=-2).mT, normalize_suppressed(joint.mT))
+    with pytest.raises(ValueError, match="token_dim"):
+        normalize_suppressed(joint, token_dim=0)
+    # Trained through: finite, correct gradients (the processor backpropagates through it).
+    logits = torch.randn(1, 24, 12, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def f(lt):
+        blocks = lt.split((4, 4, 2, 14), dim=-2)
+        return sas_project_joint(torch.cat([b.softmax(-2) for b in blocks], -2), 10, 1e-3)
+
+    assert torch.autograd.gradcheck(f, (logits,))
 
 
 def test_projection_removes_the_sensitive_span_and_error_scales_with_eps():

@@ -261,6 +261,21 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def write_results(out: Path, results: list[dict[str, Any]]) -> None:
+    """The JSON and the Markdown table, each written to a temporary name and renamed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "machine": platform.platform(),
+        "sites": SITES,
+        "results": results,
+        "goal": "SecAgg+ round <= 1.5x plain at ~50M parameters",
+    }
+    for path, text in ((out, json.dumps(payload, indent=2)), (out.with_suffix(".md"), table(results) + "\n")):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -282,20 +297,8 @@ def main() -> None:
         for variant in args.variants.split(","):  # all variants of a model back to back: drift hits all
             print(f"== {name}, {variant}", flush=True)
             results.append(run_variant(name, variant, args.rounds, work))
+            write_results(args.out, results)  # after every variant: an interrupted run keeps what it measured
     print(table(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "machine": platform.platform(),
-                "sites": SITES,
-                "results": results,
-                "goal": "SecAgg+ round <= 1.5x plain at ~50M parameters",
-            },
-            indent=2,
-        )
-    )
-    args.out.with_suffix(".md").write_text(table(results) + "\n")
     print(f"wrote {args.out}")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

@@ -109,7 +109,7 @@ class PrivdiffTask:
             if cache_file.is_file():
                 saved = torch.load(cache_file, weights_only=True)
                 return CXRTensors(**saved)
-        data = open_dataset(site_dir, size, split="train").load_tensors(progress=False)
+        data = open_dataset(site_dir, size, split="train", progress=False).load_tensors(progress=False)
         if cache_file is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")

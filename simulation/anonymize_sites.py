@@ -53,7 +53,9 @@ def anonymize_test_splits(
             raise FederationError(f"{site_dir.name}: no anonymizer in its model store (distribution failed?)")
         verify_model(model, load_public_key(home / PUBLIC_KEY_NAME))
         anonymizer = Anonymizer.load(model, device="cpu")
-        data = open_dataset(site_dir, image_size, split="test").load_tensors(progress=False)
+        data = open_dataset(site_dir, image_size, split="test", progress=progress).load_tensors(
+            progress=False
+        )
         started = time.perf_counter()
         batch = int(anonymizer.cfg.anonymize.batch_size)
         outputs = []

@@ -8,7 +8,9 @@
 3. the server writes the anonymizer, signs it, and sends it to every site, which verifies it
    and installs it in its model store;
 4. each site anonymizes its test split with the model it received;
-5. the evaluation report, when privdiff's evaluation package is installed.
+5. the evaluation report (`privdiff evaluate`), when privdiff's evaluation package is installed:
+   a lighter pass than the config's `evaluate:` section when `federation.simulation.evaluation`
+   says so (demo: fewer attacker steps and test images), the full one with --full-evaluation.
 
 Everything goes under out=RUN (default runs/simulate-<config>).
 """
@@ -18,9 +20,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from privdiff_core.cli import add_config_arguments
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 HELP = "train PrivDiff-Net federated (Flower simulation, SecAgg+) on synthetic hospitals, sign, anonymize"
 
@@ -30,6 +37,7 @@ examples:
   privdiff simulate --config demo federation.sites=20   tens of virtual hospitals (bigger machine)
   privdiff simulate --config tiny federation.secagg.enabled=false out=runs/plain   plain FedAvg
   privdiff simulate --config demo data=data/synthetic   an existing federation folder
+  privdiff simulate --config demo --full-evaluation     the report with demo.yaml's evaluate: as is
 
 RUN (out=) holds: config.yaml, federation/ (the synthetic hospitals), keys/ (the federation's
 model-signing key pair), checkpoint.pt, anonymizer/ (signed), distribution.json (each site's
@@ -44,11 +52,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     add_config_arguments(parser, default="demo")
     parser.add_argument("--no-evaluate", action="store_true", help="skip the evaluation report")
+    parser.add_argument(
+        "--full-evaluation",
+        action="store_true",
+        help="evaluate with the config's evaluate: section as is, not the lighter "
+        "federation.simulation.evaluation pass (much longer)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own logs")
 
 
-def _evaluate(run_dir: Path, data_root: Path, progress: bool) -> int | None:
+def evaluation_plan(cfg: DictConfig, full: bool) -> tuple[str | None, list[str]]:
+    """(--methods, overrides) for the report: `federation.simulation.evaluation` of the config,
+    a lighter pass than its `evaluate:` section so the main job stays in minutes; `full` (or a
+    config without that key) keeps the config's evaluation as it is."""
+    light = cfg.federation.get("simulation", {}).get("evaluation") if "federation" in cfg else None
+    if full or not light:
+        return None, []
+    methods = light.get("methods")
+    chosen = None if methods is None else (",".join(str(m) for m in methods) or "none")
+    return chosen, [str(item) for item in light.get("overrides") or []]
+
+
+def _evaluate(
+    run_dir: Path,
+    data_root: Path,
+    progress: bool,
+    methods: str | None = None,
+    overrides: Sequence[str] = (),
+) -> int | None:
     """The evaluation report through `privdiff evaluate`, if privdiff's evaluation package exists."""
     from privdiff_core import cli as core_cli
 
@@ -66,11 +98,18 @@ def _evaluate(run_dir: Path, data_root: Path, progress: bool) -> int | None:
         str(run_dir / "config.yaml"),
         "--model",
         f"federated={run_dir / 'anonymizer'}",
+        *(["--methods", methods] if methods is not None else []),
         f"data={data_root}",
         f"out={run_dir / 'evaluation'}",
+        *overrides,
     ]
     if not progress:
         argv.insert(1, "--no-progress")
+    if overrides or methods is not None:
+        print(
+            "evaluation: a light pass (federation.simulation.evaluation: fewer attacker steps and "
+            "images); `privdiff simulate --full-evaluation` runs the config's evaluate: section as is"
+        )
     print(f"evaluation: privdiff {' '.join(argv)}")
     args = core_cli.build_parser().parse_args(argv)
     return int(args._run(args) or 0)
@@ -140,6 +179,11 @@ def run(args: argparse.Namespace) -> int:
     for result in results:
         print(f"  {result.site}: {result.images} test images in {result.seconds:.1f} s -> {result.folder}")
 
-    status = 0 if args.no_evaluate else (_evaluate(run_dir, data_root, not args.no_progress) or 0)
+    status = 0
+    if not args.no_evaluate:
+        methods, overrides = evaluation_plan(cfg, args.full_evaluation)
+        evaluated = time.perf_counter()
+        status = _evaluate(run_dir, data_root, not args.no_progress, methods, overrides) or 0
+        print(f"evaluation: {time.perf_counter() - evaluated:.0f} s")
     print(f"done in {time.perf_counter() - started:.0f} s: signed anonymizer {run_dir / 'anonymizer'}")
     return status

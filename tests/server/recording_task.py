@@ -9,6 +9,7 @@ updates and compare it with what the server aggregated under SecAgg+.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ class RecordingTask(PrivdiffTask):
             "before": before,
             "after": self.stage_state(models, stage),
             "frozen": frozen,
+            "niceness": os.getpriority(os.PRIO_PROCESS, 0),  # of the Ray actor that trained
         }
         torch.save(record, folder / f"{stage}-{data.site_name}-{seed}.pt")
         return result

@@ -10,6 +10,7 @@ SecAgg+ aggregate is compared with plain FedAvg of the sites' real updates.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -175,6 +176,9 @@ def test_secagg_rounds_complete_and_match_plain_fedavg(secagg_run):
     assert len(secagg_run["snapshots"]) == 3
     _check_secagg_round(secagg_run, 1, "autoencoder", sites=3)
     _check_secagg_round(secagg_run, 2, "autoencoder", sites=3)
+    # the virtual sites train at the simulation's own priority, not at Ray's default nice 15
+    records = _records(secagg_run["root"] / "records", "autoencoder")
+    assert {r["niceness"] for r in records} == {os.getpriority(os.PRIO_PROCESS, 0)}
 
 
 def test_too_small_range_discards_the_round_and_reruns_it_with_a_wider_one(secagg_run):

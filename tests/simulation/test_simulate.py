@@ -30,7 +30,9 @@ def test_tiny_federation_trains_signs_distributes_and_anonymizes(tmp_path, capsy
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("FLWR_HOME", raising=False)
     assert privdiff(["simulate", "--config", "tiny", "--no-evaluate", "--no-progress", f"out={run}"]) == 0
-    output = capsys.readouterr().out
+    captured = capsys.readouterr()
+    output = captured.out
+    assert "reading headers" not in captured.err  # --no-progress: no progress bar anywhere
     # readable progress: the plan, one line per round with stage, round, loss, time
     assert "federated plan: autoencoder x1 rounds then denoiser x1 rounds (SecAgg+, 3 sites" in output
     for stage in ("autoencoder", "denoiser"):
@@ -75,6 +77,7 @@ def test_the_evaluation_report_is_handed_the_signed_federated_model(tmp_path, mo
         parser.add_argument("--config"),
         parser.add_argument("--model"),
         parser.add_argument("--no-progress", action="store_true"),
+        parser.add_argument("--methods"),
         parser.add_argument("overrides", nargs="*"),
     )
     stand_in.run = lambda args: calls.append(args) or 0
@@ -86,10 +89,33 @@ def test_the_evaluation_report_is_handed_the_signed_federated_model(tmp_path, mo
     assert args.config == str(tmp_path / "run" / "config.yaml")
     assert args.model == f"federated={tmp_path / 'run' / 'anonymizer'}"
     assert args.overrides == [f"data={tmp_path / 'federation'}", f"out={tmp_path / 'run' / 'evaluation'}"]
+    assert args.methods is None  # no light pass asked for: evaluate's own default baselines
+
+    light = ["evaluate.verifier.steps=5", "evaluate.pairs.test=10"]
+    assert simulate._evaluate(tmp_path / "run", tmp_path / "fed", False, "dp_pix", light) == 0
+    assert calls[-1].methods == "dp_pix"
+    assert calls[-1].overrides[2:] == light  # after data= and out=, so they win over the run's config
+    assert "--full-evaluation" in capsys.readouterr().out  # the output says it is a light pass
 
     monkeypatch.delitem(core_cli.CORE_COMMANDS, "evaluate")
     assert simulate._evaluate(tmp_path / "run", tmp_path / "federation", progress=False) is None
     assert "not installed" in capsys.readouterr().out
+
+
+def test_the_demo_evaluates_a_lighter_pass_whose_overrides_evaluate_accepts():
+    from privdiff_core.config import load_config
+    from simulation.cli import evaluation_plan
+
+    demo = load_config("demo")
+    methods, overrides = evaluation_plan(demo, full=False)
+    assert methods == "dp_pix" and overrides
+    light = load_config("demo", overrides)  # every override names a key the config has
+    assert light.evaluate.verifier.steps < demo.evaluate.verifier.steps
+    assert light.evaluate.max_images.test < (demo.evaluate.max_images.test or float("inf"))
+    assert evaluation_plan(demo, full=True) == (None, [])  # --full-evaluation
+    assert evaluation_plan(load_config("paper"), full=False) == (None, [])
+    none = load_config("tiny", ["federation.simulation.evaluation={methods: [], overrides: []}"])
+    assert evaluation_plan(none, full=False) == ("none", [])
 
 
 def test_a_bad_federation_setting_stops_before_any_work(tmp_path, capsys):

@@ -11,7 +11,11 @@ Writes the demo federation with `privdiff synth`'s code, reads it back from the 
    and with negatives drawn within each site (so the scanner's look cannot help);
 2. controls: the AUC of a trivial attacker comparing only grey-level statistics, and of the
    verifier re-trained on films with brightness and contrast normalised away;
-3. trains `nets.ImageClassifier` age-group and sex attackers and reports test accuracy beside chance.
+3. trains `nets.ImageClassifier` age-group and sex attackers and reports test accuracy beside chance;
+4. runs the "real images" column of `privdiff evaluate` on the same folder (`--config`, default
+   demo: its `evaluate` settings and caps): the evaluation's own Siamese verifier, diagnosis judge
+   and age/sex attacker trained on real training patients and scored on real test patients
+   (`privdiff_core.evaluation.engine.evaluate_real`). `--skip-judges` leaves it out.
 
 Prints a table and writes JSON (default benchmarks/results/biometrics.json).
 """
@@ -28,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from privdiff_core.attributes import NUM_AGE_GROUPS, NUM_SEXES
+from privdiff_core.attributes import FINDINGS, NUM_AGE_GROUPS, NUM_SEXES
 from privdiff_core.synth import SynthParams, generate_arrays, generate_federation
 from privdiff_core.synth.biometrics import (
     LabelledImages,
@@ -84,19 +88,46 @@ def from_memory(params: SynthParams) -> LabelledImages:
     )
 
 
-def load(args: argparse.Namespace) -> tuple[LabelledImages, str]:
+def load(args: argparse.Namespace, scratch: Path) -> tuple[LabelledImages, str, Path | None]:
+    """The films, where they came from, and the federation folder (None when held only in memory)."""
     try:
         import privdiff_core.data  # noqa: F401
     except ImportError:
-        return from_memory(DEMO), "in-memory generator (privdiff_core.data not installed)"
+        return from_memory(DEMO), "in-memory generator (privdiff_core.data not installed)", None
     if args.data is not None:
-        return from_files(
-            args.data, args.size
-        ), f"DICOM files of {args.data} via privdiff_core.data.open_dataset"
-    with tempfile.TemporaryDirectory(prefix="biometrics_") as tmp:
-        root = Path(tmp) / "federation"
-        generate_federation(root, DEMO, progress=True)
-        return from_files(root, args.size), "DICOM files written by privdiff synth, read by open_dataset"
+        source = f"DICOM files of {args.data} via privdiff_core.data.open_dataset"
+        return from_files(args.data, args.size), source, args.data
+    root = scratch / "federation"
+    generate_federation(root, DEMO, progress=True)
+    source = "DICOM files written by privdiff synth, read by open_dataset"
+    return from_files(root, args.size), source, root
+
+
+def evaluation_real_column(root: Path, config: str, threads_progress: bool) -> dict:
+    """`privdiff evaluate`'s real-image measurements (re-ID AUC, diagnosis AUCs, age/sex vs chance)."""
+    from privdiff_core.config import load_config
+    from privdiff_core.evaluation.engine import EvaluationSettings, build_context, evaluate_real
+    from privdiff_core.evaluation.pipeline import load_splits
+
+    cfg = load_config(config)
+    splits = load_splits(cfg, root, progress=False)
+    settings = EvaluationSettings.from_config(cfg, progress=threads_progress)
+    real = evaluate_real(build_context(splits, settings, cache_dir=None))
+    run = real["runs"][0]
+    return {
+        "config": config,
+        "splits": splits.summary(),
+        "reid_auc": run["reid"],
+        "diagnosis_mean_auc": run["diagnosis"]["mean_auc"],
+        "diagnosis_per_finding_auc": run["diagnosis"]["per_finding"],
+        "diagnosis_skipped": run["diagnosis"]["skipped"],
+        "test_positives": {
+            name: int(v) for name, v in zip(FINDINGS, splits.test.labels.sum(0).tolist(), strict=True)
+        },
+        "age": run["demographics"]["age"],
+        "sex": run["demographics"]["sex"],
+        "judge_training": run["judge_training"],
+    }
 
 
 def main() -> None:
@@ -111,11 +142,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/biometrics.json"))
+    parser.add_argument("--config", default="demo", help="config whose `evaluate` section the judges use")
+    parser.add_argument(
+        "--skip-judges", action="store_true", help="leave out privdiff evaluate's real column"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     start = time.perf_counter()
-    data, source = load(args)
+    with tempfile.TemporaryDirectory(prefix="biometrics_") as scratch:
+        report = measure(args, Path(scratch), start)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+def measure(args: argparse.Namespace, scratch: Path, start: float) -> dict:
+    data, source, root = load(args, scratch)
     train, test = data.select(data.split == "train"), data.select(data.split == "test")
     print(f"data: {source}; {len(train.patient_ids)} train / {len(test.patient_ids)} test films")
 
@@ -202,10 +245,26 @@ def main() -> None:
     print(f"\n{'measure':<62} {'value':>7} {'chance':>7}")
     for label, value, chance in rows:
         print(f"{label:<62} {value:>7.3f} {chance:>7.3f}")
+    if root is not None and not args.skip_judges:
+        t = time.perf_counter()
+        judged = evaluation_real_column(root, args.config, threads_progress=True)
+        report["evaluate_real"] = judged
+        report["seconds"]["evaluate_real_s"] = round(time.perf_counter() - t, 1)
+        print(f"\nprivdiff evaluate, real test images ({args.config} config, {judged['splits']['test']})")
+        reid = judged["reid_auc"]
+        print(
+            f"  re-identification AUC {reid['auc']:.3f} (95% CI {reid['ci_low']:.3f}-{reid['ci_high']:.3f})"
+        )
+        print(f"  diagnosis mean AUC {judged['diagnosis_mean_auc']:.3f} over the findings present in test:")
+        for name, auc in judged["diagnosis_per_finding_auc"].items():
+            shown = "skipped" if auc is None else f"{auc:.3f}"
+            print(f"    {name:<20} {shown:>7}  ({judged['test_positives'][name]} positive test films)")
+        for name in ("age", "sex"):
+            part = judged[name]
+            print(f"  {name} accuracy {part['accuracy']:.3f} (chance, majority class: {part['chance']:.3f})")
+    report["seconds"]["total"] = round(time.perf_counter() - start, 1)
     print(f"\n(total {report['seconds']['total']:.0f} s on {args.threads} thread(s))")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    return report
 
 
 if __name__ == "__main__":

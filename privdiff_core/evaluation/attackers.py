@@ -42,6 +42,7 @@ class AttackerSettings:
     weight_decay: float = 1e-4
     eval_every: int = 100
     patience: int = 0  # evaluations without improvement before stopping early; 0 = never stop early
+    augment: bool = False  # diagnosis judge: random shifts and exposure changes of each training batch
     seed: int = 0
 
     @classmethod
@@ -217,8 +218,36 @@ def demographics_report(model: ImageClassifier, images, age_group, sex, device="
     }
 
 
+def jitter(images: torch.Tensor, rng: np.random.Generator, max_shift: int = 3) -> torch.Tensor:
+    """A follow-up's nuisances on a training batch: shifted by up to `max_shift` pixels, contrast
+    and brightness changed a little. Four films per patient are few; without this the judges
+    memorise the training patients instead of learning the findings."""
+    n = len(images)
+    pad = torch.nn.functional.pad(images, (max_shift,) * 4, mode="replicate")
+    dy, dx = rng.integers(0, 2 * max_shift + 1, size=(2, n))
+    size_y, size_x = images.shape[-2:]
+    shifted = torch.stack([pad[k, :, dy[k] : dy[k] + size_y, dx[k] : dx[k] + size_x] for k in range(n)])
+    gain = torch.from_numpy(1.0 + 0.1 * rng.standard_normal(n)).float().view(n, 1, 1, 1)
+    offset = torch.from_numpy(0.05 * rng.standard_normal(n)).float().view(n, 1, 1, 1)
+    return (shifted * gain + offset).clamp(-1.0, 1.0)
+
+
 def _sample(n: int, batch_size: int, rng: np.random.Generator) -> torch.Tensor:
     return torch.from_numpy(rng.integers(0, n, min(batch_size, n)))
+
+
+def finding_pos_weight(labels: torch.Tensor, label_mask: torch.Tensor, cap: float = 10.0) -> torch.Tensor:
+    """BCE weight of a positive label per finding: sqrt(negatives / positives), in [1, cap].
+
+    The square root balances halfway: full balancing (negatives / positives, up to ~30 here) makes
+    the few positives dominate each batch and the training noisy. Counts use known labels only;
+    a finding without known positives keeps weight 1.
+    """
+    known = label_mask.float()
+    positives = (labels.float() * known).sum(0)
+    negatives = ((1.0 - labels.float()) * known).sum(0)
+    ratio = torch.where(positives > 0, negatives / positives.clamp(min=1.0), torch.ones_like(positives))
+    return ratio.sqrt().clamp(1.0, cap)
 
 
 def train_diagnosis(
@@ -231,14 +260,20 @@ def train_diagnosis(
     desc: str = "diagnosis",
     progress: bool = True,
 ) -> tuple[ImageClassifier, FitLog]:
-    """Multi-label findings classifier; unknown (masked) labels contribute nothing to the loss."""
+    """Multi-label findings classifier; unknown (masked) labels contribute nothing to the loss.
+
+    Findings are rare (a few percent of films each), so positives are up-weighted
+    (`finding_pos_weight`): without it the network learns to answer "absent" for the rare ones.
+    """
     model = build_diagnosis(settings).to(device)
+    pos_weight = finding_pos_weight(labels, label_mask).to(device)
 
     def batch_loss(rng: np.random.Generator) -> torch.Tensor:
         idx = _sample(len(images), settings.batch_size, rng)
         mask = label_mask[idx].float().to(device)
+        batch = jitter(images[idx], rng) if settings.augment else images[idx]
         per_label = F.binary_cross_entropy_with_logits(
-            model(images[idx].to(device)), labels[idx].to(device), reduction="none"
+            model(batch.to(device)), labels[idx].to(device), reduction="none", pos_weight=pos_weight
         )
         return (per_label * mask).sum() / mask.sum().clamp(min=1.0)
 

@@ -124,20 +124,20 @@ def sample_anatomy(rng: np.random.Generator, age: float, sex: int, texture_size:
     female = float(sex == 1)
     n = rng.standard_normal
 
-    body_width = 1.0 - 0.06 * female + 0.06 * n()
-    kyphosis = float(np.clip(0.35 * a + 0.15 * n() + 0.1 * a * n(), 0.0, 1.0))
-    thorax = 1.0 - 0.055 * female + 0.05 * n()  # overall rib-cage scale
+    body_width = 1.0 - 0.08 * female + 0.06 * n()
+    kyphosis = float(np.clip(0.5 * a + 0.12 * n() + 0.1 * a * n(), 0.0, 1.0))
+    thorax = 1.0 - 0.07 * female + 0.05 * n()  # overall rib-cage scale
     lung_ax = _sided(rng, 0.32 * thorax, 0.025, 0.02)
-    lung_ay = _sided(rng, (0.72 + 0.035 * a - 0.03 * female) * thorax, 0.04, 0.02)
+    lung_ay = _sided(rng, (0.72 + 0.05 * a - 0.03 * female) * thorax, 0.04, 0.02)
     lung_cx = np.array([-1.0, 1.0], dtype=np.float32) * _sided(rng, 0.43 * thorax, 0.015, 0.01)
     lung_cy = _sided(rng, -0.04 + 0.03 * kyphosis, 0.03, 0.015)
-    dome_top = _sided(rng, 0.38 + 0.04 * a - 0.03 * female, 0.05, 0.035)
+    dome_top = _sided(rng, 0.38 + 0.06 * a - 0.03 * female, 0.05, 0.035)
     dome_top[1] += 0.05  # the left hemidiaphragm sits lower than the liver-backed right one
-    heart_scale = float(np.clip(1.0 - 0.06 * female + 0.06 * a + 0.07 * n(), 0.85, 1.2))
+    heart_scale = float(np.clip(1.0 - 0.07 * female + 0.06 * a + 0.07 * n(), 0.85, 1.2))
     calcification = float(np.clip(a**1.6 * (0.8 + 0.4 * rng.random()) + 0.05 * n(), 0.0, 1.2))
-    bone_density = float(np.clip(1.05 - (0.22 + 0.25 * female) * a + 0.07 * n(), 0.45, 1.25))
+    bone_density = float(np.clip(1.08 - (0.3 + 0.25 * female) * a + 0.06 * n(), 0.4, 1.25))
 
-    n_dots = int(rng.poisson(14 * calcification))
+    n_dots = int(rng.poisson(22 * calcification))
     cartilage_dots = np.column_stack(
         [rng.integers(0, 2, n_dots), rng.integers(1, 9, n_dots), rng.uniform(0.0, 1.0, n_dots)]
     ).astype(np.float32)
@@ -178,8 +178,8 @@ def sample_anatomy(rng: np.random.Generator, age: float, sex: int, texture_size:
         lung_ax=lung_ax,
         lung_ay=lung_ay,
         lung_taper=_sided(rng, 0.28, 0.08, 0.04),
-        lung_cos=(0.07 * n((2, N_HARMONICS)) / np.arange(1, N_HARMONICS + 1) ** 0.5).astype(np.float32),
-        lung_sin=(0.07 * n((2, N_HARMONICS)) / np.arange(1, N_HARMONICS + 1) ** 0.5).astype(np.float32),
+        lung_cos=(0.085 * n((2, N_HARMONICS)) / np.arange(1, N_HARMONICS + 1) ** 0.5).astype(np.float32),
+        lung_sin=(0.085 * n((2, N_HARMONICS)) / np.arange(1, N_HARMONICS + 1) ** 0.5).astype(np.float32),
         dome_top=dome_top,
         dome_centre=np.array([-1.0, 1.0], dtype=np.float32) * _sided(rng, 0.42, 0.03, 0.02),
         dome_width=_sided(rng, 0.42, 0.04, 0.03),
@@ -196,7 +196,7 @@ def sample_anatomy(rng: np.random.Generator, age: float, sex: int, texture_size:
         knob_height=float(-0.36 + 0.04 * n()),
         aorta_unfold=float(np.clip(a * (0.6 + 0.4 * rng.random()) + 0.1 * n(), 0.0, 1.2)),
         rib_jitter=(0.012 * n((2, N_RIBS))).astype(np.float32),
-        rib_rise=(0.09 + 0.015 * n() + 0.018 * n((2, N_RIBS))).astype(np.float32),
+        rib_rise=(0.09 + 0.018 * n() + 0.022 * n((2, N_RIBS))).astype(np.float32),
         rib_curl=(
             (0.24 + 0.1 * kyphosis + 0.03 * n()) * np.linspace(1.5, 0.9, N_RIBS) + 0.035 * n((2, N_RIBS))
         ).astype(np.float32),
@@ -204,7 +204,7 @@ def sample_anatomy(rng: np.random.Generator, age: float, sex: int, texture_size:
         rib_thickness=float((0.046 + 0.005 * (1 - female) + 0.003 * n()) * thorax),
         anterior_slope=(0.55 + 0.08 * n() + 0.05 * n((2, N_RIBS))).astype(np.float32),
         clavicle_y=_sided(rng, -0.60 - 0.06 * kyphosis, 0.045, 0.03),
-        clavicle_angle=np.deg2rad(_sided(rng, 14.0 - 4 * female, 6.0, 4.0)),
+        clavicle_angle=np.deg2rad(_sided(rng, 14.0 - 4 * female, 7.0, 4.5)),
         clavicle_length=_sided(rng, 0.66 - 0.04 * female, 0.04, 0.025),
         clavicle_bend=_sided(rng, 1.0, 0.35, 0.25),
         humerus_xy=np.column_stack(
@@ -213,7 +213,7 @@ def sample_anatomy(rng: np.random.Generator, age: float, sex: int, texture_size:
         bone_density=bone_density,
         calcification=calcification,
         kyphosis=kyphosis,
-        breast_size=float(np.clip(0.85 + 0.25 * n(), 0.4, 1.5) if female else 0.0),
+        breast_size=float(np.clip(0.95 + 0.25 * n(), 0.5, 1.6) if female else 0.0),
         breast_drop=float(0.06 * a + 0.04 * n()) if female else 0.0,
         cartilage_dots=cartilage_dots,
         granulomas=gran,

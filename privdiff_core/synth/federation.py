@@ -42,7 +42,7 @@ from privdiff_core.synth.render import render_density
 from privdiff_core.synth.scanner import acquire
 from privdiff_core.synth.sites import SiteProfile, site_profile
 
-GENERATOR_VERSION = "1.0"  # bump when the same seed would draw different images
+GENERATOR_VERSION = "1.1"  # bump when the same seed would draw different images
 LABEL_COLUMNS = ("sop_instance_uid", "file", "split", *FINDINGS)
 MAX_SIZE = 2048
 

@@ -53,8 +53,8 @@ def sample_followup(rng: np.random.Generator, ap_fraction: float, electrode_rate
         inspiration=float(np.clip(0.35 * n() - (0.45 if ap else 0.0), -1.0, 1.0)),
         axial_rotation=float(np.clip(0.35 * spread * n(), -1.0, 1.0)),
         scapula_out=float(np.clip((0.15 if ap else 0.8) + 0.15 * n(), 0.0, 1.0)),
-        exposure=float(np.clip(1.0 + 0.06 * n(), 0.85, 1.15)),
-        brightness=float(np.clip(0.04 * n(), -0.1, 0.1)),
+        exposure=float(np.clip(1.0 + 0.07 * n(), 0.85, 1.15)),
+        brightness=float(np.clip(0.05 * n(), -0.12, 0.12)),
         noise=float(rng.uniform(0.75, 1.3)),
         electrodes=electrodes,
     )

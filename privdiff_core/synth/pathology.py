@@ -16,8 +16,8 @@ known (0 or 1, never empty):
 | Emphysema | flat low diaphragm, hyperlucent lungs, pruned peripheral vessels, bullae |
 | Fibrosis | reticular net in the lower and peripheral zones, smaller lungs |
 | Pleural_Thickening | smooth band along the lateral chest wall or an apical cap |
-| Nodule | round opacity, 3.5-7% of the thorax width |
-| Mass | larger lobulated opacity, 9-17% |
+| Nodule | round opacity, 5-7.5% of the thorax width |
+| Mass | larger lobulated opacity, 11-17% |
 | Hernia | retrocardiac mass with an air-fluid level (hiatal hernia) |
 
 A finding's appearance (side, place, size) is drawn once by `sample_finding`; the cohort keeps
@@ -98,28 +98,28 @@ def sample_finding(name: str, rng: np.random.Generator, anatomy: Anatomy) -> Fin
             lateral = max(lateral, 0.65)
         centre = _in_lung(anatomy, side, lateral, height)
         size = {
-            "Nodule": rng.uniform(0.035, 0.065),
-            "Mass": rng.uniform(0.09, 0.16),
+            "Nodule": rng.uniform(0.05, 0.075),
+            "Mass": rng.uniform(0.11, 0.17),
             "Consolidation": rng.uniform(0.13, 0.2),
             "Pneumonia": rng.uniform(0.16, 0.25),
             "Infiltration": rng.uniform(0.2, 0.3),
         }[name]
     elif name == "Atelectasis":
         centre = _in_lung(anatomy, side, rng.uniform(0.4, 0.65), rng.uniform(0.05, 0.3))
-        size = rng.uniform(0.22, 0.34)
+        size = rng.uniform(0.26, 0.38)
     elif name == "Effusion":
         side = BOTH if rng.random() < 0.3 else side
-        size = rng.uniform(0.1, 0.3)
+        size = rng.uniform(0.2, 0.38)
     elif name == "Pneumothorax":
-        size = rng.uniform(0.16, 0.35)
+        size = rng.uniform(0.24, 0.4)
     elif name in ("Edema", "Emphysema", "Fibrosis"):
         side = BOTH
     elif name == "Pleural_Thickening":
         side = BOTH if rng.random() < 0.3 else side
-        size = rng.uniform(0.025, 0.045)
+        size = rng.uniform(0.04, 0.065)
         centre = (0.0, float(rng.choice([-1.0, 1.0])))  # v > 0: lateral wall; v < 0: apical cap
     elif name == "Hernia":
-        size = rng.uniform(0.09, 0.13)
+        size = rng.uniform(0.11, 0.15)
     return Finding(name=name, side=side, centre=centre, size=float(size), severity=severity, seed=seed)
 
 
@@ -212,7 +212,7 @@ def _lung_of(scene: Scene, side: int) -> Array:
 
 def _nodule(scene: Scene, f: Finding) -> Array:
     u, v, px = scene.canvas.u, scene.canvas.v, scene.canvas.pixel
-    return 0.42 * ball(u, v, f.centre[0], f.centre[1], max(f.size, 1.2 * px), px)
+    return 0.5 * ball(u, v, f.centre[0], f.centre[1], max(f.size, 1.2 * px), px)
 
 
 def _mass(scene: Scene, f: Finding) -> Array:
@@ -245,14 +245,14 @@ def _consolidation(scene: Scene, f: Finding) -> Array:
 
 
 def _pneumonia(scene: Scene, f: Finding) -> Array:
-    return (0.24 + 0.12 * f.severity) * _patch(scene, f, 1.2, 7) * _lung_of(scene, f.side)
+    return (0.3 + 0.12 * f.severity) * _patch(scene, f, 1.2, 7) * _lung_of(scene, f.side)
 
 
 def _infiltration(scene: Scene, f: Finding) -> Array:
     rng = np.random.default_rng(f.seed)
     fine = smooth_noise(rng, scene.canvas.size, max(8, scene.canvas.size // 5))
     envelope = np.exp(-(ellipse_field(scene.canvas.u, scene.canvas.v, *f.centre, f.size * 1.3, f.size) ** 2))
-    return (0.14 + 0.08 * f.severity) * envelope * (1.0 + 0.6 * fine) * _lung_of(scene, f.side)
+    return (0.2 + 0.1 * f.severity) * envelope * (1.0 + 0.6 * fine) * _lung_of(scene, f.side)
 
 
 def _atelectasis(scene: Scene, f: Finding) -> Array:
@@ -262,9 +262,9 @@ def _atelectasis(scene: Scene, f: Finding) -> Array:
     half = f.size / 2
     p0 = np.array([[f.centre[0] - half * np.cos(tilt), f.centre[1] - half * np.sin(tilt)]])
     p1 = np.array([[f.centre[0] + half * np.cos(tilt), f.centre[1] + half * np.sin(tilt)]])
-    width = np.array([max(0.022 + 0.015 * f.severity, scene.canvas.pixel)])
+    width = np.array([max(0.03 + 0.02 * f.severity, scene.canvas.pixel)])
     band = segments(u, v, p0, p1, width, width * 0.7, np.ones(1))
-    return 0.4 * band * scene.lung_outline[f.side]
+    return 0.45 * band * scene.lung_outline[f.side]
 
 
 def _edema(scene: Scene, f: Finding) -> Array:
@@ -300,7 +300,7 @@ def _emphysema(scene: Scene, f: Finding) -> Array:
         radius = rng.uniform(0.07, 0.11)
         r = np.hypot(u - cu, v - cv)
         out += (
-            -0.1 * cylinder(r / radius) + 0.05 * np.exp(-(((r - radius) / max(0.008, px * 0.6)) ** 2))
+            -0.14 * cylinder(r / radius) + 0.05 * np.exp(-(((r - radius) / max(0.008, px * 0.6)) ** 2))
         ) * scene.lung[side]
     return out
 
@@ -314,7 +314,7 @@ def _fibrosis(scene: Scene, f: Finding) -> Array:
         rho = scene.lung_radius[side]
         lower = smoothstep((scene.canvas.v - scene.geometry.lung_cy[side] + 0.1) / 0.4)
         peripheral = smoothstep((rho - 0.45) / 0.4)
-        out += (0.2 + 0.1 * f.severity) * net * lower * peripheral * scene.lung[side]
+        out += (0.28 + 0.12 * f.severity) * net * lower * peripheral * scene.lung[side]
     return out
 
 
@@ -332,7 +332,7 @@ def _pleural_thickening(scene: Scene, f: Finding) -> Array:
             )
         else:  # apical cap
             where = 1.0 - smoothstep((v - apex - 0.15) / 0.1)
-        out += 0.3 * band * where
+        out += 0.38 * band * where
     return out
 
 
@@ -343,7 +343,7 @@ def _pneumothorax(scene: Scene, f: Finding) -> Array:
     rim_region = lung * soft_step((collapsed - 1.0) * 0.3, pixel)
     pleura = np.exp(-((((collapsed - 1.0) * 0.3) / max(0.006, 0.6 * pixel)) ** 2)) * lung
     inside = lung * soft_step((1.0 - collapsed) * 0.3, pixel)
-    return -0.09 * rim_region + 0.12 * pleura + 0.05 * inside
+    return -0.16 * rim_region + 0.16 * pleura + 0.12 * inside
 
 
 def _effusion(scene: Scene, f: Finding) -> Array:
@@ -358,7 +358,7 @@ def _effusion(scene: Scene, f: Finding) -> Array:
         # climbs the lateral wall (meniscus).
         lung_here = scene.lung[side] > 0.5
         sulcus = float(scene.dome[lung_here].max()) if lung_here.any() else float(g.dome_top[side])
-        level = sulcus - f.size * (1.0 + f.severity * 0.5) * (0.5 + 0.5 * lateral**1.5)
+        level = sulcus - f.size * (1.0 + f.severity * 0.5) * (0.7 + 0.5 * lateral**1.5)
         # Fluid replaces the air it displaces (and a little more): the dome and the
         # costophrenic angle vanish under it.
         fluid = smoothstep((v - level) / 0.06) * scene.lung[side]
@@ -375,7 +375,7 @@ def _hernia(scene: Scene, f: Finding) -> Array:
     inside = soft_step(f.size - np.hypot(u - cx, v - cy), px)
     gas = inside * soft_step(cy - 0.15 * f.size - v, px)  # air above a flat fluid level
     rim = np.exp(-(((np.hypot(u - cx, v - cy) - f.size) / max(0.008, 0.6 * px)) ** 2))
-    return 0.12 * sac - 0.32 * gas * cylinder(np.hypot(u - cx, v - cy) / f.size) ** 0.3 + 0.08 * rim
+    return 0.16 * sac - 0.32 * gas * cylinder(np.hypot(u - cx, v - cy) / f.size) ** 0.3 + 0.08 * rim
 
 
 def _cardiomegaly(scene: Scene, f: Finding) -> Array:

@@ -1,7 +1,9 @@
 """A contact sheet of synthetic films: look at the data before training on it.
 
 Rows are patients chosen to cover every site, both sexes, the four age groups and the findings;
-columns are each patient's follow-ups, captioned with site, sex, age, view and findings.
+columns are each patient's follow-ups, captioned with site, sex, age, view and findings. Below
+them, each main finding is shown on one patient's film next to the same film without it (same
+anatomy, pose, exposure and noise), so what a finding changes is plain to see.
 """
 
 from __future__ import annotations
@@ -11,8 +13,16 @@ from pathlib import Path
 import numpy as np
 
 from privdiff_core.attributes import AGE_GROUPS, SEXES
+from privdiff_core.synth.cohort import make_anatomy, make_studies, stream, visit_rng
 from privdiff_core.synth.federation import SynthParams, SynthSample, render_patient, site_patients
+from privdiff_core.synth.pathology import sample_finding
+from privdiff_core.synth.render import render_density
+from privdiff_core.synth.scanner import acquire
 from privdiff_core.synth.sites import site_profile
+
+# The findings a radiologist must be able to see on the sheet (issue 2 names these five and more).
+MAIN_FINDINGS = ("Cardiomegaly", "Effusion", "Nodule", "Mass", "Pneumothorax", "Consolidation")
+_EXAMPLE_STREAM = 0x5EE  # purpose key of the random stream that places the example findings
 
 SHORT = {"Pleural_Thickening": "PleuralThick", "Consolidation": "Consolid", "Infiltration": "Infiltr"}
 
@@ -43,6 +53,21 @@ def pick_patients(params: SynthParams, rows: int) -> list[list[SynthSample]]:
     return chosen
 
 
+def finding_pair(
+    params: SynthParams, name: str, patient_index: int, site: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """One patient's first film without and with `name`: same anatomy, pose, exposure and noise."""
+    patient = site_patients(params, site_profile(site, params.seed))[patient_index]
+    anatomy = make_anatomy(patient, params.seed, params.texture_size)
+    study = make_studies(patient, anatomy, 1, params.seed)[0]
+    finding = sample_finding(name, stream(params.seed, site, patient_index, _EXAMPLE_STREAM), anatomy)
+    films = []
+    for findings in ({}, {name: finding}):
+        density = render_density(anatomy, study.followup, findings, params.size)
+        films.append(acquire(density, patient.site, study.followup, visit_rng(study, params.seed)))
+    return films[0], films[1]
+
+
 def caption(sample: SynthSample) -> str:
     study = sample.study
     findings = ", ".join(SHORT.get(f, f) for f in study.findings) or "no finding"
@@ -52,26 +77,40 @@ def caption(sample: SynthSample) -> str:
     )
 
 
-def contact_sheet(path: str | Path, params: SynthParams, rows: int = 8) -> Path:
-    """Render a sheet of `rows` patients x their follow-ups to a PNG."""
+def contact_sheet(
+    path: str | Path, params: SynthParams, rows: int = 8, findings: tuple[str, ...] = MAIN_FINDINGS
+) -> Path:
+    """Render `rows` patients x their follow-ups, then each of `findings` beside its absence, to a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     patients = pick_patients(params, rows)
-    cols = params.images_per_patient
-    fig, axes = plt.subplots(len(patients), cols, figsize=(2.3 * cols, 2.6 * len(patients)), squeeze=False)
+    cols = max(params.images_per_patient, 4)
+    pairs_per_row = cols // 2
+    finding_rows = -(-len(findings) // pairs_per_row)
+    n_rows = len(patients) + finding_rows
+    fig, axes = plt.subplots(n_rows, cols, figsize=(2.3 * cols, 2.6 * n_rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+
+    def show(ax, image: np.ndarray, title: str) -> None:
+        ax.imshow(np.clip(image, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="lanczos")
+        ax.set_title(title, fontsize=6.5)
+
     for r, films in enumerate(patients):
-        for c in range(cols):
-            ax = axes[r][c]
-            ax.axis("off")
-            if c < len(films):
-                ax.imshow(np.clip(films[c].image, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="lanczos")
-                ax.set_title(caption(films[c]), fontsize=6.5)
+        for c, sample in enumerate(films[:cols]):
+            show(axes[r][c], sample.image, caption(sample))
+    patients_per_site = params.patients
+    for k, name in enumerate(findings):
+        row, col = len(patients) + k // pairs_per_row, 2 * (k % pairs_per_row)
+        without, with_finding = finding_pair(params, name, k % patients_per_site)
+        show(axes[row][col], without, f"patient {k}: no finding")
+        show(axes[row][col + 1], with_finding, f"patient {k}: {name}")
     fig.suptitle(
         f"privdiff synth: {params.sites} sites, seed {params.seed}, {params.size}x{params.size}; "
-        "each row one patient, columns its follow-ups",
+        "top: one patient per row, columns its follow-ups; bottom: findings beside their absence",
         fontsize=9,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.985))

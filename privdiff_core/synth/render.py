@@ -246,7 +246,7 @@ def ribs(scene: Scene) -> Array:
             np.minimum(np.maximum(s_ant + 0.02, 0.0) / 0.12, np.maximum(1.0 - s_ant, 0.0) / 0.35), 1.0
         )
         out[arows, acols] += 0.45 * cylinder(q) * a_ends
-    dot_radius = max(0.011, 0.7 * px)
+    dot_radius = max(0.016, 0.8 * px)
     for side, rib, pos in a.cartilage_dots:  # calcified costal cartilage beyond the anterior ends
         side, rib = int(side), int(rib)
         reach = a_len[side, rib] * (1.0 + 0.45 * pos)
@@ -254,7 +254,7 @@ def ribs(scene: Scene) -> Array:
             x_lat[side, rib] - SIDE_SIGN[side] * reach,
             y_lat[side, rib] + a.anterior_slope[side, rib] * reach * 0.8,
         )
-        add_ball(out, canvas, float(du), float(dv), dot_radius, 0.9 * a.calcification)
+        add_ball(out, canvas, float(du), float(dv), dot_radius, 1.8 * a.calcification)
     if a.marks.fracture is not None:  # healed fracture: callus bulging around one rib
         side, rib, pos = a.marks.fracture
         fu = float(x0[side, rib] + SIDE_SIGN[side] * pos * length[side, rib])
@@ -307,7 +307,7 @@ def breasts(scene: Scene) -> Array:
         cy = 0.3 + a.breast_drop
         rho = ellipse_field(u, v, SIDE_SIGN[side] * 0.5, cy, ax, ay)
         upper_fade = smoothstep((v - cy + 0.9 * ay) / (0.9 * ay))
-        out += 0.22 * a.breast_size * cylinder(rho) ** 0.4 * soft_step((1 - rho) * ay, px) * upper_fade
+        out += 0.28 * a.breast_size * cylinder(rho) ** 0.4 * soft_step((1 - rho) * ay, px) * upper_fade
     return out
 
 
@@ -337,7 +337,7 @@ def calcifications(scene: Scene) -> Array:
     angle = np.arctan2(v - a.knob_height, u - kx)
     arc = smoothstep((np.cos(angle + 0.6) - 0.2) / 0.4)  # the upper-lateral rim
     width = max(0.008, scene.canvas.pixel * 0.6)
-    return (0.35 * a.calcification * arc * np.exp(-(((r - a.knob_radius) / width) ** 2))).astype(np.float32)
+    return (0.5 * a.calcification * arc * np.exp(-(((r - a.knob_radius) / width) ** 2))).astype(np.float32)
 
 
 def implants(scene: Scene, followup: FollowUp) -> Array:

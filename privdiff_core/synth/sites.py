@@ -18,23 +18,24 @@ import numpy as np
 
 from privdiff_core.attributes import FINDINGS
 
-# Base prevalence per image, set near ChestX-ray14's ordering but high enough for a few hundred
-# patients to hold examples of each finding.
+# Base prevalence per image, set near ChestX-ray14's rates and ordering (Infiltration 18%, Effusion
+# 12%, Atelectasis 10% there) but raised for the rare findings, so that the test split of a few hundred
+# patients holds enough positives for a per-finding AUC that means something.
 BASE_PREVALENCE: dict[str, float] = {
-    "Atelectasis": 0.08,
-    "Cardiomegaly": 0.06,
-    "Effusion": 0.09,
-    "Infiltration": 0.09,
-    "Mass": 0.04,
-    "Nodule": 0.06,
-    "Pneumonia": 0.04,
-    "Pneumothorax": 0.04,
-    "Consolidation": 0.05,
-    "Edema": 0.04,
-    "Emphysema": 0.04,
-    "Fibrosis": 0.03,
-    "Pleural_Thickening": 0.04,
-    "Hernia": 0.02,
+    "Atelectasis": 0.1,
+    "Cardiomegaly": 0.08,
+    "Effusion": 0.12,
+    "Infiltration": 0.12,
+    "Mass": 0.06,
+    "Nodule": 0.07,
+    "Pneumonia": 0.05,
+    "Pneumothorax": 0.06,
+    "Consolidation": 0.06,
+    "Edema": 0.05,
+    "Emphysema": 0.06,
+    "Fibrosis": 0.05,
+    "Pleural_Thickening": 0.06,
+    "Hernia": 0.04,
 }
 # How risk moves with age: prevalence is scaled by (1 + slope * (age_factor - 0.45)).
 AGE_SLOPE: dict[str, float] = {

@@ -7,7 +7,14 @@ from eval_toydata import synth_splits, toy_cohort
 
 from privdiff_core.config import load_config
 from privdiff_core.evaluation import engine
-from privdiff_core.evaluation.attackers import AttackerSettings, FitLog, diagnosis_report, train_diagnosis
+from privdiff_core.evaluation.attackers import (
+    AttackerSettings,
+    FitLog,
+    diagnosis_report,
+    finding_pos_weight,
+    jitter,
+    train_diagnosis,
+)
 from privdiff_core.evaluation.engine import EvaluationSettings, build_context, evaluate_method, evaluate_real
 from privdiff_core.evaluation.methods import IdentityMethod, NoiseMethod
 from privdiff_core.evaluation.protocol import derive_seed
@@ -106,6 +113,38 @@ def test_pure_noise_leaves_no_diagnosis():
     assert set(anonymized["skipped"]) == {
         n for n in anonymized["per_finding"] if n not in ("Cardiomegaly", "Effusion")
     }
+
+
+def test_rare_findings_weigh_more_in_the_diagnosis_loss():
+    """Positives are up-weighted by sqrt(negatives / positives), capped; unknown labels are not counted."""
+    labels = torch.zeros(100, 14)
+    labels[:4, 0] = 1  # 4 positives, 96 negatives
+    labels[:50, 1] = 1  # balanced
+    labels[:, 2] = 1  # no negatives
+    labels[:1, 3] = 1  # 1 in 100: would be sqrt(99) ~ 9.95
+    labels[:1, 5] = 1
+    mask = torch.ones(100, 14, dtype=torch.bool)
+    mask[50:, 5] = False  # 1 positive, 49 known negatives
+    weight = finding_pos_weight(labels, mask, cap=8.0)
+    assert weight[0] == pytest.approx((96 / 4) ** 0.5)
+    assert weight[1] == pytest.approx(1.0) and weight[2] == pytest.approx(1.0)
+    assert weight[3] == pytest.approx(8.0)  # capped
+    assert weight[4] == pytest.approx(1.0)  # no positive at all: nothing to up-weight
+    assert weight[5] == pytest.approx(49**0.5)
+
+
+def test_training_jitter_shifts_and_re_exposes_but_keeps_the_picture():
+    coarse = torch.rand(16, 1, 4, 4, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.8
+    images = torch.nn.functional.interpolate(coarse, size=32, mode="bilinear")  # smooth films
+    out = jitter(images, np.random.default_rng(0), max_shift=3)
+    assert out.shape == images.shape and out.min() >= -1 and out.max() <= 1
+    assert not torch.equal(out, images)
+    # Every film stays (nearly) itself: far closer to its original than to another film.
+    own = (out - images).abs().mean(dim=(1, 2, 3))
+    other = (out - images.roll(1, 0)).abs().mean(dim=(1, 2, 3))
+    assert (own < other).all()
+    again = jitter(images, np.random.default_rng(0), max_shift=3)
+    assert torch.equal(out, again)  # seeded
 
 
 def test_runs_are_summarised_as_mean_and_std(identity_result):

@@ -22,12 +22,7 @@ from privdiff_core.training import build_models, local_train, save_anonymizer
 REAL = Path(__file__).resolve().parents[1] / "fixtures" / "real"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -37,16 +37,7 @@ def labelled(params: SynthParams) -> LabelledImages:
 
 
 @pytest.mark.slow
-def test_verifier_reidentifies_held_out_patients_from_anatomy():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        _check_reidentification()
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _check_reidentification() -> None:
+def test_verifier_reidentifies_held_out_patients_from_anatomy(one_thread):
     data = labelled(SMALL)
     train = data.select(data.split == "train")
     held_out = data.select(data.split != "train")  # val + test: patients the verifier never saw

@@ -25,9 +25,10 @@ on other patients; details in report.md):
   image quality       SSIM to the original; Fréchet distance on the diagnosis network's features
 
 --model takes a folder written by `privdiff train` (or its anonymizer/ sub-folder), optionally
-named NAME=PATH; repeat it to compare models. --methods adds built-in methods: dp_pix and
-deformation (the paper's baselines), identity and noise (sanity references); default: the
-config's evaluate.baselines; 'none' for no baseline.
+named NAME=PATH; repeat it to compare models. --strengths 0.3,0.6 evaluates each model at those
+anonymize strengths (how far the latent is noised): its privacy/utility curve. --methods adds
+built-in methods: dp_pix and deformation (the paper's baselines), identity and noise (sanity
+references); default: the config's evaluate.baselines; 'none' for no baseline.
 out= receives report.md, report.json and the figures; judges/ and methods/ inside it are reused
 when the same command runs again (finished methods are skipped).
 """
@@ -50,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="LIST",
         help="comma-separated built-in methods: dp_pix, deformation, identity, noise; 'none' for none "
         "(default: the config's evaluate.baselines)",
+    )
+    parser.add_argument(
+        "--strengths",
+        default=None,
+        metavar="LIST",
+        help="comma-separated anonymize strengths in (0, 1]: every --model is evaluated at each, as "
+        "NAME_s<percent> (a privacy/utility curve); default: the strength stored with the model",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -86,10 +94,48 @@ def model_label(name: str) -> str:
     return {"privdiff": "PrivDiff-Net"}.get(name, f"PrivDiff-Net ({name})")
 
 
+def parse_strengths(spec: str | None) -> list[float | None]:
+    """--strengths '0.3,0.6' -> [0.3, 0.6]; not given -> [None] (the model's own strength)."""
+    from .methods import MethodError
+
+    if spec is None:
+        return [None]
+    try:
+        values = [float(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        raise MethodError(f"--strengths: expected numbers like 0.3,0.6, got {spec!r}") from None
+    if not values or any(not 0.0 < v <= 1.0 for v in values):
+        raise MethodError(f"--strengths: every strength must lie in (0, 1], got {spec!r}")
+    if len({round(v * 100) for v in values}) != len(values):
+        raise MethodError(f"--strengths: strengths must differ by at least 0.01, got {spec!r}")
+    return values
+
+
+def model_methods(cfg, models: list[tuple[str, str]], strengths: list[float | None]) -> list:
+    """One AnonymizerMethod per model and strength (NAME, or NAME_s<percent> for a given strength)."""
+    from .methods import AnonymizerMethod
+
+    conditions, batch = str(cfg.evaluate.anonymizer_conditions), int(cfg.evaluate.batch_size)
+    return [
+        AnonymizerMethod(name, model_label(name), path, conditions, batch)
+        if strength is None
+        else AnonymizerMethod(
+            f"{name}_s{round(strength * 100)}",
+            f"{model_label(name)}, strength {strength:g}",
+            path,
+            conditions,
+            batch,
+            strength,
+        )
+        for name, path in models
+        for strength in strengths
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
     from privdiff_core.config import ConfigError, load_config
 
-    from .methods import AnonymizerMethod, builtin_method
+    from .methods import builtin_method
     from .pipeline import load_splits, require_sections, run_evaluation
 
     cfg = load_config(args.config, args.overrides)
@@ -98,16 +144,10 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.get("out"):
         raise ConfigError("say where the report goes: out=REPORT_DIR")
     require_sections(cfg, "evaluate", "baselines")
-    methods = [
-        AnonymizerMethod(
-            name,
-            model_label(name),
-            path,
-            str(cfg.evaluate.anonymizer_conditions),
-            int(cfg.evaluate.batch_size),
-        )
-        for name, path in parse_models(args.model)
-    ]
+    strengths = parse_strengths(args.strengths)
+    if args.strengths is not None and not args.model:
+        raise ConfigError("--strengths applies to the --model anonymizers; give at least one --model")
+    methods = model_methods(cfg, parse_models(args.model), strengths)
     methods += [
         builtin_method(name, cfg) for name in parse_methods(args.methods, cfg.evaluate.get("baselines"))
     ]

@@ -151,16 +151,24 @@ class AnonymizerMethod(Method):
     also passes the findings (say so when you report it).
     """
 
-    def __init__(self, name: str, label: str, folder: str | Path, conditions: str, batch_size: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        label: str,
+        folder: str | Path,
+        conditions: str,
+        batch_size: int,
+        strength: float | None = None,
+    ) -> None:
         if conditions not in CONDITION_MODES:
             raise MethodError(f"anonymizer conditions must be one of {CONDITION_MODES}, got {conditions!r}")
+        if strength is not None and not 0.0 < strength <= 1.0:
+            raise MethodError(f"anonymize strength must be in (0, 1], got {strength}")
         self.folder = resolve_anonymizer_folder(folder)
-        super().__init__(
-            name,
-            label,
-            "model",
-            {"folder": str(self.folder), "conditions": conditions, "batch_size": batch_size},
-        )
+        settings = {"folder": str(self.folder), "conditions": conditions, "batch_size": batch_size}
+        if strength is not None:  # absent, not None, by default: earlier cached results stay valid
+            settings["strength"] = float(strength)
+        super().__init__(name, label, "model", settings)
         self.anonymizer = None
         self.manifest: dict = {}
 
@@ -204,7 +212,12 @@ class AnonymizerMethod(Method):
             images = cohort.images[index]
             seeds = [derive_seed(seed, k + i) for i in range(len(images))]  # per image, batch-independent
             out.append(
-                self.anonymizer.anonymize(images, conditions=self._conditions(cohort, index), seed=seeds)
+                self.anonymizer.anonymize(
+                    images,
+                    conditions=self._conditions(cohort, index),
+                    seed=seeds,
+                    strength=self.settings.get("strength"),  # None: the model's own anonymize.strength
+                )
             )
         return torch.cat(out).float().clamp(-1.0, 1.0)
 

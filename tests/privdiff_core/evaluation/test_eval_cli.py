@@ -1,6 +1,7 @@
 """`privdiff evaluate` and `privdiff ablate` end to end on a small synthetic federation on disk."""
 
 import json
+import shutil
 
 import pytest
 from omegaconf import OmegaConf
@@ -100,3 +101,27 @@ def test_ablate_trains_variants_once_and_resumes(federation, tmp_path, capsys):
     assert main([*args, f"data={federation}", f"out={out}", *FAST, *short]) == 0
     again = capsys.readouterr().out
     assert again.count("trained earlier") == 2 and again.count("finished earlier") == 3
+
+    # The trained model at two strengths (a privacy/utility curve), against the judges trained above.
+    curve = tmp_path / "curve"
+    shutil.copytree(out / "judges", curve / "judges")
+    model = ["--model", str(out / "models" / "privdiff"), "--strengths", "0.25,1", "--methods", "none"]
+    args = ["evaluate", "--config", "tiny", *model, "--no-progress", f"data={federation}", f"out={curve}"]
+    assert main([*args, *FAST, *short]) == 0
+    report = json.loads((curve / "report.json").read_text())
+    assert report["judges_from_cache"] == [True]
+    methods = report["methods"]
+    assert {name: m["method"]["settings"]["strength"] for name, m in methods.items()} == {
+        "privdiff_s25": 0.25,
+        "privdiff_s100": 1.0,
+    }
+    # Noising the latent less keeps more of the image.
+    assert methods["privdiff_s25"]["quality"]["ssim_mean"] > methods["privdiff_s100"]["quality"]["ssim_mean"]
+
+
+def test_strengths_are_checked_before_anything_runs(federation, tmp_path, capsys):
+    base = ["evaluate", "--config", "tiny", "--methods", "none", f"data={federation}", f"out={tmp_path}"]
+    assert main([*base, "--model", str(tmp_path), "--strengths", "0.3,1.5"]) == 2
+    assert "(0, 1]" in capsys.readouterr().err
+    assert main([*base, "--strengths", "0.3"]) == 2
+    assert "--model" in capsys.readouterr().err

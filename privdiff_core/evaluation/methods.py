@@ -6,6 +6,7 @@ Methods that learn (the deformation baseline) learn from the training split only
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -98,9 +99,7 @@ class DeformationMethod(Method):
 
         self.device = device
         s = self._settings
-        cache = (
-            workdir / f"deformation_{splits.train.fingerprint()}_{s.seed}.safetensors" if workdir else None
-        )
+        cache = workdir / f"deformation_{self.cache_key(splits)}.safetensors" if workdir else None
         if cache is not None and cache.is_file():
             self.model = DeformationAnonymizer(s.mu, s.base_width, s.smooth_kernel, s.smooth_sigma)
             self.model.load_state_dict(load_file(cache))
@@ -114,6 +113,15 @@ class DeformationMethod(Method):
             save_file(self.model.state_dict(), tmp)
             tmp.replace(cache)
             cache.with_suffix(".json").write_text(json.dumps(self.training_log))
+
+    def cache_key(self, splits: EvalSplits) -> str:
+        """The trained generator depends on the training data, every setting and the adversaries' shape."""
+        material = json.dumps(
+            {"data": splits.train.fingerprint(), "settings": self.settings, "nets": self._nets.__dict__},
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(material.encode()).hexdigest()[:16]
 
     def anonymize(self, cohort: Cohort, seed: int, progress: bool = True) -> torch.Tensor:
         if self.model is None:

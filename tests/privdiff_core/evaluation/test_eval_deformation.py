@@ -46,3 +46,22 @@ def test_generator_pushes_the_same_patient_score_down():
     out = model.anonymize(cohort.images)
     assert out.shape == cohort.images.shape and not torch.allclose(out, cohort.images)
     assert ssim_per_image(cohort.images, out).mean() > 0.5  # a deformation, not a new image
+
+
+def test_a_trained_generator_is_reused_only_with_the_same_settings(splits, tmp_path):
+    """The cached generator is keyed on every setting: a new mu trains a new one."""
+    from dataclasses import replace
+
+    from privdiff_core.evaluation.methods import DeformationMethod
+
+    settings = DeformationSettings(mu=0.05, base_width=8, steps=2, pretrain_steps=2, batch_size=4)
+    nets = AttackerSettings(widths=(16, 32, 64), embed_dim=32, batch_size=4)
+    first = DeformationMethod(settings, nets)
+    first.prepare(splits, "cpu", False, tmp_path)
+    again = DeformationMethod(settings, nets)
+    again.prepare(splits, "cpu", False, tmp_path)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1  # the same settings: reused
+    wider = DeformationMethod(replace(settings, mu=0.2), nets)
+    wider.prepare(splits, "cpu", False, tmp_path)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2  # another mu: trained anew
+    assert wider.model.mu == 0.2

@@ -68,6 +68,15 @@ def release(argv: list[str], capfd) -> tuple[int, str]:
     return status, captured.out + captured.err
 
 
+def release_args(
+    model: Path, source: Path, out: Path, *, key: Path | None = None, secret: Path | None = None
+) -> list[str]:
+    """`release`'s usual arguments: the model (and the key it must be signed with), in, out, site secret."""
+    argv = ["--model", str(model)] + (["--public-key", str(key)] if key is not None else [])
+    argv += ["--in", str(source), "--out", str(out)]
+    return argv + (["--site-secret", str(secret)] if secret is not None else [])
+
+
 # -- the main release: one run, many properties ------------------------------------------------------
 
 
@@ -141,22 +150,8 @@ def main_release(tiny_model, tmp_path_factory) -> MainRelease:
     add("empty.dcm", "refused", "not_dicom")
 
     before = tree_state(source)
-    argv = [
-        "--model",
-        str(tiny_model.folder),
-        "--public-key",
-        str(tiny_model.public_key),
-        "--in",
-        str(source),
-        "--out",
-        str(out),
-        "--site-secret",
-        str(root / "secret"),
-        "--quarantine-threshold",
-        "1.0",
-        "--batch-size",
-        "4",
-    ]
+    argv = release_args(tiny_model.folder, source, out, key=tiny_model.public_key, secret=root / "secret")
+    argv += ["--quarantine-threshold", "1.0", "--batch-size", "4"]
     # A real process, so every byte it prints (progress bar included) is captured.
     result = subprocess.run(
         [sys.executable, "-m", "client.cli", "release", *argv, "--device", "cpu"],
@@ -305,20 +300,8 @@ def test_killed_release_resumes_with_exactly_one_output_per_input(tiny_model, tm
         )
     before = tree_state(source)
     (tmp_path / "secret").write_bytes(b"kill test site secret 0123456789")
-    argv = [
-        "--model",
-        str(tiny_model.folder),
-        "--public-key",
-        str(tiny_model.public_key),
-        "--in",
-        str(source),
-        "--out",
-        str(out),
-        "--site-secret",
-        str(tmp_path / "secret"),
-        "--quarantine-threshold",
-        "1.0",
-    ]
+    argv = release_args(tiny_model.folder, source, out, key=tiny_model.public_key, secret=tmp_path / "secret")
+    argv += ["--quarantine-threshold", "1.0"]
     process = subprocess.Popen(
         [
             sys.executable,
@@ -384,60 +367,23 @@ def test_unsigned_model_is_refused_before_the_inputs_are_looked_at(tiny_model, t
     model = _unsigned_copy(tiny_model, tmp_path)
     out = tmp_path / "out"
     # --in does not even exist: the signature problem is what the user hears about
-    status, log = release(
-        ["--model", str(model), "--in", str(tmp_path / "missing"), "--out", str(out)], capfd
-    )
+    status, log = release(release_args(model, tmp_path / "missing", out), capfd)
     assert status == 2 and "signature" in log and "--allow-unsigned" in log
     assert not out.exists()
-    status, log = release(
-        [
-            "--model",
-            str(model),
-            "--public-key",
-            str(tiny_model.public_key),
-            "--in",
-            str(tmp_path / "missing"),
-            "--out",
-            str(out),
-        ],
-        capfd,
-    )
+    status, log = release(release_args(model, tmp_path / "missing", out, key=tiny_model.public_key), capfd)
     assert status == 2 and "not signed" in log and not out.exists()
 
 
 def test_model_signed_by_another_key_or_changed_is_refused(tiny_model, tmp_path, capfd):
     source = tmp_path / "in"
     copy_real("rsna_cr_jpeg_baseline.dcm", source)
-    status, log = release(
-        [
-            "--model",
-            str(tiny_model.folder),
-            "--public-key",
-            str(tiny_model.other_public_key),
-            "--in",
-            str(source),
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        capfd,
-    )
+    argv = release_args(tiny_model.folder, source, tmp_path / "out", key=tiny_model.other_public_key)
+    status, log = release(argv, capfd)
     assert status == 2 and "signed by key" in log and not (tmp_path / "out").exists()
     tampered = Path(shutil.copytree(tiny_model.folder, tmp_path / "tampered"))
     config = next(tampered.rglob("config.json"))
     config.write_text(config.read_text() + " ")
-    status, log = release(
-        [
-            "--model",
-            str(tampered),
-            "--public-key",
-            str(tiny_model.public_key),
-            "--in",
-            str(source),
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        capfd,
-    )
+    status, log = release(release_args(tampered, source, tmp_path / "out", key=tiny_model.public_key), capfd)
     assert status == 2 and "changed after signing" in log and not (tmp_path / "out").exists()
 
 
@@ -448,24 +394,9 @@ def test_unsigned_release_is_loud_and_quarantine_holds_back(tiny_model, site_ver
     copy_real("rsna_cr_jpeg_baseline.dcm", source)
     (tmp_path / "secret").write_bytes(b"quarantine test site secret 0123")
     model = _unsigned_copy(tiny_model, tmp_path)
-    status, log = release(
-        [
-            "--model",
-            str(model),
-            "--allow-unsigned",
-            "--in",
-            str(source),
-            "--out",
-            str(out),
-            "--site-secret",
-            str(tmp_path / "secret"),
-            "--verifier",
-            str(site_verifier),
-            "--quarantine-threshold",
-            "0",
-        ],
-        capfd,
-    )
+    argv = release_args(model, source, out, secret=tmp_path / "secret")
+    argv += ["--allow-unsigned", "--verifier", str(site_verifier), "--quarantine-threshold", "0"]
+    status, log = release(argv, capfd)
     assert status == 1, log  # nothing failed, something held back
     assert "UNSIGNED" in log
     assert released_files(out) == [] and len(released_files(out, "quarantine")) == 1
@@ -506,9 +437,8 @@ def test_synthetic_site_export_is_released_clean(tiny_model, synthetic_federatio
     secret = b"synthetic site secret 0123456789"
     (tmp_path / "secret").write_bytes(secret)
     out = tmp_path / "out"
-    status, log = release(["--model", str(tiny_model.folder), "--public-key", str(tiny_model.public_key),
-                           "--in", str(source), "--out", str(out), "--site-secret", str(tmp_path / "secret"),
-                           "--quarantine-threshold", "1.0"], capfd)  # fmt: skip
+    argv = release_args(tiny_model.folder, source, out, key=tiny_model.public_key, secret=tmp_path / "secret")
+    status, log = release([*argv, "--quarantine-threshold", "1.0"], capfd)
     assert status == (1 if others else 0), log  # the non-DICOM files are refused, nothing failed
     outputs = released_files(out)
     assert len(outputs) == len(dicoms)

@@ -97,7 +97,9 @@ def _method_key(method: Method, ctx: EvalContext, settings: EvaluationSettings) 
             "method": method.describe()["settings"],
             "name": method.name,
             "data": ctx.splits.fingerprint(),
-            "settings": settings.as_dict(),
+            # Progress bars change no result: keyed as on (the default), so a rerun with --no-progress
+            # reuses the methods finished with bars (and caches written before this rule stay valid).
+            "settings": {**settings.as_dict(), "progress": True},
             "plans": [p.seed for p in ctx.plans],
         },
         sort_keys=True,

@@ -90,8 +90,24 @@ def parse_methods(spec: str | None, default) -> list[str]:
     return [m.strip() for m in spec.split(",") if m.strip()]
 
 
-def model_label(name: str) -> str:
-    return {"privdiff": "PrivDiff-Net"}.get(name, f"PrivDiff-Net ({name})")
+def model_label(name: str, folder=None) -> str:
+    """'PrivDiff-Net (NAME)' for a SAS + SPG model; an ablated one is labelled by what it runs, so a
+    vanilla model never appears as PrivDiff-Net in a report."""
+    import json
+    from pathlib import Path
+
+    config = {}
+    if folder is not None and (Path(folder) / "manifest.json").is_file():
+        config = json.loads((Path(folder) / "manifest.json").read_text()).get("config", {})
+    sas = bool(config.get("sas", {}).get("enabled", True))
+    spg = bool(config.get("spg", {}).get("enabled", True))
+    base = {
+        (True, True): "PrivDiff-Net",
+        (True, False): "Diffusion + SAS",
+        (False, True): "Diffusion + SPG",
+        (False, False): "Vanilla diffusion",
+    }[(sas, spg)]
+    return base if name == "privdiff" else f"{base} ({name})"
 
 
 def parse_strengths(spec: str | None) -> list[float | None]:
@@ -116,20 +132,19 @@ def model_methods(cfg, models: list[tuple[str, str]], strengths: list[float | No
     from .methods import AnonymizerMethod
 
     conditions, batch = str(cfg.evaluate.anonymizer_conditions), int(cfg.evaluate.batch_size)
-    return [
-        AnonymizerMethod(name, model_label(name), path, conditions, batch)
-        if strength is None
-        else AnonymizerMethod(
-            f"{name}_s{round(strength * 100)}",
-            f"{model_label(name)}, strength {strength:g}",
-            path,
-            conditions,
-            batch,
-            strength,
-        )
-        for name, path in models
-        for strength in strengths
-    ]
+    methods = []
+    for name, path in models:
+        for strength in strengths:
+            if strength is None:
+                method = AnonymizerMethod(name, name, path, conditions, batch)
+                method.label = model_label(name, method.folder)
+            else:
+                method = AnonymizerMethod(
+                    f"{name}_s{round(strength * 100)}", name, path, conditions, batch, strength
+                )
+                method.label = f"{model_label(name, method.folder)}, strength {strength:g}"
+            methods.append(method)
+    return methods
 
 
 def run(args: argparse.Namespace) -> int:

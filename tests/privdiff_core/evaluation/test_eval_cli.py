@@ -107,6 +107,7 @@ def test_ablate_trains_variants_once_and_resumes(federation, tmp_path, capsys):
     curve = tmp_path / "curve"
     shutil.copytree(out / "judges", curve / "judges")
     model = ["--model", str(out / "models" / "privdiff"), "--strengths", "0.25,1", "--methods", "none"]
+    model += ["--model", f"plain={out / 'models' / 'vanilla'}"]
     args = ["evaluate", "--config", "tiny", *model, "--no-progress", f"data={federation}", f"out={curve}"]
     assert main([*args, *FAST, *short]) == 0
     report = json.loads((curve / "report.json").read_text())
@@ -115,7 +116,12 @@ def test_ablate_trains_variants_once_and_resumes(federation, tmp_path, capsys):
     assert {name: m["method"]["settings"]["strength"] for name, m in methods.items()} == {
         "privdiff_s25": 0.25,
         "privdiff_s100": 1.0,
+        "plain_s25": 0.25,
+        "plain_s100": 1.0,
     }
+    # Labelled by what the model runs: a vanilla model is never called PrivDiff-Net.
+    assert methods["privdiff_s25"]["method"]["label"] == "PrivDiff-Net, strength 0.25"
+    assert methods["plain_s100"]["method"]["label"] == "Vanilla diffusion (plain), strength 1"
     # Noising the latent less keeps more of the image.
     assert methods["privdiff_s25"]["quality"]["ssim_mean"] > methods["privdiff_s100"]["quality"]["ssim_mean"]
 

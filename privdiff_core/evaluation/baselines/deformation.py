@@ -163,6 +163,7 @@ def train_deformation(
     images, ids = train.images, train.patient_ids
     labels, mask = train.labels, train.label_mask.float()
     own = AttackerSettings(**{**nets.__dict__, "steps": settings.pretrain_steps, "seed": settings.seed + 1})
+    torch.manual_seed(own.seed)  # the adversaries' initial weights: the same baseline on every run
     verifier, classifier = build_verifier(own).to(device), build_diagnosis(own).to(device)
     bce = nn.BCEWithLogitsLoss()
 

@@ -34,16 +34,17 @@ def test_displacement_is_bounded_by_mu():
     assert shift.max() <= 0.05 + 1e-6 and shift.max() > 0.01
 
 
-def test_generator_pushes_the_same_patient_score_down():
+def test_generator_pushes_the_same_patient_score_down(one_thread):
     """Against frozen adversaries the generator's verification loss -log(1 - V) falls."""
     cohort = toy_cohort(24, 3, size=32, seed=3, prefix="d")
     settings = DeformationSettings(
-        mu=0.1, base_width=8, steps=100, pretrain_steps=60, batch_size=8, lr=1e-3, adversary_lr_scale=0.0
+        mu=0.1, base_width=8, steps=160, pretrain_steps=60, batch_size=8, lr=1e-3, adversary_lr_scale=0.0
     )
     nets = AttackerSettings(widths=(16, 32, 64), embed_dim=32, batch_size=16, lr=2e-3)
     model, log = train_deformation(cohort, settings, nets, progress=False)
-    # Seeds 0-3 fall by 15-37% (40 steps at mu 0.05 moved it by less than batch-to-batch noise).
-    assert log["ver_loss"] < 0.9 * log["first_ver_loss"]
+    # Seeds 0-3 fall by 33-77% on 1 or 2 threads (40 steps at mu 0.05 moved it by less than the
+    # batch-to-batch noise, so it passed or failed by luck).
+    assert log["ver_loss"] < 0.8 * log["first_ver_loss"]
     _, log_again = train_deformation(cohort, settings, nets, progress=False)
     assert log_again == log  # seeded: the same baseline on every run, adversaries included
     out = model.anonymize(cohort.images)

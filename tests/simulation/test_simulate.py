@@ -23,12 +23,8 @@ from server.distribution import current_model
 
 
 @pytest.mark.slow
-def test_tiny_federation_trains_signs_distributes_and_anonymizes(tmp_path, capsys, monkeypatch):
+def test_tiny_federation_trains_signs_distributes_and_anonymizes(tmp_path, capsys, isolated_home):
     run = tmp_path / "run"
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("FLWR_HOME", raising=False)
     assert privdiff(["simulate", "--config", "tiny", "--no-evaluate", "--no-progress", f"out={run}"]) == 0
     captured = capsys.readouterr()
     output = captured.out
@@ -63,7 +59,7 @@ def test_tiny_federation_trains_signs_distributes_and_anonymizes(tmp_path, capsy
         written = sorted((run / "anonymized" / site.name).glob("0*.png"))
         assert len(written) == len(open_dataset(site, 32, split="test"))
         assert (run / "anonymized" / site.name / "preview.png").is_file()
-    assert not (home / ".flwr").exists()  # Flower's state stays in the run folder, not in ~/.flwr
+    assert not (isolated_home / ".flwr").exists()  # Flower's state stays in the run folder, not in ~/.flwr
 
 
 def test_the_evaluation_report_is_handed_the_signed_federated_model(tmp_path, monkeypatch, capsys):

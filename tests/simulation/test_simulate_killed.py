@@ -35,12 +35,8 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def test_a_killed_simulation_resumes_from_its_last_completed_round(tmp_path, capsys, monkeypatch):
+def test_a_killed_simulation_resumes_from_its_last_completed_round(tmp_path, capsys, isolated_home):
     run = tmp_path / "run"
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("FLWR_HOME", raising=False)
     command = ["simulate", "--config", "tiny", "--no-evaluate", "--no-progress", f"out={run}", *PLAN]
     log = tmp_path / "killed.log"
     with open(log, "w") as out:
@@ -99,4 +95,4 @@ def test_a_killed_simulation_resumes_from_its_last_completed_round(tmp_path, cap
         "metadata"
     ]
     assert metadata["rounds"] == {"autoencoder": 2, "denoiser": 1}
-    assert not (home / ".flwr").exists()
+    assert not (isolated_home / ".flwr").exists()

@@ -24,11 +24,11 @@ finished evaluations are skipped, an unfinished training continues from its chec
 OUT/report.md holds Table 2 (the ablation) beside Tables 1 and 3.
 """
 
-VARIANT_LABELS = {
-    "vanilla": "Vanilla diffusion",
-    "sas": "Diffusion + SAS",
-    "spg": "Diffusion + SPG",
-    "privdiff": "PrivDiff-Net (SAS + SPG)",
+VARIANT_ARCHITECTURES = {  # the default variants -> (SAS on, SPG on), for their report labels
+    "vanilla": (False, False),
+    "sas": (True, False),
+    "spg": (False, True),
+    "privdiff": (True, True),
 }
 
 
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from privdiff_core.config import ConfigError, load_config
 
     from .cli_evaluate import print_summary
-    from .methods import AnonymizerMethod, builtin_method
+    from .methods import ARCHITECTURE_LABELS, AnonymizerMethod, builtin_method
     from .pipeline import load_split_tensors, require_sections, run_evaluation, splits_from_tensors
 
     cfg = load_config(args.config, args.overrides)
@@ -121,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
             shared_autoencoder = folder
         train_times[name] = time.perf_counter() - t0
         conditions, batch = str(cfg.evaluate.anonymizer_conditions), int(cfg.evaluate.batch_size)
-        methods.append(AnonymizerMethod(name, VARIANT_LABELS.get(name, name), folder, conditions, batch))
+        label = ARCHITECTURE_LABELS[VARIANT_ARCHITECTURES[name]] if name in VARIANT_ARCHITECTURES else name
+        methods.append(AnonymizerMethod(name, label, folder, conditions, batch))
     methods += [builtin_method(name, cfg) for name in baselines]
     splits = splits_from_tensors(cfg, tensors)
     command = (

@@ -90,23 +90,12 @@ def parse_methods(spec: str | None, default) -> list[str]:
     return [m.strip() for m in spec.split(",") if m.strip()]
 
 
-def model_label(name: str, folder=None) -> str:
+def model_label(name: str, architecture: tuple[bool, bool] = (True, True)) -> str:
     """'PrivDiff-Net (NAME)' for a SAS + SPG model; an ablated one is labelled by what it runs, so a
     vanilla model never appears as PrivDiff-Net in a report."""
-    import json
-    from pathlib import Path
+    from .methods import ARCHITECTURE_LABELS
 
-    config = {}
-    if folder is not None and (Path(folder) / "manifest.json").is_file():
-        config = json.loads((Path(folder) / "manifest.json").read_text()).get("config", {})
-    sas = bool(config.get("sas", {}).get("enabled", True))
-    spg = bool(config.get("spg", {}).get("enabled", True))
-    base = {
-        (True, True): "PrivDiff-Net",
-        (True, False): "Diffusion + SAS",
-        (False, True): "Diffusion + SPG",
-        (False, False): "Vanilla diffusion",
-    }[(sas, spg)]
+    base = "PrivDiff-Net" if all(architecture) else ARCHITECTURE_LABELS[architecture]
     return base if name == "privdiff" else f"{base} ({name})"
 
 
@@ -135,14 +124,12 @@ def model_methods(cfg, models: list[tuple[str, str]], strengths: list[float | No
     methods = []
     for name, path in models:
         for strength in strengths:
-            if strength is None:
-                method = AnonymizerMethod(name, name, path, conditions, batch)
-                method.label = model_label(name, method.folder)
-            else:
-                method = AnonymizerMethod(
-                    f"{name}_s{round(strength * 100)}", name, path, conditions, batch, strength
-                )
-                method.label = f"{model_label(name, method.folder)}, strength {strength:g}"
+            method_name = name if strength is None else f"{name}_s{round(strength * 100)}"
+            method = AnonymizerMethod(method_name, name, path, conditions, batch, strength)
+            # The label needs the model's manifest, which the method has just read.
+            method.label = model_label(name, method.architecture)
+            if strength is not None:
+                method.label += f", strength {strength:g}"
             methods.append(method)
     return methods
 

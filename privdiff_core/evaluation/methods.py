@@ -149,6 +149,16 @@ def resolve_anonymizer_folder(path: str | Path) -> Path:
     return folder
 
 
+# What a trained model runs ((sas.enabled, spg.enabled) of its config), named as in the paper's
+# ablation (Table 2).
+ARCHITECTURE_LABELS = {
+    (False, False): "Vanilla diffusion",
+    (True, False): "Diffusion + SAS",
+    (False, True): "Diffusion + SPG",
+    (True, True): "PrivDiff-Net (SAS + SPG)",
+}
+
+
 class AnonymizerMethod(Method):
     """A trained PrivDiff-Net folder (Contract 3), run batch-wise with a progress bar.
 
@@ -178,14 +188,19 @@ class AnonymizerMethod(Method):
             settings["strength"] = float(strength)
         super().__init__(name, label, "model", settings)
         self.anonymizer = None
-        self.manifest: dict = {}
+        self.manifest: dict = json.loads((self.folder / "manifest.json").read_text())
+
+    @property
+    def architecture(self) -> tuple[bool, bool]:
+        """(SAS on, SPG on) of the model's training config; a config without the keys is PrivDiff-Net."""
+        config = self.manifest.get("config", {})
+        sas, spg = config.get("sas", {}), config.get("spg", {})
+        return bool(sas.get("enabled", True)), bool(spg.get("enabled", True))
 
     def prepare(self, splits: EvalSplits, device: str, progress: bool, workdir: Path | None) -> None:
         from privdiff_core.anonymizer import Anonymizer
 
         self.anonymizer = Anonymizer.load(self.folder, device=device)
-        manifest = self.folder / "manifest.json"
-        self.manifest = json.loads(manifest.read_text()) if manifest.is_file() else {}
         if self.anonymizer.image_size != splits.test.image_size:
             raise MethodError(
                 f"{self.folder} anonymizes {self.anonymizer.image_size}px images but the evaluation data is "

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from privdiff_core.errors import PrivdiffError
 from privdiff_core.model.conditioning import Conditions
 from privdiff_core.model.folder import MANIFEST_FILE, ModelFolderError, load_models
-from privdiff_core.model.privdiff_net import PrivDiffModels, resolve_device
+from privdiff_core.model.privdiff_net import ANONYMIZE_MODES, PrivDiffModels, resolve_device
 
 __all__ = [
     "Anonymizer",
@@ -116,14 +116,16 @@ class Anonymizer:
         strength: float | None = None,
         ddim_steps: int | None = None,
         batch_size: int | None = None,
+        mode: str | None = None,
     ) -> torch.Tensor:
         """Anonymized images (B, 1, S, S) in [-1, 1], on the input's device.
 
         conditions: what is known (age group, sex, findings); unknown entries are estimated by
         the model's attribute encoder (config `anonymize.estimate_unknown`). seed: one int (image
         i gets noise seed `seed_for(seed, str(i))`) or one seed per image. Deterministic: the same
-        seeds give bit-identical outputs on the CPU. strength / ddim_steps / batch_size default to
-        the model's `anonymize` config.
+        seeds give bit-identical outputs on the CPU. strength / ddim_steps / batch_size / mode
+        default to the model's `anonymize` config. mode "generative" draws a new film from pure
+        noise with the input's findings (strength unused); "img2img" redraws the input partly.
         """
         self.check_images(images)
         batch = images.shape[0]
@@ -139,23 +141,31 @@ class Anonymizer:
         strength = float(section.strength if strength is None else strength)
         ddim_steps = int(section.ddim_steps if ddim_steps is None else ddim_steps)
         batch_size = int(section.batch_size if batch_size is None else batch_size)
+        # Models saved before the generative mode existed ran img2img.
+        mode = str(section.get("mode", "img2img") if mode is None else mode)
+        if mode not in ANONYMIZE_MODES:
+            raise AnonymizerInputError(f"mode must be one of {', '.join(ANONYMIZE_MODES)}, got {mode!r}")
         if not 0.0 < strength <= 1.0:
             raise AnonymizerInputError(f"strength must be in (0, 1], got {strength}")
-        if int(ddim_steps * strength) < 1:
+        if mode == "img2img" and int(ddim_steps * strength) < 1:
             raise AnonymizerInputError(
                 f"strength {strength} x {ddim_steps} DDIM steps leaves no denoising step"
             )
         outputs = []
         for start in range(0, batch, batch_size):
-            part = slice(start, start + batch_size)
-            outputs.append(
-                self.models.anonymize(
-                    images[part],
-                    None if conditions is None else conditions.index(part),
-                    seeds[part],
-                    strength,
-                    ddim_steps,
-                    estimate=bool(section.estimate_unknown),
-                ).to(images.device)
+            index = torch.arange(start, min(start + batch_size, batch))
+            if len(index) == 1:
+                # A lone image runs beside a copy of itself: one-row matrix products take another
+                # BLAS path whose rounding differs, and the output must not depend on the batching.
+                index = index.repeat(2)
+            out = self.models.anonymize(
+                images[index],
+                None if conditions is None else conditions.index(index),
+                [seeds[i] for i in index],
+                strength,
+                ddim_steps,
+                estimate=bool(section.estimate_unknown),
+                mode=mode,
             )
+            outputs.append(out[: min(batch_size, batch - start)].to(images.device))
         return torch.cat(outputs)

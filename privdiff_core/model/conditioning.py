@@ -111,17 +111,44 @@ class ConditionState:
         }
         return replace(self, **changes)
 
-    def drop(self, probability: float, generator: torch.Generator) -> ConditionState:
-        """Condition dropout: each category of each sample becomes null with `probability`."""
-        if probability <= 0:
+    def drop(
+        self, probability: float, generator: torch.Generator, joint: float = 0.0, diagnosis_only: float = 0.0
+    ) -> ConditionState:
+        """Condition dropout: each category of each sample becomes null with `probability`; with
+        `joint` every category of a sample at once; with `diagnosis_only` all but the diagnosis.
+
+        The joint term matters: classifier-free guidance and SPG subtract the all-null prediction
+        eps(z, 0), which independent per-category dropout alone shows the UNet with probability
+        `probability ** 4` (1e-4 at 0.1): that branch would stay untrained. The diagnosis-only
+        pattern is the condition of the generative anonymize mode (findings, nothing else).
+        """
+        if probability <= 0 and joint <= 0 and diagnosis_only <= 0:
             return self
         keep = torch.rand(len(CATEGORIES), self.batch_size, generator=generator) >= probability
+        pattern = torch.rand(self.batch_size, generator=generator)
+        keep &= pattern >= joint
+        only_diagnosis = (pattern >= joint) & (pattern < joint + diagnosis_only)
+        for row, category in enumerate(CATEGORIES):
+            if category == "diagnosis":
+                keep[row] |= only_diagnosis
+            else:
+                keep[row] &= ~only_diagnosis
         changes = {}
         for row, category in enumerate(CATEGORIES):
             known = self.known_of(category)
             mask = keep[row].to(known.device)
             changes[f"{category}_known"] = known & (mask if known.ndim == 1 else mask[:, None])
         return replace(self, **changes)
+
+    def with_binary_diagnosis(self, thresholds: torch.Tensor) -> ConditionState:
+        """Findings as 0/1 (probability >= the finding's threshold), known findings only changed.
+
+        Soft finding estimates fingerprint a patient (a vector of 14 probabilities links a
+        patient's films far better than the findings themselves), so the denoiser sees findings
+        the way it was trained on them: present or absent.
+        """
+        binary = (self.diagnosis >= thresholds.to(self.diagnosis)).to(self.diagnosis.dtype)
+        return replace(self, diagnosis=torch.where(self.diagnosis_known, binary, self.diagnosis))
 
     def to(self, device: torch.device | str) -> ConditionState:
         return ConditionState(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})

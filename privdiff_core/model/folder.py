@@ -83,7 +83,13 @@ def save_models(
     _save_module(
         models.encoder,
         tmp / "encoder",
-        {"class": "AttributeEncoder", "backbone": str(enc.backbone), "embed_dim": int(enc.embed_dim)},
+        {
+            "class": "AttributeEncoder",
+            "backbone": str(enc.backbone),
+            "embed_dim": int(enc.embed_dim),
+            # where each finding's estimate counts as present (measured in training)
+            "finding_thresholds": [float(t) for t in models.finding_thresholds],
+        },
     )
     layout = models.conditioner.layout
     _save_module(
@@ -182,6 +188,9 @@ def load_models(
     _load_strict(models.conditioner, folder / "conditioning" / _WEIGHTS)
     models.latent_shift.fill_(float(vae.config.shift_factor or 0.0))
     models.latent_scale.fill_(float(vae.config.scaling_factor))
+    thresholds = json.loads((folder / "encoder" / "config.json").read_text()).get("finding_thresholds")
+    if thresholds is not None:  # folders written before thresholds were measured keep 0.5
+        models.finding_thresholds.copy_(torch.tensor(thresholds, dtype=torch.float32))
     models.to(device).eval()
     if torch.device(device).type == "cuda":  # convolutions run faster in channels_last on GPUs
         models.unet.to(memory_format=torch.channels_last)

@@ -1,8 +1,13 @@
 """PrivDiff-Net as one module: VAE, attribute encoder, condition tokens and the SAS UNet.
 
-`PrivDiffModels.anonymize` is the paper's use of the model: encode, noise the latent part of the
-way (img2img-style partial noising to `strength`), denoise with DDIM driven by the SPG noise
-eps_p (or by classifier-free guidance when SPG is switched off), decode.
+`PrivDiffModels.anonymize` has two modes:
+
+- "img2img" (the paper's use): encode, noise the latent part of the way (partial noising to
+  `strength`), denoise with DDIM driven by the SPG noise eps_p (or by classifier-free guidance when
+  SPG is switched off), decode. What the starting latent still holds (coarse anatomy) survives.
+- "generative": start from pure noise and draw a new film conditioned on the input's findings
+  only (binarized), pushed away from its identity/age/sex by SPG: a new patient with the same
+  findings. Nothing of the input reaches the output but the findings and the SPG negative.
 """
 
 from __future__ import annotations
@@ -15,12 +20,22 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditi
 from omegaconf import DictConfig
 from torch import nn
 
+from privdiff_core.attributes import NUM_FINDINGS
 from privdiff_core.model.attribute_encoder import AttributeEncoder
 from privdiff_core.model.conditioning import ConditionEncoder, Conditions, ConditionState, state_from_labels
-from privdiff_core.model.spg import cfg_combine, sensitive_for_step, spg_combine, spg_weights
+from privdiff_core.model.spg import (
+    cfg_combine,
+    check_negative,
+    sensitive_for_step,
+    spg_combine,
+    spg_combine_diagnosis,
+    spg_weights,
+)
 from privdiff_core.model.tokens import DIAGNOSIS
 from privdiff_core.model.unet import build_unet
 from privdiff_core.model.vae import build_vae, vae_downsampling
+
+ANONYMIZE_MODES = ("img2img", "generative")
 
 
 def autocast_for(device: torch.device) -> AbstractContextManager:
@@ -85,6 +100,9 @@ class PrivDiffModels(nn.Module):
         )
         self.register_buffer("latent_shift", torch.tensor(float(self.vae.config.shift_factor or 0.0)))
         self.register_buffer("latent_scale", torch.tensor(float(self.vae.config.scaling_factor)))
+        # Per-finding decision thresholds of the attribute encoder's estimates, chosen on the training
+        # images at the end of the autoencoder stage (`measure_finding_thresholds`).
+        self.register_buffer("finding_thresholds", torch.full((NUM_FINDINGS,), 0.5))
 
     @property
     def device(self) -> torch.device:
@@ -97,6 +115,11 @@ class PrivDiffModels(nn.Module):
     @property
     def spg_enabled(self) -> bool:
         return bool(self.cfg.spg.enabled)
+
+    @property
+    def spg_negative(self) -> str:
+        # Models trained before the option existed used the paper's direction.
+        return check_negative(str(self.cfg.spg.get("negative", "paper")))
 
     # --- latents -------------------------------------------------------------------------------
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -122,16 +145,58 @@ class PrivDiffModels(nn.Module):
         self.latent_scale.fill_(1.0 / max(std.item(), 1e-6))
         return self.latent_shift.item(), self.latent_scale.item()
 
+    @torch.no_grad()
+    def measure_finding_thresholds(
+        self, images: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor, batch_size: int = 64
+    ) -> torch.Tensor:
+        """Set `finding_thresholds` to each finding's Youden-optimal threshold on these images.
+
+        A fixed 0.5 would call almost every rare finding absent (their estimates rarely pass 0.5),
+        and the generative mode would then draw healthy lungs. Findings never seen positive and
+        negative here keep 0.5.
+        """
+        from sklearn.metrics import roc_curve
+
+        device = self.device
+        probs = torch.cat(
+            [
+                self.encoder.estimate(images[i : i + batch_size].to(device))["diagnosis"].cpu()
+                for i in range(0, len(images), batch_size)
+            ]
+        ).numpy()
+        truth, known = labels.numpy(), label_mask.bool().numpy()
+        for k in range(NUM_FINDINGS):
+            y, p = truth[known[:, k], k], probs[known[:, k], k]
+            if 0 < y.sum() < len(y):
+                fpr, tpr, cut = roc_curve(y, p)
+                self.finding_thresholds[k] = float(min(cut[int((tpr - fpr).argmax())], 1.0))
+        return self.finding_thresholds.clone()
+
     # --- conditioning --------------------------------------------------------------------------
     def condition_state(
         self, images: torch.Tensor, conditions: Conditions | None = None, estimate: bool = False
     ) -> ConditionState:
         """Identity embedding of the images themselves + the known labels; with `estimate`, the
-        attribute encoder fills in what the labels do not say."""
+        attribute encoder fills in what the labels do not say (findings binarized at
+        `finding_thresholds`, as the denoiser saw them in training)."""
         conditions = conditions if conditions is not None else Conditions()
         identity = self.encoder.identity_embedding(images).float()
         estimates = self.encoder.estimate(images) if estimate else None
-        return state_from_labels(identity, conditions, estimates)
+        state = state_from_labels(identity, conditions, estimates)
+        return state.with_binary_diagnosis(self.finding_thresholds) if estimate else state
+
+    def spg_negative_state(self, state: ConditionState, sensitive: str) -> ConditionState:
+        """The condition SPG pushes away from: diag + s ("diagnosis") or s alone ("paper")."""
+        if self.spg_negative == "diagnosis":
+            return state.only(DIAGNOSIS, sensitive)
+        return state.only(sensitive)
+
+    def spg_guidance(self, eps_uncond: torch.Tensor, eps_diag: torch.Tensor, eps_neg: torch.Tensor):
+        """eps_p from the three predictions of [0, diag, spg_negative_state] (spg.py)."""
+        w_diag, w_s = float(self.cfg.spg.w_diag), float(self.cfg.spg.w_s)
+        if self.spg_negative == "diagnosis":
+            return spg_combine_diagnosis(eps_uncond, eps_diag, eps_neg, w_diag, w_s)
+        return spg_combine(eps_uncond, eps_diag, eps_neg, w_diag, w_s)
 
     # --- noise prediction ----------------------------------------------------------------------
     def predict_noise(
@@ -144,36 +209,43 @@ class PrivDiffModels(nn.Module):
         return self.unet(latents, timesteps, encoder_hidden_states=tokens).sample
 
     def guided_noise(
-        self, latents: torch.Tensor, timestep: torch.Tensor, state: ConditionState, step: int
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        state: ConditionState,
+        step: int,
+        diagnosis_only: bool = False,
     ) -> torch.Tensor:
         """The noise that drives sampling, all predictions in one UNet call.
 
-        SPG on: eps_p = spg_combine(eps(z,0), eps(z,diag), eps(z,s)), s cycled per DDIM step;
-        when eps(z,0)'s weight 1 - w_diag + |w_s| is 0 (the configs' w_diag = 2, w_s = -1) its
-        prediction is skipped (`spg_weights`): the same eps_p for two thirds of the work.
+        SPG on: eps_p = spg_guidance(eps(z,0), eps(z,diag), eps(z,negative)), s cycled per DDIM
+        step; with the paper's negative and 1 - w_diag + |w_s| = 0 (w_diag = 2, w_s = -1),
+        eps(z,0) has weight 0 and its prediction is skipped (`spg_weights`).
         SPG off: classifier-free guidance eps(z,0) + w_diag (eps(z,c) - eps(z,0)) on the full
-        condition c (identity, age, sex, diagnosis): the plain conditional model of the ablation.
+        condition c, or on the diagnosis alone with `diagnosis_only` (the generative mode).
         """
         w_diag, w_s = float(self.cfg.spg.w_diag), float(self.cfg.spg.w_s)
-        c_uncond, c_diag, c_s = spg_weights(w_diag, w_s)
-        skip_uncond = self.spg_enabled and c_uncond == 0.0  # eps(z,0) has weight 0 in eps_p
+        skip_uncond = self.spg_enabled and self.spg_negative == "paper" and spg_weights(w_diag, w_s)[0] == 0.0
+        condition = state.only(DIAGNOSIS) if diagnosis_only else state
         if self.spg_enabled:
-            states = [state.only(DIAGNOSIS), state.only(sensitive_for_step(step))]
-            if not skip_uncond:
-                states.insert(0, state.only())
+            negative = self.spg_negative_state(state, sensitive_for_step(step))
+            states = [state.only(), state.only(DIAGNOSIS), negative]
+            if skip_uncond:
+                states = states[1:]
         elif w_diag == 1.0:
-            states = [state]  # plain conditional sampling: no unconditional pass needed
+            states = [condition]  # plain conditional sampling: no unconditional pass needed
         else:
-            states = [state.only(), state]
+            states = [state.only(), condition]
         k = len(states)
         batch = latents.shape[0]
         timesteps = timestep.expand(batch * k) if timestep.ndim == 0 else timestep.repeat(k)
         eps = self.predict_noise(latents.repeat(k, 1, 1, 1), timesteps, ConditionState.cat(states)).float()
         chunks = eps.chunk(k)
         if skip_uncond:
+            _, c_diag, c_s = spg_weights(w_diag, w_s)
             return c_diag * chunks[0] + c_s * chunks[1]
         if self.spg_enabled:
-            return spg_combine(*chunks, w_diag=w_diag, w_s=w_s)
+            return self.spg_guidance(*chunks)
         return chunks[0] if k == 1 else cfg_combine(chunks[0], chunks[1], w_diag)
 
     # --- schedulers ----------------------------------------------------------------------------
@@ -203,12 +275,17 @@ class PrivDiffModels(nn.Module):
         strength: float,
         ddim_steps: int,
         estimate: bool = True,
+        mode: str = "img2img",
     ) -> torch.Tensor:
         """(B, 1, S, S) in [-1, 1] -> anonymized (B, 1, S, S) in [-1, 1]; one noise seed per image.
 
-        img2img partial noising: t_start = N - int(N * strength), z = add_noise(z0, noise,
-        timesteps[t_start]), DDIM (eta 0, deterministic) over timesteps[t_start:].
+        img2img: t_start = N - int(N * strength), z = add_noise(z0, noise, timesteps[t_start]),
+        DDIM (eta 0, deterministic) over timesteps[t_start:]. generative: z = noise (pure: not
+        even a scaled z0, which add_noise would keep at the last step), DDIM over all N steps,
+        the positive condition the findings alone; `strength` is not used.
         """
+        if mode not in ANONYMIZE_MODES:
+            raise ValueError(f"anonymize mode must be one of {ANONYMIZE_MODES}, got {mode!r}")
         if not 0.0 < strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
         if len(seeds) != len(images):
@@ -218,17 +295,22 @@ class PrivDiffModels(nn.Module):
         scheduler = self.sample_scheduler()
         scheduler.set_timesteps(int(ddim_steps), device=device)
         timesteps = scheduler.timesteps
-        t_start = len(timesteps) - int(len(timesteps) * strength)
+        generative = mode == "generative"
+        t_start = 0 if generative else len(timesteps) - int(len(timesteps) * strength)
         if t_start >= len(timesteps):
             raise ValueError(f"strength {strength} x {ddim_steps} DDIM steps leaves no denoising step")
         with autocast_for(device):
-            z0 = self.encode(images).float()
             state = self.condition_state(images, conditions, estimate=estimate)
-        noise = noise_for_seeds(seeds, z0.shape[1:]).to(device)
-        latents = scheduler.add_noise(z0, noise, timesteps[t_start].repeat(len(images)))
+            z0 = None if generative else self.encode(images).float()
+        shape = (self.latent_channels, self.latent_size, self.latent_size)
+        noise = noise_for_seeds(seeds, shape).to(device)
+        if generative:
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            latents = scheduler.add_noise(z0, noise, timesteps[t_start].repeat(len(images)))
         for step, t in enumerate(timesteps[t_start:]):
             with autocast_for(device):
-                eps = self.guided_noise(latents, t, state, step)
+                eps = self.guided_noise(latents, t, state, step, diagnosis_only=generative)
             latents = scheduler.step(eps.float(), t, latents).prev_sample
         with autocast_for(device):
             out = self.decode(latents).float()

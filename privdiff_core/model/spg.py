@@ -12,6 +12,13 @@ identity -> age -> sex. What each prediction is conditioned on (see `ConditionSt
   values come from the diagnosis tokens only, so this prediction differs from eps(z_t, 0) only
   through the projector P, i.e. through what s's attention removes from the diagnosis map; with
   SAS off, s is attended to directly.
+
+`spg.negative` chooses the direction pushed away from:
+
+- "paper":     eps(z_t, s) - eps(z_t, 0), as written. It mixes "s present" with "diagnosis absent"
+               (eps(z_t, s) has the diagnosis nulled), so it also pushes away from the findings' absence;
+- "diagnosis": eps(z_t, diag + s) - eps(z_t, diag): only what adding s to the diagnosis changes
+               (the default; the pattern diag + s is trained in place of s-only).
 """
 
 from __future__ import annotations
@@ -40,6 +47,22 @@ def spg_weights(w_diag: float, w_s: float) -> tuple[float, float, float]:
 def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, w: float) -> torch.Tensor:
     """Classifier-free guidance eps_0 + w (eps_c - eps_0): sampling when SPG is switched off."""
     return eps_uncond + w * (eps_cond - eps_uncond)
+
+
+NEGATIVE_DIRECTIONS = ("paper", "diagnosis")
+
+
+def check_negative(negative: str) -> str:
+    if negative not in NEGATIVE_DIRECTIONS:
+        raise ValueError(f"spg.negative must be one of {NEGATIVE_DIRECTIONS}, got {negative!r}")
+    return negative
+
+
+def spg_combine_diagnosis(
+    eps_uncond: torch.Tensor, eps_diag: torch.Tensor, eps_diag_s: torch.Tensor, w_diag: float, w_s: float
+) -> torch.Tensor:
+    """eps_p = eps_0 + w_diag (eps_diag - eps_0) - |w_s| (eps_{diag+s} - eps_diag)  (negative: diagnosis)."""
+    return eps_uncond + w_diag * (eps_diag - eps_uncond) - abs(w_s) * (eps_diag_s - eps_diag)
 
 
 def sensitive_for_step(step: int) -> str:

@@ -5,14 +5,18 @@ on balanced same/different-patient pairs) and its age/sex/finding heads; at the 
 the latent shift and scale are measured on the local images. Stage `denoiser`: the SAS UNet and
 the category tokens, with the VAE and the attribute encoder frozen. The objective (paper, SPG):
 
-    SPG on:  L = mean_{c in {0, diag, s}} ||eps(z_t, c) - eps||^2 + lambda ||eps_p - eps||^2
-             eps_p = eps(z_t, 0) + w_diag [eps(z_t, diag) - eps(z_t, 0)] - |w_s| [eps(z_t, s) - eps(z_t, 0)]
-    SPG off: L = ||eps(z_t, c_dropped) - eps||^2  (per-category condition dropout)
+    SPG on:  L = mean_{c in {0, diag, n}} ||eps(z_t, c) - eps||^2 + lambda ||eps_p - eps||^2
+             eps_p = eps(z_t, 0) + w_diag [eps(z_t, diag) - eps(z_t, 0)] - |w_s| [eps(z_t, n) - eps(z_t, m)]
+             (n, m) = (diag + s, diag) with spg.negative "diagnosis", (s, 0) with "paper"
+    SPG off: L = ||eps(z_t, c_dropped) - eps||^2  (condition dropout: per category, all at once,
+             and all but the diagnosis; see ConditionState.drop)
 
 With SPG on, the three predictions are ONE UNet call (batch 3B) and the plain denoising term is
-applied to each of them: they are the condition-dropout patterns 0 / diag-only / s-only, so the
+applied to each of them: they are the condition-dropout patterns 0 / diag-only / n, so the
 unconditional and single-attribute predictions that eps_p needs are trained by the same call.
-s cycles identity -> age -> sex over the iterations.
+s cycles identity -> age -> sex over the iterations. lambda (spg.weight) may be 0: fitting eps_p
+to the true noise of an image that still shows its identity pulls eps_p towards the identity-
+conditioned prediction, i.e. against the guidance it is meant to teach.
 
 Every step draws its batch, timesteps and noise from a generator seeded by (seed, stage, step), so
 a run resumed from a checkpoint (model + optimizer state + step) continues exactly where it stopped.
@@ -35,7 +39,7 @@ from privdiff_core.errors import PrivdiffError
 from privdiff_core.model.attribute_encoder import attribute_loss, verification_loss
 from privdiff_core.model.conditioning import Conditions, ConditionState
 from privdiff_core.model.privdiff_net import PrivDiffModels, autocast_for, resolve_device
-from privdiff_core.model.spg import sensitive_for_step, spg_combine
+from privdiff_core.model.spg import sensitive_for_step
 from privdiff_core.model.tokens import DIAGNOSIS
 from privdiff_core.model.vae import vae_loss
 from privdiff_core.verification import make_pairs
@@ -43,7 +47,7 @@ from privdiff_core.verification import make_pairs
 STAGES: tuple[str, ...] = ("autoencoder", "denoiser")
 # What each stage learns, as state-dict name prefixes (exact names for the latent buffers).
 _STAGE_PREFIXES = {
-    "autoencoder": ("vae.", "encoder.", "latent_shift", "latent_scale"),
+    "autoencoder": ("vae.", "encoder.", "latent_shift", "latent_scale", "finding_thresholds"),
     "denoiser": ("unet.", "conditioner."),
 }
 _DATA_FIELDS = ("images", "patient_ids", "age_group", "sex", "labels", "label_mask")
@@ -205,17 +209,18 @@ class StageObjective:
         timesteps = timesteps.to(z0.device)
         noisy = self.scheduler.add_noise(z0, noise, timesteps)
         if not models.spg_enabled:
-            dropped = state.drop(float(cfg.conditioning.dropout), generator)
+            c = cfg.conditioning
+            dropped = state.drop(float(c.dropout), generator, float(c.joint_dropout), float(c.diagnosis_only))
             eps = models.predict_noise(noisy, timesteps, dropped).float()
             loss = F.mse_loss(eps, noise)
             return loss, {"loss": loss.item(), "simple": loss.item()}
         s = sensitive_for_step(step)
-        states = ConditionState.cat([state.only(), state.only(DIAGNOSIS), state.only(s)])
+        negative = models.spg_negative_state(state, s)
+        states = ConditionState.cat([state.only(), state.only(DIAGNOSIS), negative])
         eps = models.predict_noise(noisy.repeat(3, 1, 1, 1), timesteps.repeat(3), states).float()
         simple = F.mse_loss(eps, noise.repeat(3, 1, 1, 1))
-        eps_uncond, eps_diag, eps_s = eps.chunk(3)
-        eps_p = spg_combine(eps_uncond, eps_diag, eps_s, float(cfg.spg.w_diag), float(cfg.spg.w_s))
-        spg = F.mse_loss(eps_p, noise)
+        eps_p = models.spg_guidance(*eps.chunk(3))
+        spg = F.mse_loss(eps_p, noise)  # reported also at weight 0: how far guidance is from the noise
         loss = simple + float(cfg.spg.weight) * spg
         return loss, {"loss": loss.item(), "simple": simple.item(), "spg": spg.item()}
 
@@ -298,6 +303,9 @@ class StageTrainer:
         idx = torch.randperm(self.objective.examples, generator=self.objective.generator(-1))[:count]
         self.models.eval()
         shift, scale = self.models.measure_latent_stats(self.data.images[idx])
+        self.models.measure_finding_thresholds(
+            self.data.images[idx], self.data.labels[idx], self.data.label_mask[idx]
+        )
         return {"latent_shift": shift, "latent_scale": scale}
 
     def state_dict(self) -> dict[str, Any]:

@@ -82,9 +82,12 @@ def test_anonymize_is_seeded_changes_the_image_and_uses_conditions(trained):
     assert (a - x).abs().mean() > 0.01
     known = Conditions(age_group=data.age_group[:4], sex=data.sex[:4], labels=data.labels[:4])
     assert not torch.allclose(anonymizer.anonymize(x, known, seed=1), a, atol=1e-5)
-    # A stronger setting moves further from the input.
-    weak = anonymizer.anonymize(x, seed=1, strength=0.2)
-    assert (weak - x).abs().mean() < (anonymizer.anonymize(x, seed=1, strength=1.0) - x).abs().mean()
+    # img2img: a stronger setting moves further from the input.
+    weak = anonymizer.anonymize(x, seed=1, strength=0.2, mode="img2img")
+    strong = anonymizer.anonymize(x, seed=1, strength=1.0, mode="img2img")
+    assert (weak - x).abs().mean() < (strong - x).abs().mean()
+    with pytest.raises(AnonymizerInputError, match="mode"):
+        anonymizer.anonymize(x, seed=1, mode="paint")
 
 
 @pytest.mark.parametrize(

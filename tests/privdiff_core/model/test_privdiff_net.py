@@ -88,7 +88,7 @@ def test_invalid_strength_and_seed_count_are_refused():
 
 @torch.no_grad()
 def test_sampling_skips_the_unconditional_pass_only_when_its_weight_is_zero():
-    model = tiny()  # w_diag = 2, w_s = -1: eps(z, 0) has weight 0 in eps_p
+    model = tiny("spg.negative=paper")  # w_diag = 2, w_s = -1: eps(z, 0) has weight 0 in eps_p
     x = images(2)
     z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     t = torch.tensor(400)
@@ -103,7 +103,7 @@ def test_sampling_skips_the_unconditional_pass_only_when_its_weight_is_zero():
     hook.remove()
     assert batches[0] == 4  # two predictions in one call
     assert torch.allclose(fast, spg_combine(*three, w_diag=2.0, w_s=-1.0), atol=1e-4)  # batch rounding
-    other = tiny("spg.w_s=-0.5")
+    other = tiny("spg.w_s=-0.5", "spg.negative=paper")
     other.load_state_dict(model.state_dict())
     hook = other.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
     full = other.guided_noise(z, t, state, step=1)
@@ -114,7 +114,7 @@ def test_sampling_skips_the_unconditional_pass_only_when_its_weight_is_zero():
 
 @torch.no_grad()
 def test_guidance_is_spg_with_the_cycled_attribute_and_cfg_when_spg_is_off():
-    model = tiny("spg.w_s=-0.5")
+    model = tiny("spg.w_s=-0.5", "spg.negative=paper")
     x = images(2)
     z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     t = torch.tensor(700)
@@ -128,3 +128,57 @@ def test_guidance_is_spg_with_the_cycled_attribute_and_cfg_when_spg_is_off():
     cfg_model.load_state_dict(model.state_dict())
     expected = cfg_combine(predict(cfg_model, state.only()), predict(cfg_model, state), 3.0)
     assert torch.allclose(cfg_model.guided_noise(z, t, state, 0), expected, atol=1e-4)
+
+
+@torch.no_grad()
+def test_diagnosis_negative_pushes_away_from_diag_plus_s_relative_to_diag():
+    model = tiny("spg.w_s=-1.5")  # the configs' negative: eps(diag + s) - eps(diag)
+    x = images(2)
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    t = torch.tensor(500)
+    state = model.condition_state(x, Conditions(sex=torch.tensor([1, 0]), labels=torch.ones(2, 14)))
+    predict = lambda s: model.predict_noise(z, t.expand(2), s)  # noqa: E731
+    uncond, diag = predict(state.only()), predict(state.only(DIAGNOSIS))
+    for step, sensitive in enumerate(("identity", "age", "sex")):
+        diag_s = predict(state.only(DIAGNOSIS, sensitive))
+        expected = uncond + 2.0 * (diag - uncond) - 1.5 * (diag_s - diag)
+        assert torch.allclose(model.guided_noise(z, t, state, step), expected, atol=1e-4)
+
+
+@torch.no_grad()
+def test_generative_mode_ignores_the_input_pixels_but_keeps_its_findings():
+    model = tiny()
+    a, b = images(2, seed=0), images(2, seed=5)
+    labels = torch.zeros(2, 14)
+    labels[:, 3] = 1
+    cond = Conditions(age_group=torch.tensor([0, 0]), sex=torch.tensor([0, 0]), labels=labels)
+    seeds = [11, 12]
+    # without SPG nothing of the input reaches the output but the findings
+    spg_off = tiny("spg.enabled=false")
+    spg_off.load_state_dict(model.state_dict())
+    out_a = spg_off.anonymize(a, cond, seeds, 1.0, 5, estimate=False, mode="generative")
+    out_b = spg_off.anonymize(b, cond, seeds, 1.0, 5, estimate=False, mode="generative")
+    assert torch.equal(out_a, out_b)
+    other = labels.clone()
+    other[:, 7] = 1
+    changed = spg_off.anonymize(a, Conditions(labels=other), seeds, 1.0, 5, estimate=False, mode="generative")
+    assert not torch.allclose(changed, out_a)
+    with pytest.raises(ValueError, match="mode"):
+        model.anonymize(a, cond, seeds, 1.0, 5, mode="inpaint")
+
+
+def test_joint_dropout_trains_the_all_null_and_diagnosis_only_patterns():
+    model = tiny()
+    ages, sexes = torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 0, 1])
+    known = Conditions(age_group=ages, sex=sexes, labels=torch.ones(4, 14))
+    state = model.condition_state(images(4), known)
+    state = state.cat([state] * 500)  # 2000 samples
+    g = torch.Generator().manual_seed(0)
+    per_category = state.drop(0.1, g)
+    null = lambda s: ~(s.identity_known | s.age_known | s.sex_known | s.diagnosis_known.any(1))  # noqa: E731
+    assert null(per_category).float().mean() < 0.002  # 0.1 ** 4: the bug this dropout fixes
+    dropped = state.drop(0.1, g, joint=0.15, diagnosis_only=0.15)
+    assert 0.12 < null(dropped).float().mean() < 0.19
+    others = dropped.identity_known | dropped.age_known | dropped.sex_known
+    only_diag = dropped.diagnosis_known.all(1) & ~others
+    assert 0.12 < only_diag.float().mean() < 0.20

@@ -70,7 +70,9 @@ class DenseTask:
     def num_examples(self, data: Any) -> int:
         return int(data.shape[0])
 
-    def local_train(self, models, stage, data, cfg, steps, seed, device) -> dict[str, float]:
+    def local_train(
+        self, models, stage, data, cfg, steps, seed, device, optimizer_state=None
+    ) -> dict[str, float]:
         torch.manual_seed(seed)
         params = list(models["body"].parameters())
         optimizer = torch.optim.Adam(params, lr=1e-4)  # every weight moves: a realistic update

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.client.mod import fixedclipping_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable, Mod
@@ -276,9 +276,24 @@ def make_client_app(
         seed = int.from_bytes(
             hashlib.sha256(f"{fit.seed}:{fit.round}:{site.seed_id}".encode()).digest()[:4], "little"
         )
-        result = task.local_train(
-            models, fit.stage, data, cfg, fit.local_steps, seed=seed, device=resolve_device(str(cfg.device))
+        # Adam's moments stay on the site between rounds (Flower keeps context.state per node):
+        # a fresh optimizer every round trains the federated model far worse than central training.
+        optimizer_key = f"optimizer.{fit.stage}"
+        optimizer_state = (
+            context.state[optimizer_key].to_torch_state_dict() if optimizer_key in context.state else {}
         )
+        result = task.local_train(
+            models,
+            fit.stage,
+            data,
+            cfg,
+            fit.local_steps,
+            seed=seed,
+            device=resolve_device(str(cfg.device)),
+            optimizer_state=optimizer_state,
+        )
+        if optimizer_state:
+            context.state[optimizer_key] = ArrayRecord(optimizer_state)
         local = flatten_state(task.stage_state(models, fit.stage), layout)
         metrics = {
             protocol.METRIC_LOSS: float(result["loss"]),

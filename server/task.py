@@ -48,6 +48,7 @@ class FederatedTask(Protocol):
         steps: int,
         seed: int,
         device: str,
+        optimizer_state: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, float]: ...
 
     def save_anonymizer(
@@ -129,10 +130,21 @@ class PrivdiffTask:
         steps: int,
         seed: int,
         device: str,
+        optimizer_state: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, float]:
         from privdiff_core.training import local_train
 
-        return local_train(models, stage, data, cfg, steps, seed=seed, device=device, progress=False)
+        return local_train(
+            models,
+            stage,
+            data,
+            cfg,
+            steps,
+            seed=seed,
+            device=device,
+            progress=False,
+            optimizer_state=optimizer_state,
+        )
 
     def save_anonymizer(
         self, models: torch.nn.Module, cfg: DictConfig, folder: Path, metadata: dict[str, Any]

@@ -14,7 +14,7 @@ Each category c has L_c > 1 tokens (paper: C_c in R^{L_c x d_c}, L_c = number of
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -152,6 +152,20 @@ class ConditionState:
 
     def to(self, device: torch.device | str) -> ConditionState:
         return ConditionState(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    @staticmethod
+    def choose(states: Sequence[ConditionState], index: torch.Tensor) -> ConditionState:
+        """Per sample b, the known flags of states[index[b]] (states differing only in what is known,
+        e.g. the `only(...)` patterns of one state)."""
+        first = states[0]
+        changes = {}
+        for category in CATEGORIES:
+            stacked = torch.stack([s.known_of(category) for s in states])
+            rows = index.to(stacked.device)
+            changes[f"{category}_known"] = stacked[
+                rows, torch.arange(first.batch_size, device=stacked.device)
+            ]
+        return replace(first, **changes)
 
     @staticmethod
     def cat(states: Iterable[ConditionState]) -> ConditionState:

@@ -76,6 +76,11 @@ def _check_resume_config(run_dir: Path, cfg: DictConfig) -> None:
         )
 
 
+def _val_loss(models, stage: str, val_data, cfg: DictConfig, seed: int, device) -> float:
+    """The stage's loss on the same `train.val_batches` batches of the val split every time."""
+    return evaluate_stage(models, stage, val_data, cfg, int(cfg.train.val_batches), seed=seed, device=device)
+
+
 def load_training_data(cfg: DictConfig, data_dir: Path, split: str, progress: bool = True):
     """CXRTensors of one split (None when the data set has no such images)."""
     from privdiff_core.data import open_dataset
@@ -172,6 +177,9 @@ def train_run(
         summary = state["metrics"].setdefault(stage, {})
         losses = summary.setdefault("loss_history", [])
         parts_history = summary.setdefault("parts_history", [])
+        val_history = summary.setdefault("val_history", [])  # [step, val loss]: is it still falling?
+        val_every = int(cfg.train.get("val_every") or 0) if val_data is not None else 0
+        val_every = val_every if int(cfg.train.val_batches) > 0 else 0
         bar = tqdm(total=steps, initial=trainer.step_index, desc=stage, disable=not progress)
         while trainer.step_index < steps:
             if stop_after is not None and done_now >= stop_after:
@@ -188,6 +196,10 @@ def train_run(
             parts_history.append(parts)
             bar.update(1)
             bar.set_postfix(loss=f"{parts['loss']:.4f}")
+            if val_every and trainer.step_index % val_every == 0:
+                val_history.append(
+                    [trainer.step_index, _val_loss(models, stage, val_data, cfg, seed, device)]
+                )
             if trainer.step_index % every == 0:
                 checkpoint(stage_index, trainer)
         bar.close()
@@ -198,9 +210,7 @@ def train_run(
             values = [p[key] for p in window if key in p]
             summary[f"{key}_last"] = float(sum(values) / len(values))
         if val_data is not None and int(cfg.train.val_batches) > 0:
-            summary["val_loss"] = evaluate_stage(
-                models, stage, val_data, cfg, int(cfg.train.val_batches), seed=seed, device=device
-            )
+            summary["val_loss"] = _val_loss(models, stage, val_data, cfg, seed, device)
         checkpoint(stage_index + 1, None)
         state["trainer"] = None
     seconds = state["seconds"] + time.perf_counter() - started

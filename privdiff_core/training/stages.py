@@ -215,13 +215,22 @@ class StageObjective:
             loss = F.mse_loss(eps, noise)
             return loss, {"loss": loss.item(), "simple": loss.item()}
         s = sensitive_for_step(step)
-        negative = models.spg_negative_state(state, s)
-        states = ConditionState.cat([state.only(), state.only(DIAGNOSIS), negative])
+        patterns = [state.only(), state.only(DIAGNOSIS), models.spg_negative_state(state, s)]
+        weight = float(cfg.spg.weight)
+        if weight == 0.0:
+            # Without L_SPG the three predictions need not share a noisy latent: each sample trains
+            # one of the patterns eps_p combines, drawn at random (the same objective in
+            # expectation, a third of the UNet work per sample).
+            pattern = torch.randint(0, len(patterns), (batch,), generator=generator)
+            eps = models.predict_noise(noisy, timesteps, ConditionState.choose(patterns, pattern)).float()
+            simple = F.mse_loss(eps, noise)
+            return simple, {"loss": simple.item(), "simple": simple.item()}
+        states = ConditionState.cat(patterns)
         eps = models.predict_noise(noisy.repeat(3, 1, 1, 1), timesteps.repeat(3), states).float()
         simple = F.mse_loss(eps, noise.repeat(3, 1, 1, 1))
         eps_p = models.spg_guidance(*eps.chunk(3))
-        spg = F.mse_loss(eps_p, noise)  # reported also at weight 0: how far guidance is from the noise
-        loss = simple + float(cfg.spg.weight) * spg
+        spg = F.mse_loss(eps_p, noise)
+        loss = simple + weight * spg
         return loss, {"loss": loss.item(), "simple": simple.item(), "spg": spg.item()}
 
 
@@ -308,6 +317,33 @@ class StageTrainer:
         )
         return {"latent_shift": shift, "latent_scale": scale}
 
+    def optimizer_tensors(self) -> dict[str, torch.Tensor]:
+        """Adam's per-parameter state as flat tensors ("<param index>.<name>"), e.g. for a site to
+        keep between federated rounds (Flower's ArrayRecord holds tensors, not nested dicts)."""
+        return {
+            f"{index}.{name}": torch.as_tensor(value).detach().cpu().clone()
+            for index, state in self.optimizer.state_dict()["state"].items()
+            for name, value in state.items()
+        }
+
+    def load_optimizer_tensors(self, tensors: dict[str, torch.Tensor]) -> bool:
+        """Restore `optimizer_tensors`; False (fresh Adam kept) when they do not fit these parameters."""
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            index, _, name = key.partition(".")
+            state.setdefault(int(index), {})[name] = value
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        fits = all(
+            0 <= i < len(params) and all(v.ndim == 0 or v.shape == params[i].shape for v in s.values())
+            for i, s in state.items()
+        )
+        if not fits:
+            return False
+        full = self.optimizer.state_dict()
+        full["state"] = state
+        self.optimizer.load_state_dict(full)
+        return True
+
     def state_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "step": self.step_index, "optimizer": self.optimizer.state_dict()}
 
@@ -346,18 +382,26 @@ def local_train(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    optimizer_state: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Train one stage for `steps` Adam steps on `data` (a CXRTensors); returns metrics.
 
     {"loss": mean loss of the call, "loss_last": mean of its last quarter, "examples": len(data)
     (the FedAvg weight), "steps", "seconds", the mean of each loss part, and for the autoencoder
-    stage the measured "latent_shift" / "latent_scale"}. A fresh Adam is made per call (FedAvg
-    replaces the weights between calls). Batches depend on (seed, stage, step index within the
-    call): pass a different seed per federated round, e.g. the round number.
+    stage the measured "latent_shift" / "latent_scale"}. Batches depend on (seed, stage, step
+    index within the call): pass a different seed per federated round, e.g. the round number.
+
+    optimizer_state: a site's Adam state of its previous call for this stage
+    (`StageTrainer.optimizer_tensors`); when given it is loaded (if it fits) and replaced in
+    place by the state after this call. A fresh Adam every federated round restarts its moment
+    estimates from zero each time: the federated autoencoder then reconstructs far worse than
+    the same number of steps trained centrally.
     """
     if steps < 0:
         raise TrainingError(f"steps must be >= 0, got {steps}")
     trainer = StageTrainer(models, stage, data, cfg, seed=seed, device=device)
+    if optimizer_state:
+        trainer.load_optimizer_tensors(optimizer_state)
     start, history = time.perf_counter(), []
     bar = tqdm(range(steps), desc=f"{stage}", disable=not progress, leave=False)
     for _ in bar:
@@ -374,6 +418,9 @@ def local_train(
     }
     for key in sorted({k for p in history for k in p} - {"loss"}):
         metrics[key] = float(np.mean([p[key] for p in history if key in p]))
+    if optimizer_state is not None:
+        optimizer_state.clear()
+        optimizer_state.update(trainer.optimizer_tensors())
     metrics.update(trainer.finish())
     models.eval()
     metrics["seconds"] = time.perf_counter() - start

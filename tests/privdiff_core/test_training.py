@@ -113,7 +113,7 @@ def test_stages_train_only_their_own_weights_and_measure_the_latent_scale(data):
 
     frozen = stage_state(models, "autoencoder")
     before = stage_state(models, "denoiser")
-    metrics = local_train(models, "denoiser", data, cfg, 3, seed=0, progress=False)
+    metrics = local_train(models, "denoiser", data, tiny_cfg("spg.weight=1.0"), 3, seed=0, progress=False)
     assert {"simple", "spg"} <= set(metrics)
     assert all(torch.equal(v, frozen[k]) for k, v in stage_state(models, "autoencoder").items())
     # The sensitive key projections of SAS learn (through the projector) with the rest of the UNet.
@@ -228,3 +228,29 @@ def test_trainers_of_both_stages_can_share_one_model(data):
     )
     for _ in range(2):
         assert np.isfinite(first.step()["loss"]) and np.isfinite(second.step()["loss"])
+
+
+def test_spg_without_its_loss_trains_each_sample_on_one_guidance_pattern(data):
+    cfg = tiny_cfg()  # spg.weight 0: one prediction per sample, its pattern drawn at random
+    models = build_models(cfg)
+    calls = []
+    hook = models.unet.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    metrics = local_train(models, "denoiser", data, cfg, 2, seed=0, progress=False)
+    hook.remove()
+    assert calls == [int(cfg.train.batch_size)] * 2 and "spg" not in metrics
+
+
+def test_optimizer_state_carries_over_between_calls(data):
+    cfg = tiny_cfg()
+    kept, fresh = build_models(cfg), build_models(cfg)
+    fresh.load_state_dict(kept.state_dict())
+    state: dict = {}
+    local_train(kept, "autoencoder", data, cfg, 2, seed=0, progress=False, optimizer_state=state)
+    local_train(fresh, "autoencoder", data, cfg, 2, seed=0, progress=False)
+    assert state and all(torch.isfinite(v).all() for v in state.values())
+    assert int(state["0.step"]) == 2
+    # A second call continues Adam (its step count goes on) and so moves the weights differently.
+    local_train(kept, "autoencoder", data, cfg, 1, seed=1, progress=False, optimizer_state=state)
+    local_train(fresh, "autoencoder", data, cfg, 1, seed=1, progress=False)
+    assert int(state["0.step"]) == 3
+    assert not torch.equal(kept.vae.encoder.conv_in.weight, fresh.vae.encoder.conv_in.weight)

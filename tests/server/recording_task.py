@@ -31,10 +31,12 @@ class RecordingTask(PrivdiffTask):
         data.site_name = Path(site_dir).name  # which site trained, for the records
         return data
 
-    def local_train(self, models, stage, data, cfg, steps, seed, device) -> dict[str, float]:
+    def local_train(
+        self, models, stage, data, cfg, steps, seed, device, optimizer_state=None
+    ) -> dict[str, float]:
         before = self.stage_state(models, stage)
         frozen = {k: v for s in STAGES[: STAGES.index(stage)] for k, v in self.stage_state(models, s).items()}
-        result = super().local_train(models, stage, data, cfg, steps, seed, device)
+        result = super().local_train(models, stage, data, cfg, steps, seed, device, optimizer_state)
         folder = Path(cfg.test_record_dir)
         folder.mkdir(parents=True, exist_ok=True)
         record = {

@@ -7,6 +7,7 @@ All take (B, 1, S, S) images in [-1, 1].
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -89,3 +90,31 @@ class ImageClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(x))
+
+
+def jitter(images: torch.Tensor, rng: np.random.Generator, max_shift: int = 3) -> torch.Tensor:
+    """A follow-up's nuisances on a training batch: shifted by up to `max_shift` pixels, contrast
+    and brightness changed a little. Four films per patient are few; without this the judges
+    memorise the training patients instead of learning the findings."""
+    n = len(images)
+    pad = torch.nn.functional.pad(images, (max_shift,) * 4, mode="replicate")
+    dy, dx = rng.integers(0, 2 * max_shift + 1, size=(2, n))
+    size_y, size_x = images.shape[-2:]
+    shifted = torch.stack([pad[k, :, dy[k] : dy[k] + size_y, dx[k] : dx[k] + size_x] for k in range(n)])
+    gain = torch.from_numpy(1.0 + 0.1 * rng.standard_normal(n)).float().view(n, 1, 1, 1)
+    offset = torch.from_numpy(0.05 * rng.standard_normal(n)).float().view(n, 1, 1, 1)
+    return (shifted * gain + offset).clamp(-1.0, 1.0)
+
+
+def finding_pos_weight(labels: torch.Tensor, label_mask: torch.Tensor, cap: float = 10.0) -> torch.Tensor:
+    """BCE weight of a positive label per finding: sqrt(negatives / positives), in [1, cap].
+
+    The square root balances halfway: full balancing (negatives / positives, up to ~30 here) makes
+    the few positives dominate each batch and the training noisy. Counts use known labels only;
+    a finding without known positives keeps weight 1.
+    """
+    known = label_mask.float()
+    positives = (labels.float() * known).sum(0)
+    negatives = ((1.0 - labels.float()) * known).sum(0)
+    ratio = torch.where(positives > 0, negatives / positives.clamp(min=1.0), torch.ones_like(positives))
+    return ratio.sqrt().clamp(1.0, cap)

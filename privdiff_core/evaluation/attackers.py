@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from privdiff_core.attributes import NUM_AGE_GROUPS, NUM_FINDINGS, NUM_SEXES
-from privdiff_core.nets import ImageClassifier, SiameseVerifier
+from privdiff_core.nets import ImageClassifier, SiameseVerifier, finding_pos_weight, jitter
 from privdiff_core.verification import embed_all, make_pairs, pair_scores
 
 from .metrics import accuracy_vs_chance, per_finding_auc
@@ -218,36 +218,8 @@ def demographics_report(model: ImageClassifier, images, age_group, sex, device="
     }
 
 
-def jitter(images: torch.Tensor, rng: np.random.Generator, max_shift: int = 3) -> torch.Tensor:
-    """A follow-up's nuisances on a training batch: shifted by up to `max_shift` pixels, contrast
-    and brightness changed a little. Four films per patient are few; without this the judges
-    memorise the training patients instead of learning the findings."""
-    n = len(images)
-    pad = torch.nn.functional.pad(images, (max_shift,) * 4, mode="replicate")
-    dy, dx = rng.integers(0, 2 * max_shift + 1, size=(2, n))
-    size_y, size_x = images.shape[-2:]
-    shifted = torch.stack([pad[k, :, dy[k] : dy[k] + size_y, dx[k] : dx[k] + size_x] for k in range(n)])
-    gain = torch.from_numpy(1.0 + 0.1 * rng.standard_normal(n)).float().view(n, 1, 1, 1)
-    offset = torch.from_numpy(0.05 * rng.standard_normal(n)).float().view(n, 1, 1, 1)
-    return (shifted * gain + offset).clamp(-1.0, 1.0)
-
-
 def _sample(n: int, batch_size: int, rng: np.random.Generator) -> torch.Tensor:
     return torch.from_numpy(rng.integers(0, n, min(batch_size, n)))
-
-
-def finding_pos_weight(labels: torch.Tensor, label_mask: torch.Tensor, cap: float = 10.0) -> torch.Tensor:
-    """BCE weight of a positive label per finding: sqrt(negatives / positives), in [1, cap].
-
-    The square root balances halfway: full balancing (negatives / positives, up to ~30 here) makes
-    the few positives dominate each batch and the training noisy. Counts use known labels only;
-    a finding without known positives keeps weight 1.
-    """
-    known = label_mask.float()
-    positives = (labels.float() * known).sum(0)
-    negatives = ((1.0 - labels.float()) * known).sum(0)
-    ratio = torch.where(positives > 0, negatives / positives.clamp(min=1.0), torch.ones_like(positives))
-    return ratio.sqrt().clamp(1.0, cap)
 
 
 def train_diagnosis(

@@ -60,8 +60,10 @@ def attribute_loss(
     sex: torch.Tensor,
     labels: torch.Tensor,
     label_mask: torch.Tensor,
+    pos_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Cross-entropy for age group and sex (unknown -1 ignored) + BCE on the known findings only."""
+    """Cross-entropy for age group and sex (unknown -1 ignored) + BCE on the known findings only
+    (positives weighted by `pos_weight` per finding: `nets.finding_pos_weight`)."""
     total = logits["age"].new_zeros(())
     for name, target in (("age", age_group), ("sex", sex)):
         if (target != UNKNOWN).any():
@@ -69,7 +71,7 @@ def attribute_loss(
     mask = label_mask.float()
     if mask.sum() > 0:
         per_label = F.binary_cross_entropy_with_logits(
-            logits["diagnosis"].float(), labels.float(), reduction="none"
+            logits["diagnosis"].float(), labels.float(), reduction="none", pos_weight=pos_weight
         )
         total = total + (per_label * mask).sum() / mask.sum()
     return total

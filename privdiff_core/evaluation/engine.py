@@ -121,7 +121,7 @@ class EvalContext:
     identity_index: np.ndarray  # test images of a few patients (t-SNE coloured by identity)
     attribute_index: np.ndarray  # a random test subset (t-SNE coloured by sex and age)
     judges_from_cache: list[bool]
-    memorization_thresholds: list[float]  # per run: the real verifier's best-match score at the FPR
+    memorization_thresholds: list[dict]  # per run: the real verifier's thresholds at the FPR (linkage)
 
 
 def build_context(splits: EvalSplits, settings: EvaluationSettings, cache_dir: Path | None) -> EvalContext:

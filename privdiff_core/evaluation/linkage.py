@@ -8,11 +8,12 @@
   Chance is the share of the gallery that does.
 - Memorization. A generated film must not be a copy of a *training* patient (a federation
   model can memorise another site's patients). Each anonymized test film is scored by the
-  real-trained verifier against every training film; its best score is compared with a
-  threshold at which only `fpr` of real *validation* films (patients the model never saw, so
-  every hit is a false alarm) score that high against the same training gallery. The threshold
-  is set per film over the whole gallery, not per pair: with thousands of training films, a
-  per-pair threshold would flag nearly every film by chance.
+  real-trained verifier against every training film: its best same-patient score and its
+  nearest distance in the verifier's embedding space. It counts as memorized when either
+  crosses a threshold that real *validation* films (patients no model saw, so every hit is a
+  false alarm) cross against the same training films at rate fpr/2 each (<= fpr together).
+  Thresholds are set per film over the whole gallery, not per pair: with thousands of training
+  films, a per-pair threshold would flag nearly every film by chance.
 """
 
 from __future__ import annotations
@@ -56,21 +57,29 @@ def hard_negative_pairs(cohort: Cohort, pairs: np.ndarray, rng: np.random.Genera
     return np.asarray(positives + negatives, dtype=np.int64).reshape(-1, 3)
 
 
-@torch.no_grad()
-def _score_matrix(
-    verifier: SiameseVerifier, first: torch.Tensor, second: torch.Tensor, device, budget: int = 1 << 23
-) -> torch.Tensor:
-    """Same-patient probability of every (first[a], second[b]) as an (A, B) matrix; `budget`
-    bounds the elements of one chunk's |e_a - e_b| tensor (memory, whatever the gallery size)."""
+def _embed_pair(verifier: SiameseVerifier, first: torch.Tensor, second: torch.Tensor, device):
     verifier = verifier.to(device).eval()
-    emb_a = embed_all(verifier, first, device=device)
-    emb_b = embed_all(verifier, second, device=device)
+    return embed_all(verifier, first, device=device), embed_all(verifier, second, device=device)
+
+
+@torch.no_grad()
+def _head_matrix(
+    verifier: SiameseVerifier, emb_a: torch.Tensor, emb_b: torch.Tensor, device, budget: int = 1 << 23
+):
+    """Same-patient probability of every (a, b) embedding pair as an (A, B) matrix; `budget`
+    bounds the elements of one chunk's |e_a - e_b| tensor (memory, whatever the gallery size)."""
     chunk = max(1, budget // max(1, emb_b.numel()))
     rows = []
     for k in range(0, len(emb_a), chunk):
         diff = (emb_a[k : k + chunk, None, :] - emb_b[None, :, :]).abs()
         rows.append(torch.sigmoid(verifier.head(diff.to(device)).squeeze(-1)).cpu())
     return torch.cat(rows)
+
+
+def _score_matrix(
+    verifier: SiameseVerifier, first: torch.Tensor, second: torch.Tensor, device
+) -> torch.Tensor:
+    return _head_matrix(verifier, *_embed_pair(verifier, first, second, device), device)
 
 
 def retrieval_at_1(
@@ -96,34 +105,53 @@ def retrieval_at_1(
     }
 
 
-def best_match_scores(
-    verifier: SiameseVerifier, films: torch.Tensor, gallery: torch.Tensor, device
-) -> np.ndarray:
-    """Each film's highest same-patient probability against any gallery film."""
-    return _score_matrix(verifier, films, gallery, device).max(1).values.numpy()
+@torch.no_grad()
+def gallery_match(
+    verifier: SiameseVerifier, films: torch.Tensor, gallery: torch.Tensor, device="cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per film: its highest same-patient probability against any gallery film, and the distance
+    to its nearest gallery film in the verifier's embedding space.
+
+    Both, because the verifier never saw a film paired with itself in training (positives are two
+    different films of a patient): its head need not score an exact copy highest, while the
+    embedding distance of a copy is zero.
+    """
+    emb_f, emb_g = _embed_pair(verifier, films, gallery, device)
+    best = _head_matrix(verifier, emb_f, emb_g, device).max(1).values.numpy()
+    nearest = torch.cdist(emb_f, emb_g).min(1).values.numpy()
+    return best, nearest
 
 
 def memorization_threshold(
     verifier: SiameseVerifier, val_images: torch.Tensor, train_images: torch.Tensor, fpr: float, device="cpu"
-) -> float:
-    """The best-match score that only `fpr` of real validation films exceed against the training films."""
+) -> dict:
+    """Thresholds that real validation films cross against the training films with rate <= `fpr`:
+    a best score that only fpr/2 of them exceed, a nearest distance that only fpr/2 undercut."""
     if not 0.0 < fpr < 1.0:
         raise ValueError(f"the memorization false-positive rate must lie in (0, 1), got {fpr}")
-    return float(np.quantile(best_match_scores(verifier, val_images, train_images, device), 1.0 - fpr))
+    best, nearest = gallery_match(verifier, val_images, train_images, device)
+    return {
+        "score": float(np.quantile(best, 1.0 - fpr / 2)),
+        "distance": float(np.quantile(nearest, fpr / 2)),
+        "fpr": fpr,
+        "validation_films": int(len(best)),
+    }
 
 
 def memorization_rate(
     verifier: SiameseVerifier,
     films: torch.Tensor,
     train_images: torch.Tensor,
-    threshold: float,
+    threshold: dict,
     device="cpu",
 ) -> dict:
-    """Share of `films` whose best match among the training films scores above `threshold`."""
-    best = best_match_scores(verifier, films, train_images, device)
+    """Share of `films` that match a training film beyond `threshold` (score above or distance below)."""
+    best, nearest = gallery_match(verifier, films, train_images, device)
+    flagged = (best > threshold["score"]) | (nearest < threshold["distance"])
     return {
-        "rate": float((best > threshold).mean()),
-        "threshold": float(threshold),
+        "rate": float(flagged.mean()),
+        "threshold": threshold,
         "films": int(len(best)),
         "max_score": float(best.max()),
+        "min_distance": float(nearest.min()),
     }

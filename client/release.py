@@ -103,6 +103,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "default: the anonymizer's own identity verifier",
     )
     parser.add_argument(
+        "--gallery",
+        type=Path,
+        metavar="DIR",
+        help="a folder of the site's own films: an output is also held back when it matches any of them "
+        "(a generated film must not show one of our patients; see client/residual_risk.py)",
+    )
+    parser.add_argument(
         "--no-residual-check",
         action="store_true",
         help="release without the residual-risk check (recorded in the audit)",
@@ -157,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         quarantine_threshold=args.quarantine_threshold,
         residual_check=not args.no_residual_check,
         verifier=args.verifier,
+        gallery=args.gallery,
         batch_size=args.batch_size,
         workers=args.workers,
         device=args.device,

@@ -80,6 +80,7 @@ class ReleaseSettings:
     quarantine_threshold: float = 0.5
     residual_check: bool = True
     verifier: Path | None = None
+    gallery: Path | None = None  # the site's own films, matched by the residual-risk check
     batch_size: int | None = None
     workers: int = 2
     device: str = "auto"
@@ -365,7 +366,7 @@ def _run_with_readers(
         raise ReleaseError(f"{trust.folder}: its manifest and its model disagree on the image size")
     risk: ResidualRiskCheck | None = None
     if settings.residual_check:
-        risk = residual_risk_check(anonymizer, settings.verifier)
+        risk = residual_risk_check(anonymizer, settings.verifier, settings.gallery)
     else:
         say("residual-risk check OFF (--no-residual-check): outputs are released without being scored")
     threshold = settings.quarantine_threshold if risk else None

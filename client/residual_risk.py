@@ -16,6 +16,14 @@ Where the verifier comes from (first that applies):
    folder always carries and the federation's signature covers. Weaker: the denoiser is
    conditioned on this very embedding, so its outputs may fool it more than an outsider.
 
+With `--gallery DIR` (a folder of the site's own films, any layout `open_dataset` reads), each
+output is also checked against every gallery film, as `privdiff evaluate` checks memorization
+(`privdiff_core.evaluation.linkage`): its score is raised to its best same-patient probability
+against any gallery film, and to 1 when it lies closer to a gallery film in the verifier's
+embedding space than all but `MEMORIZATION_FPR` of the gallery's films lie to another patient's
+(a copy: the verifier never trained on a film paired with itself, so its head alone may miss one).
+A federation model can memorise patients of any site; this catches outputs that show one of ours.
+
 The check is switched off only by `--no-residual-check`; the run's audit and summary say which
 verifier judged, or that none did.
 """
@@ -31,6 +39,7 @@ import torch
 from torch.nn import functional as F
 
 from privdiff_core.errors import PrivdiffError
+from privdiff_core.evaluation.linkage import MEMORIZATION_FPR, gallery_match
 from privdiff_core.nets import SiameseVerifier
 from privdiff_core.verification import VerifierTraining, train_verifier
 
@@ -98,13 +107,51 @@ def load_verifier(folder: str | Path, device: str | torch.device = "cpu") -> tup
     return model.to(device).eval(), int(config["image_size"])
 
 
+class GalleryError(PrivdiffError):
+    """The site gallery cannot be read or is too small to calibrate the copy check."""
+
+
+@dataclass
+class SiteGallery:
+    """The site's own films (at the verifier's image size) and the copy distance calibrated on them."""
+
+    images: torch.Tensor
+    copy_distance: float
+    folder: str
+
+
+def load_gallery(
+    folder: str | Path, verifier: SiameseVerifier, image_size: int, fpr: float = MEMORIZATION_FPR
+) -> SiteGallery:
+    """Read a gallery folder and calibrate the copy distance: the `fpr` quantile of each gallery
+    film's distance to its nearest film of *another* patient (every such match is a false one)."""
+    from privdiff_core.data import open_dataset
+    from privdiff_core.verification import embed_all
+
+    try:
+        tensors = open_dataset(folder, image_size, progress=False).load_tensors(progress=False)
+    except (OSError, ValueError) as err:
+        raise GalleryError(f"--gallery {folder}: cannot be read as a data folder ({err})") from err
+    ids = np.asarray(tensors.patient_ids)
+    if len(set(ids.tolist())) < 2:
+        raise GalleryError(f"--gallery {folder}: needs films of at least two patients to calibrate the check")
+    with torch.no_grad():
+        emb = embed_all(verifier.eval(), tensors.image, device=next(verifier.parameters()).device)
+        distance = torch.cdist(emb, emb).numpy()
+    distance[ids[:, None] == ids[None, :]] = np.inf  # the same patient's films are no false match
+    copy_distance = float(np.quantile(distance.min(1), fpr))
+    return SiteGallery(tensors.image, copy_distance, str(folder))
+
+
 @dataclass
 class ResidualRiskCheck:
-    """Same-patient probability of (input, output) pairs under one verifier."""
+    """Same-patient probability of (input, output) pairs under one verifier; with a site gallery,
+    raised to the output's match with any gallery film (module docstring)."""
 
     verifier: SiameseVerifier
     image_size: int
     source: str  # "site verifier" or "anonymizer's own verifier": recorded in the audit
+    gallery: SiteGallery | None = None
 
     def _fit(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-1] == self.image_size:
@@ -119,13 +166,27 @@ class ResidualRiskCheck:
         device = next(self.verifier.parameters()).device
         first = self._fit(originals.float()).to(device)
         second = self._fit(anonymized.float()).to(device)
-        return torch.sigmoid(self.verifier(first, second)).float().cpu().numpy()
+        probability = torch.sigmoid(self.verifier(first, second)).float().cpu().numpy()
+        if self.gallery is None:
+            return probability
+        best, nearest = gallery_match(self.verifier, second, self.gallery.images, device)
+        probability = np.maximum(probability, best)
+        probability[nearest < self.gallery.copy_distance] = 1.0
+        return probability
 
 
-def residual_risk_check(anonymizer, verifier_dir: str | Path | None) -> ResidualRiskCheck:
-    """The check of the module docstring: the site's verifier when given, else the anonymizer's."""
+def residual_risk_check(
+    anonymizer, verifier_dir: str | Path | None, gallery_dir: str | Path | None = None
+) -> ResidualRiskCheck:
+    """The check of the module docstring: the site's verifier when given, else the anonymizer's;
+    with `gallery_dir`, outputs are also matched against the site's own films."""
     if verifier_dir is not None:
         verifier, size = load_verifier(verifier_dir, anonymizer.device)
-        return ResidualRiskCheck(verifier, size, "site verifier")
-    verifier = anonymizer.models.encoder.verifier.eval()
-    return ResidualRiskCheck(verifier, anonymizer.image_size, "anonymizer's own verifier")
+        check = ResidualRiskCheck(verifier, size, "site verifier")
+    else:
+        verifier = anonymizer.models.encoder.verifier.eval()
+        check = ResidualRiskCheck(verifier, anonymizer.image_size, "anonymizer's own verifier")
+    if gallery_dir is not None:
+        check.gallery = load_gallery(gallery_dir, check.verifier, check.image_size)
+        check.source += f" + site gallery ({len(check.gallery.images)} films)"
+    return check

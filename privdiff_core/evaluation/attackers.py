@@ -151,6 +151,7 @@ def train_verifier_attacker(
         raise ValueError("the second images must be aligned with the first (same shape)")
     if len(patient_ids) != len(first):
         raise ValueError(f"{len(patient_ids)} patient ids for {len(first)} images")
+    torch.manual_seed(settings.seed)  # the initial weights too: else they depend on what ran before
     model = build_verifier(settings) if init is None else copy.deepcopy(init)
     model.to(device)
     loss_fn = nn.BCEWithLogitsLoss()
@@ -237,6 +238,7 @@ def train_diagnosis(
     Findings are rare (a few percent of films each), so positives are up-weighted
     (`finding_pos_weight`): without it the network learns to answer "absent" for the rare ones.
     """
+    torch.manual_seed(settings.seed)  # the initial weights too: else they depend on what ran before
     model = build_diagnosis(settings).to(device)
     pos_weight = finding_pos_weight(labels, label_mask).to(device)
 
@@ -272,6 +274,7 @@ def train_demographics(
     progress: bool = True,
 ) -> tuple[ImageClassifier, FitLog]:
     """Age-group and sex attacker: cross-entropy per head, unknown (-1) targets ignored."""
+    torch.manual_seed(settings.seed)  # the initial weights too: else they depend on what ran before
     model = (build_demographics(settings) if init is None else copy.deepcopy(init)).to(device)
 
     def batch_loss(rng: np.random.Generator) -> torch.Tensor:

@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
     from privdiff_core.config import ConfigError, load_config
 
-    from .cli_evaluate import print_summary
-    from .methods import ARCHITECTURE_LABELS, AnonymizerMethod, builtin_method
+    from .cli_evaluate import print_summary, reference_methods
+    from .methods import ARCHITECTURE_LABELS, AnonymizerMethod
     from .pipeline import load_split_tensors, require_sections, run_evaluation, splits_from_tensors
 
     cfg = load_config(args.config, args.overrides)
@@ -123,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
         conditions, batch = str(cfg.evaluate.anonymizer_conditions), int(cfg.evaluate.batch_size)
         label = ARCHITECTURE_LABELS[VARIANT_ARCHITECTURES[name]] if name in VARIANT_ARCHITECTURES else name
         methods.append(AnonymizerMethod(name, label, folder, conditions, batch))
-    methods += [builtin_method(name, cfg) for name in baselines]
+    extra, extra_notes = reference_methods(baselines, cfg, [])
+    methods += extra
     splits = splits_from_tensors(cfg, tensors)
     command = (
         "privdiff " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "privdiff ablate"
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         + ". Training wall time this invocation: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in train_times.items())
         + " (0 s = trained earlier)."
-    ]
+    ] + extra_notes
     report = run_evaluation(cfg, splits, methods, out, command, str(cfg.data), not args.no_progress, notes)
     print_summary(report, out)
     return 0

@@ -23,12 +23,20 @@ on other patients; details in report.md):
   age group, sex      classifiers trained on real and retrained on anonymized images; accuracy vs chance
   diagnosis           multi-label classifier trained on real, tested on anonymized: AUC per finding
   image quality       SSIM to the original; Fréchet distance on the diagnosis network's features
+  hard negatives      re-ID AUC when the other patient has the same sex, age group and site
+  retrieval           precision@1: is the best-scoring real test film the same patient's?
+  memorization        share of anonymized test films the real-trained verifier links to a training
+                      patient above a threshold with 1% false alarms on validation films
 
 --model takes a folder written by `privdiff train` (or its anonymizer/ sub-folder), optionally
 named NAME=PATH; repeat it to compare models. --strengths 0.3,0.6 evaluates each model at those
-anonymize strengths (how far the latent is noised): its privacy/utility curve. --methods adds
-built-in methods: dp_pix and deformation (the paper's baselines), identity and noise (sanity
-references); default: the config's evaluate.baselines; 'none' for no baseline.
+anonymize strengths (how far the latent is noised): its privacy/utility curve. --modes
+img2img,generative evaluates each model in those anonymize modes (models that have them).
+--methods adds built-in methods: dp_pix and deformation (the paper's baselines), identity and
+noise (sanity references), oracle (synthetic data only: each film's findings re-rendered on a
+new patient of its site; its re-ID AUC is the privacy floor, its diagnosis AUC the utility
+ceiling), vae (each --model's autoencoder alone: encode, decode); default: the config's
+evaluate.baselines; 'none' for no baseline.
 out= receives report.md, report.json and the figures; judges/ and methods/ inside it are reused
 when the same command runs again (finished methods are skipped).
 """
@@ -58,6 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="LIST",
         help="comma-separated anonymize strengths in (0, 1]: every --model is evaluated at each, as "
         "NAME_s<percent> (a privacy/utility curve); default: the strength stored with the model",
+    )
+    parser.add_argument(
+        "--modes",
+        default=None,
+        metavar="LIST",
+        help="comma-separated anonymize modes: img2img, generative: every --model is evaluated in each, as "
+        "NAME_<mode> (default: the model's own mode)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -116,28 +131,84 @@ def parse_strengths(spec: str | None) -> list[float | None]:
     return values
 
 
-def model_methods(cfg, models: list[tuple[str, str]], strengths: list[float | None]) -> list:
-    """One AnonymizerMethod per model and strength (NAME, or NAME_s<percent> for a given strength)."""
+def parse_modes(spec: str | None) -> list[str | None]:
+    """--modes 'img2img,generative' -> ['img2img', 'generative']; not given -> [None] (the model's own)."""
+    from .methods import ANONYMIZE_MODES, MethodError
+
+    if spec is None:
+        return [None]
+    values = [v.strip() for v in spec.split(",") if v.strip()]
+    unknown = [v for v in values if v not in ANONYMIZE_MODES]
+    if not values or unknown:
+        raise MethodError(f"--modes: each mode must be one of {', '.join(ANONYMIZE_MODES)}, got {spec!r}")
+    if len(set(values)) != len(values):
+        raise MethodError(f"--modes: a mode is named twice in {spec!r}")
+    return list(values)
+
+
+def model_methods(
+    cfg,
+    models: list[tuple[str, str]],
+    strengths: list[float | None],
+    modes: list[str | None] = (None,),
+) -> list:
+    """One AnonymizerMethod per model, mode and strength: NAME, NAME_<mode>, NAME[_<mode>]_s<percent>."""
     from .methods import AnonymizerMethod
 
     conditions, batch = str(cfg.evaluate.anonymizer_conditions), int(cfg.evaluate.batch_size)
     methods = []
     for name, path in models:
-        for strength in strengths:
-            method_name = name if strength is None else f"{name}_s{round(strength * 100)}"
-            method = AnonymizerMethod(method_name, name, path, conditions, batch, strength)
-            # The label needs the model's manifest, which the method has just read.
-            method.label = model_label(name, method.architecture)
-            if strength is not None:
-                method.label += f", strength {strength:g}"
-            methods.append(method)
+        for mode in modes:
+            for strength in strengths:
+                method_name = name if mode is None else f"{name}_{mode}"
+                if strength is not None:
+                    method_name += f"_s{round(strength * 100)}"
+                method = AnonymizerMethod(
+                    method_name, name, path, conditions, batch, strength, mode=mode, model_name=name
+                )
+                # The label needs the model's manifest, which the method has just read.
+                method.label = model_label(name, method.architecture)
+                if mode is not None:
+                    method.label += f", {mode}"
+                if strength is not None:
+                    method.label += f", strength {strength:g}"
+                methods.append(method)
     return methods
+
+
+def reference_methods(names: list[str], cfg, models: list[tuple[str, str]]) -> tuple[list, list[str]]:
+    """The built-in methods named, and one-line notes for those skipped (the oracle on real data).
+
+    `oracle` needs a `privdiff synth` federation as cfg.data; `vae` is one method per model
+    (`vae`, or NAME_vae when several models are compared).
+    """
+    from .methods import MethodError, VAEMethod, builtin_method
+    from .oracle import oracle_for_data
+
+    methods, notes = [], []
+    for name in names:
+        if name == "oracle":
+            oracle, note = oracle_for_data(cfg.data)
+            if oracle is None:
+                print(f"privdiff: {note}")
+                notes.append(note)
+            else:
+                methods.append(oracle)
+        elif name == "vae":
+            if not models:
+                raise MethodError("the vae method reconstructs through a model's autoencoder: give --model")
+            for model_name, path in models:
+                method_name = "vae" if len(models) == 1 else f"{model_name}_vae"
+                label = "VAE reconstruction only" + ("" if model_name == "privdiff" else f" ({model_name})")
+                methods.append(VAEMethod(method_name, label, path, int(cfg.evaluate.batch_size)))
+        else:
+            methods.append(builtin_method(name, cfg))
+    return methods, notes
 
 
 def run(args: argparse.Namespace) -> int:
     from privdiff_core.config import ConfigError, load_config
 
-    from .methods import builtin_method
     from .pipeline import load_splits, require_sections, run_evaluation
 
     cfg = load_config(args.config, args.overrides)
@@ -146,19 +217,21 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.get("out"):
         raise ConfigError("say where the report goes: out=REPORT_DIR")
     require_sections(cfg, "evaluate", "baselines")
-    strengths = parse_strengths(args.strengths)
-    if args.strengths is not None and not args.model:
-        raise ConfigError("--strengths applies to the --model anonymizers; give at least one --model")
-    methods = model_methods(cfg, parse_models(args.model), strengths)
-    methods += [
-        builtin_method(name, cfg) for name in parse_methods(args.methods, cfg.evaluate.get("baselines"))
-    ]
+    strengths, modes = parse_strengths(args.strengths), parse_modes(args.modes)
+    for flag, given in (("--strengths", args.strengths), ("--modes", args.modes)):
+        if given is not None and not args.model:
+            raise ConfigError(f"{flag} applies to the --model anonymizers; give at least one --model")
+    models = parse_models(args.model)
+    methods = model_methods(cfg, models, strengths, modes)
+    extra, notes = reference_methods(parse_methods(args.methods, cfg.evaluate.get("baselines")), cfg, models)
+    # The oracle first: the samples grid shows it right under the inputs.
+    methods = [m for m in extra if m.kind == "oracle"] + methods + [m for m in extra if m.kind != "oracle"]
     splits = load_splits(cfg, cfg.data, progress=not args.no_progress)
     command = (
         "privdiff " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "privdiff evaluate"
     )
     report = run_evaluation(
-        cfg, splits, methods, cfg.out, command, str(cfg.data), progress=not args.no_progress
+        cfg, splits, methods, cfg.out, command, str(cfg.data), progress=not args.no_progress, notes=notes
     )
     print_summary(report, cfg.out)
     return 0

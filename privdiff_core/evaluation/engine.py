@@ -15,7 +15,10 @@ So test pairs are (anonymized image i, original image j) of held-out patients, i
 - age-group and sex: the real-trained classifier on anonymized images, and one retrained on
   anonymized training images; chance = majority-class rate of the test set;
 - diagnosis: the real-trained classifier on anonymized images (per-finding AUC and mean);
-- quality: SSIM per image, Fréchet distance on the diagnosis network's features.
+- quality: SSIM per image, Fréchet distance on the diagnosis network's features;
+- linkage (`linkage`): re-ID AUC with negatives matched on sex, age group and site; retrieval
+  precision@1 among the real test films; memorization (best match among the training films above
+  a threshold with `memorization_fpr` false alarms on real validation films).
 
 Each method anonymizes each image once (fixed seeds); the R runs re-draw pairs and retrain the
 attackers, which is where the run-to-run spread comes from.
@@ -43,6 +46,7 @@ from .attackers import (
     verifier_scores,
 )
 from .judges import Judges, RunPlan, load_or_train_judges, plan_runs
+from .linkage import MEMORIZATION_FPR, memorization_rate, memorization_threshold, retrieval_at_1
 from .methods import Method
 from .metrics import auc_with_ci, mean_std
 from .protocol import Cohort, EvalSplits, derive_seed, subsample_patients
@@ -70,6 +74,7 @@ class EvaluationSettings:
     tsne_points: int
     tsne_patients: int
     grid_samples: int
+    memorization_fpr: float = MEMORIZATION_FPR
     device: str = "cpu"
     progress: bool = True
 
@@ -95,6 +100,7 @@ class EvaluationSettings:
             tsne_points=int(e.tsne.points),
             tsne_patients=int(e.tsne.patients),
             grid_samples=int(e.figures.grid_samples),
+            memorization_fpr=float(e.get("memorization_fpr", MEMORIZATION_FPR)),
             device=device,
             progress=progress,
         )
@@ -115,6 +121,7 @@ class EvalContext:
     identity_index: np.ndarray  # test images of a few patients (t-SNE coloured by identity)
     attribute_index: np.ndarray  # a random test subset (t-SNE coloured by sex and age)
     judges_from_cache: list[bool]
+    memorization_thresholds: list[dict]  # per run: the real verifier's thresholds at the FPR (linkage)
 
 
 def build_context(splits: EvalSplits, settings: EvaluationSettings, cache_dir: Path | None) -> EvalContext:
@@ -145,8 +152,14 @@ def build_context(splits: EvalSplits, settings: EvaluationSettings, cache_dir: P
     identity_index = np.array(sorted(i for p in patients for i in counts[p]), dtype=np.int64)
     n_attr = min(settings.tsne_points, len(test))
     attribute_index = np.sort(rng.choice(len(test), n_attr, replace=False))
+    thresholds = [
+        memorization_threshold(
+            j.verifier, splits.val.images, splits.train.images, settings.memorization_fpr, settings.device
+        )
+        for j in judges
+    ]
     return EvalContext(
-        splits, adaptive_train, plans, judges, settings, identity_index, attribute_index, cached
+        splits, adaptive_train, plans, judges, settings, identity_index, attribute_index, cached, thresholds
     )
 
 
@@ -156,6 +169,36 @@ def _pair_auc(ctx: EvalContext, cohort: Cohort, pairs: np.ndarray, scores: np.nd
     patient = np.array([codes[p] for p in cohort.patient_ids])
     groups = (patient[pairs[:, 0]], patient[pairs[:, 1]])
     return auc_with_ci(pairs[:, 2], scores, ctx.settings.bootstrap, ctx.settings.ci_level, seed, groups)
+
+
+def _hard_auc(ctx: EvalContext, verifier, first: torch.Tensor, plan: RunPlan, seed: int) -> dict | None:
+    """Re-ID AUC of `verifier` on the run's hard pairs (first[i] vs the real test film j), or None
+    when the test set has no matched negatives at all."""
+    pairs = plan.hard_test_pairs
+    if len(pairs) == 0 or pairs[:, 2].min() == pairs[:, 2].max():
+        return None
+    test = ctx.splits.test
+    scores = verifier_scores(verifier, first, test.images, pairs, ctx.settings.device)
+    return _pair_auc(ctx, test, pairs, scores, seed)
+
+
+def _linkage(
+    ctx: EvalContext, plan: RunPlan, judge: Judges, first: torch.Tensor, name: str, adaptive=None
+) -> dict:
+    """Hard-negative AUC, retrieval precision@1 and memorization of films `first` (aligned with
+    the test cohort): for the real-trained verifier, and for `adaptive` when given."""
+    test, dev, seed = ctx.splits.test, ctx.settings.device, derive_seed(plan.seed, "boot_hard", name)
+    out = {
+        "reid_hard_naive": _hard_auc(ctx, judge.verifier, first, plan, seed),
+        "retrieval_naive": retrieval_at_1(judge.verifier, first, test.images, test.patient_ids, dev),
+        "memorization": memorization_rate(
+            judge.verifier, first, ctx.splits.train.images, ctx.memorization_thresholds[plan.run], dev
+        ),
+    }
+    if adaptive is not None:
+        out["reid_hard_adaptive"] = _hard_auc(ctx, adaptive, first, plan, seed)
+        out["retrieval_adaptive"] = retrieval_at_1(adaptive, first, test.images, test.patient_ids, dev)
+    return out
 
 
 def evaluate_real(ctx: EvalContext) -> dict:
@@ -175,6 +218,7 @@ def evaluate_real(ctx: EvalContext) -> dict:
                     judge.demographics, test.images, test.age_group, test.sex, dev
                 ),
                 "judge_training": judge.logs,
+                **_linkage(ctx, plan, judge, test.images, "real"),
             }
         )
     return {"runs": runs, "summary": _summarize(runs, adaptive=False)}
@@ -204,12 +248,18 @@ def _summarize(runs: list[dict], adaptive: bool) -> dict:
             name: mean_std([r["diagnosis"]["per_finding"].get(name) for r in runs]) for name in FINDINGS
         },
         "skipped_findings": runs[0]["diagnosis"]["skipped"] if runs else {},
+        "reid_hard_naive_auc": mean_std(pick("reid_hard_naive", "auc")),
+        "retrieval_naive_p1": mean_std(pick("retrieval_naive", "precision_at_1")),
+        "retrieval_chance": mean_std(pick("retrieval_naive", "chance")),
+        "memorization_rate": mean_std(pick("memorization", "rate")),
     }
     if adaptive:
         summary["reid_adaptive_auc"] = mean_std(pick("reid_adaptive", "auc"))
         summary["reid_strongest_auc"] = mean_std(pick("reid_strongest", "auc"))
         summary["age_accuracy_adaptive"] = mean_std(pick("demographics_adaptive", "age", "accuracy"))
         summary["sex_accuracy_adaptive"] = mean_std(pick("demographics_adaptive", "sex", "accuracy"))
+        summary["reid_hard_adaptive_auc"] = mean_std(pick("reid_hard_adaptive", "auc"))
+        summary["retrieval_adaptive_p1"] = mean_std(pick("retrieval_adaptive", "precision_at_1"))
     return summary
 
 
@@ -305,6 +355,7 @@ def evaluate_method(method: Method, ctx: EvalContext, workdir: Path | None = Non
                     **demographics_report(demo_adaptive, anon_test, test.age_group, test.sex, dev),
                     "training": demo_log.as_dict(),
                 },
+                **_linkage(ctx, plan, judge, anon_test, method.name, adaptive),
             }
         )
         if plan.run == 0:

@@ -61,10 +61,64 @@ def privacy_utility_scatter(points: list[dict], path: Path) -> Path:
     return _save(fig, path)
 
 
+def frontier(points: list[dict], path: Path) -> Path:
+    """Retrained re-ID AUC (x) against diagnosis AUC (y): real, the oracle (its floor and ceiling as
+    dashed lines), and every method; the strengths of one model in one mode joined into a curve,
+    each point marked with its strength. Up and left is better; the oracle is as far as any
+    anonymizer can get on this data."""
+    fig, ax = plt.subplots(figsize=(7.2, 5.4))
+    markers = {"real": "*", "oracle": "D", "reference": "s", "baseline": "^", "model": "o"}
+    curves: dict[str, list[dict]] = {}
+    for p in points:
+        curves.setdefault(p.get("curve") or p["label"], []).append(p)
+    for k, members in enumerate(curves.values()):
+        members.sort(key=lambda p: p.get("strength") or 0.0)
+        kind, color = members[0]["kind"], f"C{k % 10}"
+        label = members[0]["label"] if len(members) == 1 else members[0]["label"].split(", strength")[0]
+        xs, ys = [p["reid"] for p in members], [p["diag"] for p in members]
+        ax.plot(
+            xs,
+            ys,
+            "-" if len(members) > 1 else "",
+            marker=markers.get(kind, "o"),
+            color=color,
+            markersize=11 if kind in ("real", "oracle") else 6,
+            label=label,
+        )
+        for p in members:
+            if p.get("strength") is not None:
+                ax.annotate(
+                    f"{p['strength']:g}",
+                    (p["reid"], p["diag"]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                    color=color,
+                )
+        if kind == "oracle":
+            ax.axvline(xs[0], color=color, ls="--", lw=1)
+            ax.axhline(ys[0], color=color, ls="--", lw=1)
+            ax.text(
+                xs[0], ax.get_ylim()[0], " privacy floor", color=color, fontsize=7, va="bottom", rotation=90
+            )
+        if kind == "real":
+            ax.axhline(ys[0], color=color, ls=":", lw=1)
+    ax.axvline(0.5, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("re-identification AUC, attacker retrained on anonymized images (lower = more private)")
+    ax.set_ylabel("diagnosis AUC on anonymized images (higher = more useful)")
+    ax.set_title(
+        "Privacy-utility frontier (dashed: the oracle's floor and ceiling; dotted: real diagnosis)",
+        fontsize=8,
+    )
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def sample_grid(original: np.ndarray, rows: list[tuple[str, np.ndarray]], path: Path) -> Path:
-    """Row 0 the originals, then one row per method, same test images in the same columns."""
+    """Row 0 the inputs, then one row per method, same test images in the same columns."""
     k = len(original)
-    all_rows = [("original", original), *rows]
+    all_rows = [("input", original), *rows]
     fig, axes = plt.subplots(len(all_rows), k, figsize=(1.3 * k + 1.2, 1.35 * len(all_rows)), squeeze=False)
     for r, (label, images) in enumerate(all_rows):
         for c in range(k):
@@ -74,7 +128,7 @@ def sample_grid(original: np.ndarray, rows: list[tuple[str, np.ndarray]], path: 
             ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle("Original vs anonymized test images", fontsize=9)
+    fig.suptitle("Input test images and what each method makes of them", fontsize=9)
     return _save(fig, path)
 
 

@@ -29,6 +29,7 @@ from .attackers import (
     train_diagnosis,
     train_verifier_attacker,
 )
+from .linkage import hard_negative_pairs
 from .protocol import EvalSplits, derive_seed
 
 JUDGE_NAMES = ("verifier", "diagnosis", "demographics")
@@ -36,12 +37,14 @@ JUDGE_NAMES = ("verifier", "diagnosis", "demographics")
 
 @dataclass(frozen=True)
 class RunPlan:
-    """One independent run: its seed and its fixed validation and test pairs (rows i, j, same)."""
+    """One independent run: its seed and its fixed validation and test pairs (rows i, j, same);
+    `hard_test_pairs`: the test positives with negatives matched on sex, age group and site."""
 
     run: int
     seed: int
     val_pairs: np.ndarray
     test_pairs: np.ndarray
+    hard_test_pairs: np.ndarray
 
 
 def plan_runs(
@@ -52,12 +55,14 @@ def plan_runs(
     plans = []
     for r in range(runs):
         seed = derive_seed(base_seed, "run", r)
+        test = make_pairs(splits.test.patient_ids, test_pairs, np.random.default_rng([seed, 2]))
         plans.append(
             RunPlan(
                 run=r,
                 seed=seed,
                 val_pairs=make_pairs(splits.val.patient_ids, val_pairs, np.random.default_rng([seed, 1])),
-                test_pairs=make_pairs(splits.test.patient_ids, test_pairs, np.random.default_rng([seed, 2])),
+                test_pairs=test,
+                hard_test_pairs=hard_negative_pairs(splits.test, test, np.random.default_rng([seed, 3])),
             )
         )
     return plans

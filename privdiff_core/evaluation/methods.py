@@ -22,8 +22,9 @@ from .baselines.deformation import DeformationAnonymizer, DeformationSettings, t
 from .baselines.dp_pix import dp_pix
 from .protocol import Cohort, EvalSplits, derive_seed
 
-BUILTIN_METHODS = ("identity", "noise", "dp_pix", "deformation")
+BUILTIN_METHODS = ("identity", "noise", "dp_pix", "deformation", "oracle", "vae")
 CONDITION_MODES = ("none", "sensitive", "all")
+ANONYMIZE_MODES = ("img2img", "generative")
 
 
 class MethodError(PrivdiffError, ValueError):
@@ -177,16 +178,26 @@ class AnonymizerMethod(Method):
         conditions: str,
         batch_size: int,
         strength: float | None = None,
+        mode: str | None = None,
+        model_name: str | None = None,
     ) -> None:
         if conditions not in CONDITION_MODES:
             raise MethodError(f"anonymizer conditions must be one of {CONDITION_MODES}, got {conditions!r}")
         if strength is not None and not 0.0 < strength <= 1.0:
             raise MethodError(f"anonymize strength must be in (0, 1], got {strength}")
+        if mode is not None and mode not in ANONYMIZE_MODES:
+            raise MethodError(f"anonymize mode must be one of {ANONYMIZE_MODES}, got {mode!r}")
         self.folder = resolve_anonymizer_folder(folder)
         settings = {"folder": str(self.folder), "conditions": conditions, "batch_size": batch_size}
-        if strength is not None:  # absent, not None, by default: earlier cached results stay valid
+        # Absent, not None, by default: earlier cached results stay valid, and a model that knows
+        # no modes is never handed the keyword.
+        if strength is not None:
             settings["strength"] = float(strength)
+        if mode is not None:
+            settings["mode"] = mode
         super().__init__(name, label, "model", settings)
+        # The frontier figure joins the strengths of one model in one mode into a curve.
+        self.curve = f"{model_name or name}/{mode or 'default'}"
         self.anonymizer = None
         self.manifest: dict = json.loads((self.folder / "manifest.json").read_text())
 
@@ -198,14 +209,7 @@ class AnonymizerMethod(Method):
         return bool(sas.get("enabled", True)), bool(spg.get("enabled", True))
 
     def prepare(self, splits: EvalSplits, device: str, progress: bool, workdir: Path | None) -> None:
-        from privdiff_core.anonymizer import Anonymizer
-
-        self.anonymizer = Anonymizer.load(self.folder, device=device)
-        if self.anonymizer.image_size != splits.test.image_size:
-            raise MethodError(
-                f"{self.folder} anonymizes {self.anonymizer.image_size}px images but the evaluation data is "
-                f"{splits.test.image_size}px; set image_size={self.anonymizer.image_size}"
-            )
+        self.anonymizer = load_anonymizer(self.folder, device, splits.test.image_size)
 
     def _conditions(self, cohort: Cohort, index: slice):
         mode = self.settings["conditions"]
@@ -234,19 +238,67 @@ class AnonymizerMethod(Method):
             index = slice(k, k + batch)
             images = cohort.images[index]
             seeds = [derive_seed(seed, k + i) for i in range(len(images))]  # per image, batch-independent
+            extra = {"mode": self.settings["mode"]} if "mode" in self.settings else {}
             out.append(
                 self.anonymizer.anonymize(
                     images,
                     conditions=self._conditions(cohort, index),
                     seed=seeds,
                     strength=self.settings.get("strength"),  # None: the model's own anonymize.strength
+                    **extra,
                 )
             )
         return torch.cat(out).float().clamp(-1.0, 1.0)
 
     def describe(self) -> dict:
         keep = {k: self.manifest[k] for k in ("versions", "hashes", "config") if k in self.manifest}
-        return {**super().describe(), "manifest": keep}
+        return {**super().describe(), "manifest": keep, "curve": self.curve}
+
+
+def load_anonymizer(folder: Path, device: str, image_size: int):
+    """The `Anonymizer` of a folder, refused when it works at another image size than the data."""
+    from privdiff_core.anonymizer import Anonymizer
+
+    anonymizer = Anonymizer.load(folder, device=device)
+    if anonymizer.image_size != image_size:
+        raise MethodError(
+            f"{folder} anonymizes {anonymizer.image_size}px images but the evaluation data is "
+            f"{image_size}px; set image_size={anonymizer.image_size}"
+        )
+    return anonymizer
+
+
+class VAEMethod(Method):
+    """Reconstruction only: each image through the anonymizer folder's VAE (encode, decode).
+
+    No noise, no denoiser, no conditions: what the autoencoder alone keeps of identity and of the
+    findings. An anonymizer cannot keep more detail than this, nor (at small strengths) hide more.
+    """
+
+    def __init__(self, name: str, label: str, folder: str | Path, batch_size: int) -> None:
+        self.folder = resolve_anonymizer_folder(folder)
+        super().__init__(name, label, "reference", {"folder": str(self.folder), "batch_size": batch_size})
+        self.anonymizer = None
+
+    def prepare(self, splits: EvalSplits, device: str, progress: bool, workdir: Path | None) -> None:
+        self.anonymizer = load_anonymizer(self.folder, device, splits.test.image_size)
+
+    @torch.no_grad()
+    def anonymize(self, cohort: Cohort, seed: int, progress: bool = True) -> torch.Tensor:
+        if self.anonymizer is None:
+            raise MethodError("the VAE must be loaded (prepare) before it reconstructs")
+        from privdiff_core.model.privdiff_net import autocast_for
+
+        models, batch = self.anonymizer.models, int(self.settings["batch_size"])
+        out = []
+        bar = tqdm(
+            range(0, len(cohort), batch), desc=f"reconstruct ({self.name})", disable=not progress, leave=False
+        )
+        for k in bar:
+            images = cohort.images[k : k + batch].to(models.device)
+            with autocast_for(models.device):
+                out.append(models.decode(models.encode(images)).float().cpu())
+        return torch.cat(out).clamp(-1.0, 1.0)
 
 
 def builtin_method(name: str, cfg) -> Method:
@@ -263,4 +315,6 @@ def builtin_method(name: str, cfg) -> Method:
         return DeformationMethod(
             DeformationSettings.from_config(cfg.baselines.deformation, seed=int(cfg.seed)), nets
         )
+    if name in ("oracle", "vae"):
+        raise MethodError(f"{name!r} needs the data folder or a --model; use reference_methods")
     raise MethodError(f"unknown method {name!r}; built-in methods: {', '.join(BUILTIN_METHODS)}")

@@ -25,6 +25,7 @@ from privdiff_core.errors import PrivdiffError
 
 from . import figures
 from .engine import EvalContext, EvaluationSettings, build_context, evaluate_method, evaluate_real
+from .limits import limits
 from .methods import Method
 from .protocol import SPLITS, Cohort, EvalSplits, derive_seed, subsample_patients
 from .quality import refuse_inception_fid
@@ -188,6 +189,7 @@ def run_evaluation(
         "judges_from_cache": ctx.judges_from_cache,
         "real": real,
         "methods": results,
+        "limits": limits(real, results),
         "figures": figure_files,
         "tsne_silhouettes": silhouettes,
         "notes": _standard_notes(cfg) + list(notes or []),
@@ -224,16 +226,23 @@ def draw_figures(out: Path, real: dict, results: dict, arrays: dict, seed: int) 
                 if s["diagnosis_mean_auc"]["mean"] is not None
                 else 0.5,
                 "diag_std": s["diagnosis_mean_auc"]["std"],
+                "curve": result["method"].get("curve"),
+                "strength": result["method"]["settings"].get("strength"),
             }
         )
     files = {
         "Privacy vs utility (paper Fig. 3)": figures.privacy_utility_scatter(
             points, out / "privacy_utility.png"
-        ).name
+        ).name,
+        "Frontier: every method against the oracle's floor and real diagnosis": figures.frontier(
+            points, out / "frontier.png"
+        ).name,
     }
     first = next(iter(arrays.values()))
-    rows = [(results[name]["method"]["label"], a["sample_anonymized"]) for name, a in arrays.items()]
-    files["Original vs anonymized samples (paper Fig. 4)"] = figures.sample_grid(
+    # The oracle right under the inputs: what an ideal anonymizer makes of the same films.
+    order = sorted(arrays, key=lambda name: results[name]["method"]["kind"] != "oracle")
+    rows = [(results[name]["method"]["label"], arrays[name]["sample_anonymized"]) for name in order]
+    files["Inputs, the oracle and every method on the same test films (paper Fig. 4)"] = figures.sample_grid(
         first["sample_original"], rows, out / "samples.png"
     ).name
     silhouettes = {}

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from privdiff_core.attributes import FINDINGS
 
+from .limits import limits_md
+
 NOT_COMPARABLE = (
     "from the paper, ChestX-ray14/CheXpert, not comparable one to one: different data, image size, "
     "networks and attacker protocol"
@@ -407,6 +409,7 @@ def render_markdown(report: dict) -> str:
         "",
     ]
     lines += _summary_md(report)
+    lines += limits_md(report)
     lines += _table1_md(report)
     lines += _table2_md(report)
     lines += _table3_md(report)

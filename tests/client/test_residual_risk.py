@@ -39,3 +39,27 @@ def test_incomplete_or_foreign_verifier_folders_are_refused(tmp_path):
     (tmp_path / "verifier.json").write_text(json.dumps({**config, "format": "something-else/1"}))
     with pytest.raises(VerifierError, match="format"):
         load_verifier(tmp_path)
+
+
+def test_a_site_gallery_holds_back_copies_of_its_films_and_scores_the_rest(synthetic_federation, tmp_path):
+    from client.residual_risk import GalleryError, load_gallery
+    from privdiff_core.data import open_dataset
+
+    torch.manual_seed(0)
+    verifier = SiameseVerifier("small", 16).eval()
+    gallery = load_gallery(synthetic_federation, verifier, 32)
+    films = open_dataset(synthetic_federation, 32, progress=False).load_tensors(progress=False).image
+    assert len(gallery.images) == len(films) and gallery.copy_distance > 0
+    plain = ResidualRiskCheck(verifier, 32, "site verifier")
+    checked = ResidualRiskCheck(verifier, 32, "site verifier", gallery)
+    inputs = torch.rand(4, 1, 32, 32) * 2 - 1
+    copies = films[:4]
+    assert (checked.same_patient_probability(inputs, copies) == 1.0).all()
+    noise = torch.rand(4, 1, 32, 32) * 2 - 1
+    raised, pair_only = (
+        checked.same_patient_probability(inputs, noise),
+        plain.same_patient_probability(inputs, noise),
+    )
+    assert (raised >= pair_only).all() and (raised < 1.0).all()
+    with pytest.raises(GalleryError, match="cannot be read"):
+        load_gallery(tmp_path, verifier, 32)

@@ -65,12 +65,32 @@ def test_evaluate_refuses_a_missing_model(federation, tmp_path, capsys):
 @pytest.mark.slow
 def test_evaluate_writes_a_report_from_dicom_sites(federation, tmp_path):
     out = tmp_path / "report"
-    args = ["evaluate", "--config", "tiny", "--methods", "identity,dp_pix", "--no-progress"]
+    args = ["evaluate", "--config", "tiny", "--methods", "identity,dp_pix,oracle", "--no-progress"]
     assert main([*args, f"data={federation}", f"out={out}", *FAST]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert set(report["methods"]) == {"identity", "dp_pix"}
+    assert list(report["methods"]) == ["oracle", "identity", "dp_pix"]  # the oracle first, under the inputs
     assert report["data"]["splits"]["test"]["patients"] >= 2
     assert (out / "report.md").is_file() and (out / "privacy_utility.png").is_file()
+    # The oracle is the floor and the ceiling every method is measured against.
+    limits, oracle = report["limits"], report["methods"]["oracle"]["summary"]
+    assert limits["oracle"] == "oracle"
+    assert limits["privacy_floor"] == oracle["reid_adaptive_auc"]["mean"]
+    assert limits["methods"]["identity"]["diagnosis_below_real"] == 0.0
+    assert "Distance to the limits" in (out / "report.md").read_text()
+    assert (out / "frontier.png").stat().st_size > 1000
+
+
+def test_the_oracle_is_skipped_with_a_note_on_data_without_a_generator(federation, tmp_path, capsys):
+    data = tmp_path / "real"
+    shutil.copytree(federation, data)
+    (data / "federation.json").unlink()
+    out = tmp_path / "report"
+    args = ["evaluate", "--config", "tiny", "--methods", "oracle,noise", "--no-progress"]
+    assert main([*args, f"data={data}", f"out={out}", *FAST]) == 0
+    assert "oracle skipped" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["methods"]) == ["noise"] and report["limits"]["oracle"] is None
+    assert any(note.startswith("oracle skipped") for note in report["notes"])
 
 
 @pytest.mark.slow

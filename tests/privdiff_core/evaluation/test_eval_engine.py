@@ -103,7 +103,7 @@ def test_pure_noise_leaves_nothing_to_re_identify(noise_result):
 def test_pure_noise_leaves_no_diagnosis():
     """On toy images whose findings a small classifier reads easily, noise drops the AUC to ~0.5."""
     train, test = toy_cohort(40, 3, seed=5, prefix="a"), toy_cohort(60, 3, seed=6, prefix="b")
-    settings = AttackerSettings(widths=(16, 32, 64), embed_dim=32, steps=80, lr=2e-3, seed=0)
+    settings = AttackerSettings(widths=(16, 32, 64), embed_dim=32, steps=150, lr=2e-3, seed=0)
     model, _ = train_diagnosis(train.images, train.labels, train.label_mask, settings, progress=False)
     real = diagnosis_report(model, test.images, test.labels, test.label_mask)
     noise = NoiseMethod().anonymize(test, seed=1)

@@ -37,14 +37,30 @@ def test_report_files_hold_every_method(finished):
     assert data["versions"]["torch"] and data["config"]["evaluate"]["runs"] == 1
     assert data["seeds"]["base"] == 0 and len(data["seeds"]["runs"]) == 1
     md = (out / "report.md").read_text()
-    for text in ("Table 1", "Table 3", "Image quality", "not comparable one to one", "plain language"):
+    for text in (
+        "Table 1",
+        "Table 3",
+        "Image quality",
+        "not comparable one to one",
+        "plain language",
+        "Distance to the limits",
+        "hard negatives",
+        "Precision@1",
+        "Memorization",
+    ):
         assert text in md
     for result in data["methods"].values():
         assert result["method"]["label"] in md
     assert "DP-Pix (b=4, m=1, eps=1)" in md
     for name in data["figures"].values():
         assert (out / name).is_file() and (out / name).stat().st_size > 1000
-    assert {"privacy_utility.png", "samples.png", "tsne_noise.png"} <= {p.name for p in out.glob("*.png")}
+    assert {"privacy_utility.png", "frontier.png", "samples.png", "tsne_noise.png"} <= {
+        p.name for p in out.glob("*.png")
+    }
+    for name in data["methods"]:  # the linkage measurements beside every AUC
+        summary = data["methods"][name]["summary"]
+        for key in ("reid_hard_adaptive_auc", "retrieval_adaptive_p1", "memorization_rate"):
+            assert summary[key]["runs"] == 1, (name, key)
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]  # written atomically, nothing left over
 
 

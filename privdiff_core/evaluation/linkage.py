@@ -1,0 +1,157 @@
+"""Linkage measurements beyond the balanced-pair AUC: hard negatives, retrieval, memorization.
+
+- Hard negatives. A random negative pair often shows two patients of different sex, age or
+  hospital, which any attacker tells apart without biometrics. Matched negatives (other patient,
+  same sex, age group and site as the anonymized film) leave the attacker only the person.
+- Retrieval precision@1. The attacker ranks a gallery (all real test films but the query's own
+  original) for each anonymized test film; a hit is when its top film shows the same patient.
+  Chance is the share of the gallery that does.
+- Memorization. A generated film must not be a copy of a *training* patient (a federation
+  model can memorise another site's patients). Each anonymized test film is scored by the
+  real-trained verifier against every training film: its best same-patient score and its
+  nearest distance in the verifier's embedding space. It counts as memorized when either
+  crosses a threshold that real *validation* films (patients no model saw, so every hit is a
+  false alarm) cross against the same training films at rate fpr/2 each (<= fpr together).
+  Thresholds are set per film over the whole gallery, not per pair: with thousands of training
+  films, a per-pair threshold would flag nearly every film by chance.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from privdiff_core.nets import SiameseVerifier
+from privdiff_core.verification import embed_all
+
+from .protocol import Cohort
+
+MEMORIZATION_FPR = 0.01  # false alarms of real validation films at the memorization threshold
+
+
+def site_of(patient_id: str) -> str:
+    """The site folder a pooled patient id starts with ('site_01/0212345' -> 'site_01'); '' if none."""
+    site, sep, _ = patient_id.rpartition("/")
+    return site if sep else ""
+
+
+def hard_negative_pairs(cohort: Cohort, pairs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The positive rows of `pairs` and, per positive (i, j), one negative (i, k): k is a film of
+    another patient with the same sex, age group and site as film i. Positives whose film i has
+    no such match are left out together with their negative (rows i, j, same)."""
+    sex, age = cohort.sex.tolist(), cohort.age_group.tolist()
+    key = [(sex[n], age[n], site_of(p)) for n, p in enumerate(cohort.patient_ids)]
+    by_key: dict[tuple, list[int]] = defaultdict(list)
+    for n, k in enumerate(key):
+        by_key[k].append(n)
+    positives, negatives = [], []
+    for i, j, same in pairs.tolist():
+        if not same:
+            continue
+        candidates = [n for n in by_key[key[i]] if cohort.patient_ids[n] != cohort.patient_ids[i]]
+        if candidates:
+            positives.append((i, j, 1))
+            negatives.append((i, candidates[int(rng.integers(len(candidates)))], 0))
+    return np.asarray(positives + negatives, dtype=np.int64).reshape(-1, 3)
+
+
+def _embed_pair(verifier: SiameseVerifier, first: torch.Tensor, second: torch.Tensor, device):
+    verifier = verifier.to(device).eval()
+    return embed_all(verifier, first, device=device), embed_all(verifier, second, device=device)
+
+
+@torch.no_grad()
+def _head_matrix(
+    verifier: SiameseVerifier, emb_a: torch.Tensor, emb_b: torch.Tensor, device, budget: int = 1 << 23
+):
+    """Same-patient probability of every (a, b) embedding pair as an (A, B) matrix; `budget`
+    bounds the elements of one chunk's |e_a - e_b| tensor (memory, whatever the gallery size)."""
+    chunk = max(1, budget // max(1, emb_b.numel()))
+    rows = []
+    for k in range(0, len(emb_a), chunk):
+        diff = (emb_a[k : k + chunk, None, :] - emb_b[None, :, :]).abs()
+        rows.append(torch.sigmoid(verifier.head(diff.to(device)).squeeze(-1)).cpu())
+    return torch.cat(rows)
+
+
+def _score_matrix(
+    verifier: SiameseVerifier, first: torch.Tensor, second: torch.Tensor, device
+) -> torch.Tensor:
+    return _head_matrix(verifier, *_embed_pair(verifier, first, second, device), device)
+
+
+def retrieval_at_1(
+    verifier: SiameseVerifier, queries: torch.Tensor, gallery: torch.Tensor, patient_ids, device="cpu"
+) -> dict:
+    """Precision@1 of each query (anonymized test film n) against the real test films but film n
+    itself; only queries whose patient has another film in the gallery count."""
+    ids = np.asarray(patient_ids)
+    same = ids[:, None] == ids[None, :]
+    np.fill_diagonal(same, False)
+    usable = same.any(1)
+    if not usable.any():
+        return {"precision_at_1": None, "chance": None, "queries": 0}
+    scores = _score_matrix(verifier, queries, gallery, device).numpy()
+    np.fill_diagonal(scores, -np.inf)  # the query's own original is not in its gallery
+    top = scores.argmax(1)
+    hits = same[np.arange(len(ids)), top][usable]
+    chance = (same.sum(1) / (len(ids) - 1))[usable]
+    return {
+        "precision_at_1": float(hits.mean()),
+        "chance": float(chance.mean()),
+        "queries": int(usable.sum()),
+    }
+
+
+@torch.no_grad()
+def gallery_match(
+    verifier: SiameseVerifier, films: torch.Tensor, gallery: torch.Tensor, device="cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per film: its highest same-patient probability against any gallery film, and the distance
+    to its nearest gallery film in the verifier's embedding space.
+
+    Both, because the verifier never saw a film paired with itself in training (positives are two
+    different films of a patient): its head need not score an exact copy highest, while the
+    embedding distance of a copy is zero.
+    """
+    emb_f, emb_g = _embed_pair(verifier, films, gallery, device)
+    best = _head_matrix(verifier, emb_f, emb_g, device).max(1).values.numpy()
+    nearest = torch.cdist(emb_f, emb_g).min(1).values.numpy()
+    return best, nearest
+
+
+def memorization_threshold(
+    verifier: SiameseVerifier, val_images: torch.Tensor, train_images: torch.Tensor, fpr: float, device="cpu"
+) -> dict:
+    """Thresholds that real validation films cross against the training films with rate <= `fpr`:
+    a best score that only fpr/2 of them exceed, a nearest distance that only fpr/2 undercut."""
+    if not 0.0 < fpr < 1.0:
+        raise ValueError(f"the memorization false-positive rate must lie in (0, 1), got {fpr}")
+    best, nearest = gallery_match(verifier, val_images, train_images, device)
+    return {
+        "score": float(np.quantile(best, 1.0 - fpr / 2)),
+        "distance": float(np.quantile(nearest, fpr / 2)),
+        "fpr": fpr,
+        "validation_films": int(len(best)),
+    }
+
+
+def memorization_rate(
+    verifier: SiameseVerifier,
+    films: torch.Tensor,
+    train_images: torch.Tensor,
+    threshold: dict,
+    device="cpu",
+) -> dict:
+    """Share of `films` that match a training film beyond `threshold` (score above or distance below)."""
+    best, nearest = gallery_match(verifier, films, train_images, device)
+    flagged = (best > threshold["score"]) | (nearest < threshold["distance"])
+    return {
+        "rate": float(flagged.mean()),
+        "threshold": threshold,
+        "films": int(len(best)),
+        "max_score": float(best.max()),
+        "min_distance": float(nearest.min()),
+    }

@@ -1,0 +1,72 @@
+"""Hard negatives, retrieval precision@1 and the memorization thresholds on known answers."""
+
+import numpy as np
+import pytest
+import torch
+from eval_toydata import synth_splits
+from torch import nn
+
+from privdiff_core.evaluation.linkage import (
+    hard_negative_pairs,
+    memorization_rate,
+    memorization_threshold,
+    retrieval_at_1,
+    site_of,
+)
+from privdiff_core.verification import make_pairs
+
+
+class PixelVerifier(nn.Module):
+    """A verifier that knows its answer: embeddings are the pixels, same patient = small distance."""
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+    def head(self, diff: torch.Tensor) -> torch.Tensor:
+        return -diff.mean(-1, keepdim=True) * 20.0
+
+
+@pytest.fixture(scope="module")
+def test_cohort():
+    return synth_splits(sites=2, patients=40, images_per_patient=3, size=32).test
+
+
+def test_hard_negatives_share_sex_age_group_and_site_but_not_the_patient(test_cohort):
+    pairs = make_pairs(test_cohort.patient_ids, 400, np.random.default_rng(0))
+    hard = hard_negative_pairs(test_cohort, pairs, np.random.default_rng(1))
+    ids, sex, age = test_cohort.patient_ids, test_cohort.sex, test_cohort.age_group
+    positives, negatives = hard[hard[:, 2] == 1], hard[hard[:, 2] == 0]
+    assert len(positives) == len(negatives) > 0
+    assert {tuple(r) for r in positives.tolist()} <= {tuple(r) for r in pairs[pairs[:, 2] == 1].tolist()}
+    for i, j, _ in negatives.tolist():
+        assert ids[i] != ids[j] and sex[i] == sex[j] and age[i] == age[j]
+        assert site_of(ids[i]) == site_of(ids[j]) != ""
+    for i, j, _ in positives.tolist():
+        assert ids[i] == ids[j] and i != j
+
+
+def test_a_film_without_a_matched_patient_is_left_out(test_cohort):
+    lonely = test_cohort.subset(range(3))  # one patient's films only: nobody to match
+    pairs = np.array([[0, 1, 1], [1, 2, 1], [0, 2, 0]])
+    assert hard_negative_pairs(lonely, pairs, np.random.default_rng(0)).shape == (0, 3)
+
+
+def test_retrieval_finds_the_patient_of_real_films_and_not_of_noise(test_cohort):
+    images, ids = test_cohort.images, test_cohort.patient_ids
+    real = retrieval_at_1(PixelVerifier(), images, images, ids)
+    noise = retrieval_at_1(PixelVerifier(), torch.rand_like(images) * 2 - 1, images, ids)
+    assert real["queries"] == len(images) and 0 < real["chance"] < 0.1
+    assert real["precision_at_1"] > 0.5 > noise["precision_at_1"]
+
+
+def test_copies_of_training_films_are_memorized_and_new_films_are_not(test_cohort):
+    splits = synth_splits(sites=2, patients=40, images_per_patient=3, size=32)
+    verifier = PixelVerifier()
+    threshold = memorization_threshold(verifier, splits.val.images, splits.train.images, 0.02)
+    assert threshold["validation_films"] == len(splits.val) and threshold["fpr"] == 0.02
+    copies = memorization_rate(verifier, splits.train.images[:30], splits.train.images, threshold)
+    others = memorization_rate(verifier, splits.test.images, splits.train.images, threshold)
+    assert copies["rate"] == 1.0 and copies["min_distance"] == 0.0
+    assert others["rate"] < 0.1
+    with pytest.raises(ValueError, match="false-positive rate"):
+        memorization_threshold(verifier, splits.val.images, splits.train.images, 0.0)

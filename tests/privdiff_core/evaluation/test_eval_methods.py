@@ -1,0 +1,101 @@
+"""Model methods: the anonymize mode reaches the anonymizer only when asked; the VAE method is the
+autoencoder alone; --modes and --methods vae/oracle are parsed before anything runs."""
+
+import json
+
+import pytest
+import torch
+from eval_toydata import toy_cohort
+
+from privdiff_core.cli import main
+from privdiff_core.config import load_config
+from privdiff_core.evaluation.cli_evaluate import model_methods, parse_modes, reference_methods
+from privdiff_core.evaluation.methods import AnonymizerMethod, MethodError, VAEMethod
+
+
+class FakeAnonymizer:
+    """Records the keywords of each anonymize call; returns the images negated."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def anonymize(self, images, conditions=None, seed=0, **kwargs):
+        self.calls.append(kwargs)
+        return -images
+
+
+class FakeModels:
+    """encode halves, decode doubles and shifts: a reconstruction that is visibly not the input."""
+
+    device = torch.device("cpu")
+
+    def encode(self, images):
+        return images / 2
+
+    def decode(self, latents):
+        return latents * 2 - 0.25
+
+
+@pytest.fixture
+def folder(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": {"sas": {"enabled": True}}}))
+    return tmp_path
+
+
+def test_the_mode_is_passed_only_when_given(folder):
+    cohort = toy_cohort(3, 2, size=16)
+    for mode, expected in (
+        (None, {"strength": None}),
+        ("generative", {"strength": 0.6, "mode": "generative"}),
+    ):
+        method = AnonymizerMethod("m", "m", folder, "none", 4, 0.6 if mode else None, mode=mode)
+        method.anonymizer = FakeAnonymizer()
+        out = method.anonymize(cohort, seed=0, progress=False)
+        torch.testing.assert_close(out, -cohort.images)
+        assert method.anonymizer.calls and all(c == expected for c in method.anonymizer.calls)
+        assert ("mode" in method.settings) == (mode is not None)  # cached results without a mode stay valid
+
+
+def test_models_are_evaluated_in_every_mode_and_strength(folder):
+    cfg = load_config("tiny")
+    methods = model_methods(cfg, [("privdiff", str(folder))], [None, 0.8], parse_modes("img2img,generative"))
+    names = [m.name for m in methods]
+    assert names == [
+        "privdiff_img2img",
+        "privdiff_img2img_s80",
+        "privdiff_generative",
+        "privdiff_generative_s80",
+    ]
+    assert methods[3].label.endswith("generative, strength 0.8")
+    assert methods[1].curve == methods[0].curve != methods[2].curve
+    assert parse_modes(None) == [None]
+    for bad in ("sketch", "img2img,img2img", ""):
+        with pytest.raises(MethodError, match="--modes"):
+            parse_modes(bad)
+    with pytest.raises(MethodError, match="mode must be one of"):
+        AnonymizerMethod("m", "m", folder, "none", 4, mode="dream")
+
+
+def test_the_vae_method_is_the_autoencoder_alone(folder):
+    cohort = toy_cohort(3, 2, size=16)
+    method = VAEMethod("vae", "VAE", folder, batch_size=4)
+    method.anonymizer = type("A", (), {"models": FakeModels()})()
+    out = method.anonymize(cohort, seed=0, progress=False)
+    torch.testing.assert_close(out, (cohort.images - 0.25).clamp(-1, 1))
+
+
+def test_vae_needs_a_model_and_the_oracle_is_skipped_on_real_data(folder, tmp_path, capsys):
+    cfg = load_config("tiny", [f"data={tmp_path}"])
+    with pytest.raises(MethodError, match="give --model"):
+        reference_methods(["vae"], cfg, [])
+    methods, notes = reference_methods(
+        ["oracle", "vae", "noise"], cfg, [("a", str(folder)), ("b", str(folder))]
+    )
+    assert [m.name for m in methods] == ["a_vae", "b_vae", "noise"]
+    assert len(notes) == 1 and notes[0].startswith("oracle skipped")
+    assert "oracle skipped" in capsys.readouterr().out
+
+
+def test_modes_without_a_model_are_refused(tmp_path, capsys):
+    assert main(["evaluate", "--config", "tiny", "--modes", "generative", f"data={tmp_path}", "out=/y"]) == 2
+    assert "--modes applies to the --model" in capsys.readouterr().err

@@ -1,0 +1,136 @@
+"""The anonymizer against the oracle limit: privacy/utility of each mode, with runs' mean and std.
+
+Runs `privdiff evaluate` once on a trained anonymizer (both anonymize modes, optionally several
+strengths, the oracle, the autoencoder alone and DP-Pix) with `evaluate.runs` independent runs
+(pairs redrawn, attackers retrained), then writes the summary a reader needs as JSON and a
+Markdown table: retrained (adaptive) re-ID AUC, hard-negative re-ID, precision@1, diagnosis AUC,
+age/sex accuracy vs chance, memorization, SSIM, and each method's distance to the oracle floor
+and to real diagnosis.
+
+    OMP_NUM_THREADS=1 python benchmarks/anonymizer_frontier.py --model runs/central/anonymizer \
+        --data runs/data-demo --out runs/frontier --json benchmarks/results/anonymizer_frontier.json
+
+Extra `key=value` arguments go to `privdiff evaluate` (e.g. evaluate.anonymizer_conditions=all,
+or the light settings of `federation.simulation.evaluation`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+COLUMNS = (
+    ("reid_adaptive_auc", "re-ID retrained"),
+    ("reid_hard_adaptive_auc", "re-ID hard neg."),
+    ("retrieval_adaptive_p1", "P@1"),
+    ("diagnosis_mean_auc", "diagnosis AUC"),
+    ("age_accuracy_adaptive", "age acc"),
+    ("sex_accuracy_adaptive", "sex acc"),
+    ("memorization_rate", "memorized"),
+)
+
+
+def _cell(entry: dict | None) -> str:
+    if not entry or entry.get("mean") is None:
+        return "-"
+    if entry.get("runs", 1) > 1:
+        return f"{entry['mean']:.3f} ± {entry['std']:.3f}"
+    return f"{entry['mean']:.3f}"
+
+
+def summarize(report: dict) -> dict:
+    """The numbers of the table, per method, from a `privdiff evaluate` report.json."""
+    real = report["real"]["summary"]
+    rows = {
+        "real": {
+            "label": "Real images",
+            "reid_adaptive_auc": real.get("reid_auc"),
+            "reid_hard_adaptive_auc": real.get("reid_hard_naive_auc"),
+            "retrieval_adaptive_p1": real.get("retrieval_naive_p1"),
+            "diagnosis_mean_auc": real.get("diagnosis_mean_auc"),
+            "age_accuracy_adaptive": real.get("age_accuracy"),
+            "sex_accuracy_adaptive": real.get("sex_accuracy"),
+        }
+    }
+    for name, result in report["methods"].items():
+        summary = result["summary"]
+        row = {"label": result["method"]["label"]}
+        row.update({key: summary.get(key) for key, _ in COLUMNS})
+        row["ssim"] = (result.get("quality") or {}).get("ssim_mean")
+        rows[name] = row
+    return {
+        "chance": {"age": real.get("age_chance"), "sex": real.get("sex_chance")},
+        "limits": report.get("limits"),
+        "methods": rows,
+    }
+
+
+def markdown(summary: dict, command: str, load: tuple[float, float]) -> str:
+    header = "| method | " + " | ".join(title for _, title in COLUMNS) + " |"
+    lines = [
+        "# Anonymizer vs the oracle limit",
+        "",
+        f"`{command}`",
+        "",
+        f"Load average before/after: {load[0]:.1f} / {load[1]:.1f} (2 cores: above 2, shared).",
+        "",
+        header,
+        "|" + "---|" * (len(COLUMNS) + 1),
+    ]
+    for row in summary["methods"].values():
+        lines.append(f"| {row['label']} | " + " | ".join(_cell(row.get(key)) for key, _ in COLUMNS) + " |")
+    chance = summary["chance"]
+    lines += ["", f"Chance: age {_cell(chance['age'])}, sex {_cell(chance['sex'])}, re-ID 0.5."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True, help="anonymizer folder (or privdiff train run)")
+    parser.add_argument("--data", required=True, help="synthetic federation folder (privdiff synth)")
+    parser.add_argument("--out", required=True, help="evaluation folder (reused when run again)")
+    parser.add_argument("--config", default="demo")
+    parser.add_argument("--runs", type=int, default=3, help="independent evaluation runs (mean, std)")
+    parser.add_argument("--modes", default="generative,img2img")
+    parser.add_argument("--strengths", default=None, help="img2img strengths, e.g. 0.4,0.8")
+    parser.add_argument("--methods", default="oracle,vae,dp_pix")
+    parser.add_argument("--json", default="benchmarks/results/anonymizer_frontier.json")
+    args, overrides = parser.parse_known_args(argv)
+    command = [
+        sys.executable, "-m", "privdiff_core.cli", "evaluate", "--config", args.config, "--no-progress",
+        "--model", args.model, "--modes", args.modes, "--methods", args.methods,
+        f"data={args.data}", f"out={args.out}", f"evaluate.runs={args.runs}", *overrides,
+    ]  # fmt: skip
+    if args.strengths:
+        command[command.index("--methods") : command.index("--methods")] = ["--strengths", args.strengths]
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    seconds = time.perf_counter() - started
+    report = json.loads((Path(args.out) / "report.json").read_text())
+    summary = summarize(report)
+    shown = " ".join(["privdiff", *command[3:]])
+    result = {
+        "command": shown,
+        "seconds": round(seconds, 1),
+        "load_average": [load_before, os.getloadavg()[0]],
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+        **summary,
+    }
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    out.with_suffix(".md").write_text(markdown(summary, shown, tuple(result["load_average"])))
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -104,7 +104,7 @@ def test_the_demo_evaluates_a_lighter_pass_whose_overrides_evaluate_accepts():
 
     demo = load_config("demo")
     methods, overrides = evaluation_plan(demo, full=False)
-    assert methods == "dp_pix" and overrides
+    assert methods == "oracle,dp_pix" and overrides  # the limit beside the model
     light = load_config("demo", overrides)  # every override names a key the config has
     assert light.evaluate.verifier.steps < demo.evaluate.verifier.steps
     assert light.evaluate.max_images.test < (demo.evaluate.max_images.test or float("inf"))

@@ -130,6 +130,18 @@ def test_a_round_answers_local_minus_global_and_nothing_else(site, cfg, stage):
     assert set(reply.content.array_records) == {"fitres.parameters"}  # no images, no labels, no ids
 
 
+def test_a_site_keeps_its_optimizer_state_between_rounds_and_never_sends_it(site, cfg):
+    app, context = _simulated(site)
+    message, _ = _train_message(cfg, "autoencoder", clipping_range=0.0)
+    reply = app(message, context)
+    kept = context.state["optimizer.autoencoder"].to_torch_state_dict()
+    assert kept and int(kept["0.step"]) == 1  # Adam's moments after the round's one step
+    assert set(reply.content.array_records) == {"fitres.parameters"}  # the state stays on the site
+    message, _ = _train_message(cfg, "autoencoder", clipping_range=0.0)
+    app(message, context)
+    assert int(context.state["optimizer.autoencoder"].to_torch_state_dict()["0.step"]) == 2
+
+
 def test_an_update_beyond_the_range_is_clipped_and_counted(site, cfg):
     app, context = _simulated(site)
     message, _ = _train_message(cfg, "autoencoder", clipping_range=2.0**-20)

@@ -25,7 +25,7 @@ from processes import (
 )
 
 from privdiff_core.synth import SynthParams, generate_federation
-from server.cli import init
+from server.cli import Kit, init
 from server.nginx import NGINX_TEMPLATE
 
 pytestmark = pytest.mark.slow
@@ -51,7 +51,14 @@ def test_nginx_exposes_only_the_fleet_api(tmp_path):
     superlink_port, public_port = free_port(), free_port()
     fed = tmp_path / "fed"
     init(
-        fed, sites=1, host="localhost", public_port=public_port, superlink_port=superlink_port, config="tiny"
+        Kit(
+            fed,
+            sites=1,
+            host="localhost",
+            public_port=public_port,
+            superlink_port=superlink_port,
+            config="tiny",
+        )
     )
     generate_federation(
         tmp_path / "data", SynthParams(sites=1, patients=4, images_per_patient=1, size=32), progress=False

@@ -100,7 +100,11 @@ class SiteLog:
         self.write(line)
         if (found := _NODE_ID.search(line)) and self.node_id is None:
             self.node_id = int(found.group(1))
-            self.write(f"{EVENT_PREFIX}connected to {self.facts['superlink']} as node {self.node_id}")
+            key = self.facts.get("key_name")
+            self.write(
+                f"{EVENT_PREFIX}connected to {self.facts['superlink']} as node {self.node_id}"
+                + (f" (site key {key})" if key else "")
+            )
         for rank, (pattern, text) in enumerate(ADVICE[: self._rank]):
             if found := pattern.search(line):
                 code = re.search(r"\d{4}", found.group(0))

@@ -185,6 +185,15 @@ def supernode_command(args: argparse.Namespace) -> tuple[list[str], dict[str, st
     return command, env
 
 
+def _key_name(auth_key: Path | None) -> str:
+    """The comment of the site's public key beside its private key ("privdiff-site_00"), or ""."""
+    public = auth_key.with_name(auth_key.name + ".pub") if auth_key else None
+    if public is None or not public.is_file():
+        return ""
+    fields = public.read_text(errors="replace").split()
+    return " ".join(fields[2:])
+
+
 def preflight(args: argparse.Namespace) -> None:
     """Every check of client/preflight.py that applies to these arguments (raises PrivdiffError)."""
     from client import preflight as check
@@ -213,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
         "superlink": args.superlink,
         "auth_key": str(args.auth_key.resolve()) if args.auth_key else "auth_key",
         "port": str(args.port),
+        "key_name": _key_name(args.auth_key),
     }
     log = SiteLog(facts, args.log)
     log.write(f"privdiff-client start: {' '.join(command)}")

@@ -47,7 +47,7 @@ ENV = "FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 FLWR_DISABLE_RUNTIME
 class Kit:
     """What `federation init` was asked for: every command in COMMANDS.md follows from it."""
 
-    out: Path  # absolute
+    out: Path  # init() makes it absolute
     sites: int
     host: str = "localhost"
     public_port: int = PUBLIC_PORT
@@ -189,10 +189,10 @@ def _data_step(kit: Kit) -> list[str]:
     return [
         "## 0. Each site: its data, in the site layout",
         "",
-        "`--data` is a site folder: `labels.csv` (patient, image, findings, split) and",
+        "`--data` is a site folder: `labels.csv` (file, split, the 14 findings) and",
         "`images/<PatientID>/*.dcm` (docs/architecture.md, Contract 1), or a ChestX-ray14 or CheXpert",
-        "folder. The commands below expect it at `SITE_HOME/site_NN/data`; point `--data` elsewhere",
-        "if it lives elsewhere. `privdiff synth --out DIR` writes synthetic site folders to try first.",
+        f"folder. The commands below expect it at `{kit.site_home}/site_NN/data`; point `--data`",
+        "elsewhere if it lives elsewhere. `privdiff synth --out DIR` writes synthetic site folders.",
         "",
     ]
 

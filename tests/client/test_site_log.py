@@ -7,7 +7,12 @@ import io
 
 from client.site_log import SiteLog
 
-FACTS = {"superlink": "fl.example.org:9092", "auth_key": "/opt/privdiff/site_00/auth_key", "port": "9094"}
+FACTS = {
+    "superlink": "fl.example.org:9092",
+    "auth_key": "/opt/privdiff/site_00/auth_key",
+    "port": "9094",
+    "key_name": "privdiff-site_00",
+}
 
 # What flower-supernode 1.42 printed for a site whose key was never registered (colour codes kept).
 UNREGISTERED = [
@@ -37,7 +42,10 @@ def test_the_node_id_becomes_a_connected_event():
     log = SiteLog(FACTS, None, out)
     log.feed("\x1b[92mINFO \x1b[0m:      SuperNode ID: 2659390073855654107\n")
     assert log.node_id == 2659390073855654107
-    assert "privdiff: connected to fl.example.org:9092 as node 2659390073855654107" in out.getvalue()
+    assert (
+        "privdiff: connected to fl.example.org:9092 as node 2659390073855654107 (site key privdiff-site_00)"
+        in out.getvalue()
+    )
     assert log.advice is None
 
 

@@ -183,4 +183,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if not summary.trust.signed:
         _say("WARNING: this release used an UNSIGNED model (--allow-unsigned).")
+    from client.size_check import shrink_warning
+
+    if warning := shrink_warning(args.model, args.source):
+        _say(warning)
     return summary.exit_status

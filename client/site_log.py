@@ -7,7 +7,8 @@ of the ClientApp processes it starts passes through `SiteLog`, which
 - strips colour codes and drops empty lines;
 - adds privdiff's own events: `privdiff: connected as node N` here, and the ClientApp's lines
   (`event()`: round trained, update sent masked, anonymizer installed);
-- writes each line to the terminal and, with a timestamp, to the site's log file;
+- writes each line to the terminal and, with a timestamp, to the site's log file (where
+  `privdiff-client release --log` adds its summary: `append_event`);
 - turns each Flower failure it recognises into one line of advice (`SiteLog.advice`).
 """
 
@@ -74,6 +75,18 @@ def event(message: str) -> None:
     print(EVENT_PREFIX + message, flush=True)
 
 
+def stamped(line: str) -> str:
+    """A log file's line: local time first."""
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n"
+
+
+def append_event(log_file: Path, message: str) -> None:
+    """Add one event to a site's log file from another command (e.g. a release's summary)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a", encoding="utf-8") as handle:
+        handle.write(stamped(EVENT_PREFIX + message))
+
+
 class SiteLog:
     """Cleans, shows and keeps the SuperNode's output; remembers the first advice it matched."""
 
@@ -86,11 +99,10 @@ class SiteLog:
         self.node_id: int | None = None
 
     def write(self, line: str) -> None:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         self.out.write(line + "\n")
         self.out.flush()
         if self.file:
-            self.file.write(f"{stamp} {line}\n")
+            self.file.write(stamped(line))
 
     def feed(self, raw: str) -> None:
         """One raw line of SuperNode output."""

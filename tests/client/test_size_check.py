@@ -23,7 +23,7 @@ def test_films_near_the_models_size_are_not_flagged(tiny_model, synthetic_federa
     assert shrink_warning(tiny_model.folder, synthetic_federation / "site_00" / "images") is None
 
 
-def test_the_release_prints_the_warning(tiny_model, tmp_path, capfd):
+def test_the_release_prints_the_warning_and_logs_its_summary(tiny_model, tmp_path, capfd):
     copy_real("rsna_cr_jpeg_baseline.dcm", tmp_path / "in")
     (tmp_path / "secret").write_bytes(b"size check test site secret 0123")
     argv = ["release", "--model", str(tiny_model.folder), "--public-key", str(tiny_model.public_key)]
@@ -35,5 +35,10 @@ def test_the_release_prints_the_warning(tiny_model, tmp_path, capfd):
         "--site-secret",
         str(tmp_path / "secret"),
     ]
+    argv += ["--log", str(tmp_path / "site.log")]
     assert main([*argv, "--no-progress", "--device", "cpu", "--quarantine-threshold", "1.0"]) == 0
     assert "privdiff-client release: WARNING: the outputs are 32x32 px" in capfd.readouterr().err
+    # --log: the summary joins the site's log as one event, counts only
+    (line,) = (tmp_path / "site.log").read_text().splitlines()
+    assert "privdiff: release into out: released 1, quarantined 0, refused 0, failed 0" in line
+    assert "rsna" not in line and str(tmp_path) not in line

@@ -157,6 +157,9 @@ def test_the_one_host_trial_runs_as_written(tmp_path):
         summary = json.loads((trial / "release-site_00" / "release_summary.json").read_text())
         assert summary["counts"]["released"] > 0, summary["counts"]
 
+        # the release's summary joins site_00's story; no file name, only counts
+        log = (trial / "fed" / "sites" / "site_00" / "site.log").read_text()
+        assert re.search(r"privdiff: release into release-site_00: released \d+, quarantined \d+", log)
         # each site's log file tells the story in privdiff's lines, without colour codes or empty lines
         for site in ("site_00", "site_01"):
             log = (trial / "fed" / "sites" / site / "site.log").read_text()

@@ -8,6 +8,8 @@ for the same list and prints the names beside the ids, so a node id in a log map
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 from server.errors import FederationError
 
@@ -19,6 +21,11 @@ def list_nodes(connection: str) -> list[dict[str, str]]:
     from flwr.cli.utils import flwr_cli_exc_handler, init_http_client_from_connection
     from flwr.proto.control_pb2 import ListNodesRequest
 
+    config = Path(os.environ.get("FLWR_HOME") or "~/.flwr").expanduser() / "config.toml"
+    if not config.is_file():  # Flower would write a default one there and find no connection in it
+        raise FederationError(
+            f"no Flower configuration {config}: set FLWR_HOME to the federation's flwr-home"
+        )
     try:
         client = init_http_client_from_connection(read_superlink_connection(connection))
         try:

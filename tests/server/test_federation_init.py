@@ -174,3 +174,10 @@ def test_the_cli_prints_the_commands(tmp_path, capsys):
     assert "flower-superlink" in capsys.readouterr().out
     assert main(["federation", "init", "--sites", "1", "--out", str(tmp_path / "fed")]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_nodes_without_the_federations_flwr_home_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr-home"))
+    assert main(["federation", "nodes"]) == 2
+    assert "set FLWR_HOME to the federation's flwr-home" in capsys.readouterr().err
+    assert not (tmp_path / "flwr-home").exists()  # nothing written where the operator did not ask

@@ -145,7 +145,11 @@ def test_the_one_host_trial_runs_as_written(tmp_path):
                 procs.start(name, ["bash", "-e", "-c", block], env, cwd=checkout)
                 _wait_until_ready(block, name, procs)
             else:
-                outputs[f"block-{i}"] = _run_block(block, env, checkout, timeout=1500)
+                try:
+                    outputs[f"block-{i}"] = _run_block(block, env, checkout, timeout=1500)
+                except AssertionError as failed:  # what the block before it said (e.g. the run's stream)
+                    before = list(outputs.values())[-1][-3000:] if outputs else ""
+                    raise AssertionError(f"{failed}\n--- the block before it printed:\n{before}") from None
         walk = "\n".join(outputs.values())
         trial = checkout / "trial"
 

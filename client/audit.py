@@ -195,6 +195,13 @@ class AuditTrail:
         ).fetchall()
         return dict(rows)
 
+    def latest_records(self) -> list[tuple[str, str, str, str]]:
+        """(input_ref, output, status, reason) of every input's latest record, oldest first."""
+        return self._db.execute(
+            "SELECT input_ref, output, status, reason FROM records WHERE id IN "
+            "(SELECT MAX(id) FROM records GROUP BY input_ref) ORDER BY id"
+        ).fetchall()
+
     def latest_counts(self) -> dict[str, int]:
         """Inputs per status, each input counted once by its latest record."""
         rows = self._db.execute(

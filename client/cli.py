@@ -18,6 +18,7 @@ SITE_COMMANDS: dict[str, str] = {
     "start": "client.supernode",
     "verify": "client.verify",
     "release": "client.release",
+    "trace": "client.trace",
 }
 
 
@@ -25,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     return build_command_parser(
         "privdiff-client",
         "privdiff-client: a hospital's side of privdiff. Join the federation (start), check the "
-        "shared anonymizer's signature (verify) and release anonymized DICOM (release).",
+        "shared anonymizer's signature (verify), release anonymized DICOM (release) and map a "
+        "release's outputs back to their inputs on site (trace).",
         {name: importlib.import_module(path) for name, path in SITE_COMMANDS.items()},
     )
 

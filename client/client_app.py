@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from flwr.client.mod import fixedclipping_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common import Code, FitRes, Parameters, Status
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.compat.common.recorddict_compat import (
     fitres_to_recorddict,
     recorddict_to_fitins,
@@ -42,6 +43,7 @@ from flwr.compat.common.recorddict_compat import (
 )
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
+from client.site_log import event
 from server import protocol
 from server.errors import FederationError
 from server.npy import NUMPY_STYPE, npy_bytes, npy_view, to_parameters
@@ -205,13 +207,20 @@ def make_client_app(
         if not _is_train(msg):
             return call_next(msg, context)
         if RECORD_KEY_CONFIGS in msg.content.config_records:
-            return secaggplus_mod(msg, context, call_next)
+            stage = msg.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE)  # the mod pops it
+            reply = secaggplus_mod(msg, context, call_next)
+            if stage == Stage.COLLECT_MASKED_VECTORS and not reply.has_error():
+                event("update sent masked (SecAgg+): the server sees only the sum over sites")
+            return reply
         if sites.site(context).require_secagg:
             raise FederationError(
                 "this site requires secure aggregation and refuses to send an unmasked update "
                 "(set federation.secagg.enabled=true on the server)"
             )
-        return call_next(msg, context)
+        reply = call_next(msg, context)
+        if not reply.has_error():
+            event("update sent UNMASKED: secure aggregation is off for this run")
+        return reply
 
     def update_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         if not _is_train(msg):
@@ -251,6 +260,7 @@ def make_client_app(
         from server.task import resolve_device
         from server.updates import StateLayout, flatten_state, unflatten_state
 
+        started = time.monotonic()
         task = the_task()
         site = sites.site(context)
         fit_ins = recorddict_to_fitins(msg.content, keep_input=True)
@@ -308,6 +318,10 @@ def make_client_app(
             num_examples=task.num_examples(data),
             metrics=metrics,
         )
+        event(
+            f"round {fit.round} ({fit.stage}) trained on {metrics[protocol.METRIC_EXAMPLES]} films, "
+            f"{fit.local_steps} steps, in {time.monotonic() - started:.1f} s"
+        )
         return Message(fitres_to_recorddict(fit_res, keep_input=False), reply_to=msg)
 
     @app.query("describe")
@@ -345,6 +359,10 @@ def make_client_app(
             from server.distribution import install_anonymizer
 
             result = install_anonymizer(files, version, site.model_store, site.public_key).to_record()
+        if result["installed"]:
+            event(f"anonymizer {version} installed in {site.model_store} (key id {result['key_id']})")
+        else:
+            event(f"anonymizer {version} REFUSED, the previous model stays: {result['error']}")
         result["pid"] = os.getpid()
         return Message(RecordDict({protocol.CONFIG_RECORD: ConfigRecord(result)}), reply_to=msg)
 

@@ -132,6 +132,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, help="noise seed (per image: reruns give the same pixels)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--log",
+        type=Path,
+        metavar="FILE",
+        help="also append the release's one-line summary (counts only) to FILE, e.g. the site's log "
+        "of `privdiff-client start --log`",
+    )
 
 
 def _say(message: str) -> None:
@@ -191,4 +198,17 @@ def run(args: argparse.Namespace) -> int:
     )
     if not summary.trust.signed:
         _say("WARNING: this release used an UNSIGNED model (--allow-unsigned).")
+    from client.size_check import shrink_warning
+
+    if warning := shrink_warning(args.model, args.source):
+        _say(warning)
+    if args.log:
+        from client.site_log import append_event
+
+        append_event(
+            args.log,
+            f"release into {summary.out.name}: released {counts['released']}, quarantined "
+            f"{counts['quarantined']}, refused {counts['refused']}, failed {counts['failed']} "
+            f"(model key {summary.trust.key_id}, exit status {summary.exit_status})",
+        )
     return summary.exit_status

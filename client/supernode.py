@@ -11,8 +11,16 @@ server sends. This command assembles its command line and environment:
   `flower-superexec` and `flwr-clientapp`;
 - telemetry and update checks off;
 
-then runs it as a child process, forwards Ctrl-C / SIGTERM to it (and to the processes it
-started), and exits with its status.
+Before that it checks what it was given (client/preflight.py): the CA file is a certificate
+that verifies the server's, the site key and the federation key are what they claim, the runtime
+port is free and the data folder is a layout privdiff reads. A wrong input ends the command
+within seconds with one line naming the file or flag to fix, never a traceback or a hang.
+
+Then it runs the SuperNode as a child process, forwards Ctrl-C / SIGTERM to it (and to the
+processes it started), passes its output through `client.site_log.SiteLog` (no colour codes, no
+empty lines, privdiff's own events, `--log FILE` with timestamps), and exits with its status;
+a Flower failure it recognises (an unregistered key: code 2004, a TLS failure, ...) ends with one
+line of advice and exit status 2.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 HELP = "join the federation: run Flower's SuperNode for this site (TLS, site key, local data)"
@@ -75,7 +84,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--port",
         type=int,
         default=9094,
-        help="local port of the SuperNode's runtime API; one per site on a host (default 9094)",
+        help="local port of the SuperNode's runtime API on 127.0.0.1; each site on one host needs "
+        "its own (default 9094)",
+    )
+    parser.add_argument(
+        "--log",
+        type=Path,
+        metavar="FILE",
+        help="also append the site's log to FILE (timestamped, no colour codes)",
     )
     parser.add_argument(
         "--allow-unmasked-updates",
@@ -169,22 +185,81 @@ def supernode_command(args: argparse.Namespace) -> tuple[list[str], dict[str, st
     return command, env
 
 
+def _key_name(auth_key: Path | None) -> str:
+    """The comment of the site's public key beside its private key ("privdiff-site_00"), or ""."""
+    public = auth_key.with_name(auth_key.name + ".pub") if auth_key else None
+    if public is None or not public.is_file():
+        return ""
+    fields = public.read_text(errors="replace").split()
+    return " ".join(fields[2:])
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Every check of client/preflight.py that applies to these arguments (raises PrivdiffError)."""
+    from client import preflight as check
+
+    if args.root_certificates is not None and args.root_certificates.is_file():
+        check.check_root_certificate(args.root_certificates)
+    if args.auth_key is not None and args.auth_key.is_file():
+        check.check_auth_key(args.auth_key)
+    if args.public_key is not None and args.public_key.is_file():
+        check.check_public_key(args.public_key)
+    check.check_port_free(args.port)
+    if not args.insecure:
+        warning = check.check_server(args.superlink, args.root_certificates)
+        if warning:
+            print(f"privdiff-client start: warning: {warning}", file=sys.stderr, flush=True)
+    check.check_data(args.data)
+
+
 def run(args: argparse.Namespace) -> int:
-    command, env = supernode_command(args)
-    print(f"privdiff-client start: {' '.join(command)}", flush=True)
+    from client.site_log import SiteLog
+    from privdiff_core.errors import PrivdiffError
+
+    command, env = supernode_command(args)  # missing files and flags first
+    preflight(args)
+    facts = {
+        "superlink": args.superlink,
+        "auth_key": str(args.auth_key.resolve()) if args.auth_key else "auth_key",
+        "port": str(args.port),
+        "key_name": _key_name(args.auth_key),
+    }
+    log = SiteLog(facts, args.log)
+    log.write(f"privdiff-client start: {' '.join(command)}")
     # Own session: a signal reaches the SuperNode and every process it started (superexec, ClientApps).
-    child = subprocess.Popen(command, env=env, start_new_session=True)
+    child = subprocess.Popen(
+        command,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    )
 
     def forward(signum: int, _frame: object) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signum)
 
+    # The SuperNode's children (superexec, ClientApps) share its output pipe and may outlive it
+    # (superexec keeps retrying after the SuperNode gave up), so the pipe is read on a thread
+    # and the SuperNode's own exit ends the command.
+    reader = threading.Thread(target=lambda: [log.feed(line) for line in child.stdout], daemon=True)
+    reader.start()
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         status = child.wait()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        with contextlib.suppress(ProcessLookupError):  # leave no ClientApp or superexec behind
-            os.killpg(child.pid, signal.SIGTERM)
+        for signum in (signal.SIGTERM, signal.SIGKILL):  # leave no ClientApp or superexec behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signum)
+            reader.join(timeout=10)
+            if not reader.is_alive():
+                break
+        log.close()
+    if log.advice:
+        raise PrivdiffError(log.advice)
     return status if status >= 0 else 128 - status

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from typing import Any
 
 HELP = (
     "check that an anonymizer folder is signed by the federation's key and unchanged since; prints "
@@ -44,5 +46,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"key id:        {trust.key_id}")
     print(f"model sha256:  {trust.model_sha256}")
     print("signed metadata:")
-    print(json.dumps(trust.metadata, indent=2, sort_keys=True) if trust.metadata else "  (none)")
+    print(metadata_yaml(trust.metadata) if trust.metadata else "  (none)")
     return 0
+
+
+def metadata_yaml(metadata: dict[str, Any]) -> str:
+    """The signed metadata as indented YAML; a config held as YAML text (a federated model's
+    resolved config) is shown as YAML in its own order, after the other fields."""
+    import yaml
+
+    shown = {key: value for key, value in metadata.items() if key != "config"}
+    text = yaml.safe_dump(shown, sort_keys=True, allow_unicode=True) if shown else ""
+    if "config" in metadata:
+        config = metadata["config"]
+        if isinstance(config, str):
+            with contextlib.suppress(yaml.YAMLError):
+                config = yaml.safe_load(config)
+        text += yaml.safe_dump({"config": config}, sort_keys=False, allow_unicode=True)
+    return "\n".join("  " + line for line in text.splitlines())

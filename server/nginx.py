@@ -4,13 +4,14 @@
 fills its placeholders for one federation (`privdiff federation init` writes the result).
 """
 
+# ruff: noqa: E501  (nginx config text: the refusal message is one nginx string on one line)
 from __future__ import annotations
 
 from pathlib import Path
 
 FLEET_PREFIX = "/v1/fleet/"
 
-NGINX_TEMPLATE = """# privdiff: expose ONLY Flower's Fleet API (what SuperNodes use) to the sites.
+HEADER = """# privdiff: expose ONLY Flower's Fleet API (what SuperNodes use) to the sites.
 #
 # Flower 1.42's SuperLink serves the Fleet API (/v1/fleet/*), the Control API (/v1/control/*:
 # start runs, register nodes), the runtime API (/v1/runtime/*: its own ServerApp processes),
@@ -19,14 +20,22 @@ NGINX_TEMPLATE = """# privdiff: expose ONLY Flower's Fleet API (what SuperNodes 
 # listens on loopback only and this proxy, on the public address, forwards /v1/fleet/ and
 # refuses everything else. The operator runs `flwr` on the server itself (or via an SSH tunnel).
 #
-# `privdiff federation init` writes a copy with the placeholders filled in:
-#   @PUBLIC_PORT@  port the sites connect to (privdiff-client start --superlink HOST:PORT)
+"""
+
+# What the placeholders mean: in the template only, a filled-in copy says where it came from.
+PLACEHOLDER_NOTES = """# `privdiff federation init` writes a copy with the placeholders filled in:
+#   @LISTEN@       the public address and port the sites connect to, e.g. 9092 (every
+#                  interface) or 192.0.2.10:9092 (privdiff federation init --bind)
 #   @SUPERLINK@    the SuperLink's loopback address, e.g. 127.0.0.1:9091
 #   @CERT@ @KEY@   the SuperLink's TLS certificate and key (the sites verify them with the CA)
 #   @CA@           the federation CA, to verify the SuperLink behind the proxy
 #   @TMP@          a folder nginx may write to (request buffers, pid file)
-# Run it in the foreground: nginx -c /path/nginx-fleet.conf -p /path/ -g 'daemon off;'
+#   @FLWR_HOME@    the operator's flwr configuration (named in the refusal of other paths)
+# Run it in the foreground with absolute paths (nginx reads -c relative to -p):
+#   nginx -p /abs/tmp -c /abs/nginx-fleet.conf -e stderr -g 'daemon off;'
+"""
 
+BODY = """
 worker_processes 1;
 pid @TMP@/nginx.pid;
 error_log @TMP@/error.log warn;
@@ -44,8 +53,7 @@ http {
     scgi_temp_path @TMP@/scgi;
 
     server {
-        listen @PUBLIC_PORT@ ssl;
-        listen [::]:@PUBLIC_PORT@ ssl;
+        listen @LISTEN@ ssl;
         ssl_certificate @CERT@;
         ssl_certificate_key @KEY@;
         ssl_protocols TLSv1.2 TLSv1.3;
@@ -69,27 +77,53 @@ http {
             proxy_send_timeout 300s;
         }
 
-        # Everything else (Control API, runtime API, /health, /docs): not for the sites.
+        # Everything else (Control API, runtime API, /health, /docs): not for the sites. The
+        # reason goes back as JSON {"detail": ...}, which the flwr CLI prints instead of a bare 403.
         location / {
-            return 403;
+            default_type application/json;
+            return 403 '{"detail": "privdiff: this port serves only the Fleet API (/v1/fleet/, for SuperNodes); the Control API (flwr run, flwr supernode ...) is fenced off the network. Run flwr on the server itself, against the SuperLink at @SUPERLINK@ (FLWR_HOME=@FLWR_HOME@)."}';
         }
     }
 }
 """
 
 
-def render_nginx(public_port: int, superlink: str, cert: Path, key: Path, ca: Path, tmp: Path) -> str:
-    """The config for one deployment: sites connect to `public_port`; the SuperLink listens on
-    the loopback address `superlink` (host:port)."""
+NGINX_TEMPLATE = HEADER + PLACEHOLDER_NOTES + BODY
+
+
+def listen_addresses(bind: str, port: int) -> list[str]:
+    """nginx `listen` addresses for `bind`: "*" is every IPv4 and IPv6 interface, else one address."""
+    if bind in ("*", "", "0.0.0.0", "::"):
+        return [str(port), f"[::]:{port}"]
+    if ":" in bind:  # an IPv6 address goes in brackets
+        return [f"[{bind.strip('[]')}]:{port}"]
+    return [f"{bind}:{port}"]
+
+
+def render_nginx(
+    bind: str,
+    public_port: int,
+    superlink: str,
+    cert: Path,
+    key: Path,
+    ca: Path,
+    tmp: Path,
+    flwr_home: Path,
+) -> str:
+    """The config for one deployment: sites connect to `bind`:`public_port` ("*": every
+    interface); the SuperLink listens on the loopback address `superlink` (host:port)."""
+    listen = "\n        ".join(f"listen {address} ssl;" for address in listen_addresses(bind, public_port))
     values = {
-        "@PUBLIC_PORT@": str(public_port),
+        "listen @LISTEN@ ssl;": listen,
         "@SUPERLINK@": superlink,
         "@CERT@": str(cert),
         "@KEY@": str(key),
         "@CA@": str(ca),
         "@TMP@": str(tmp),
+        "@FLWR_HOME@": str(flwr_home),
     }
-    text = NGINX_TEMPLATE
+    # the placeholder notes would read as nonsense once filled in: say where the copy came from
+    text = HEADER + "# Written by `privdiff federation init` from deploy/nginx-fleet.conf.\n" + BODY
     for placeholder, value in values.items():
         text = text.replace(placeholder, value)
     return text

@@ -113,10 +113,12 @@ def test_signals_reach_the_supernode_and_its_exit_status_comes_back(bundle, tmp_
     driver = tmp_path / "driver.py"
     driver.write_text(
         textwrap.dedent(f"""
-        import sys
+        import argparse, sys
         import client.supernode as supernode
         supernode.supernode_command = lambda args: ([sys.executable, {str(stand_in)!r}], None)
-        sys.exit(supernode.run(None))
+        supernode.preflight = lambda args: None
+        args = argparse.Namespace(superlink="fl.example.org:9092", auth_key=None, port=9094, log=None)
+        sys.exit(supernode.run(args))
     """)
     )
     process = subprocess.Popen(

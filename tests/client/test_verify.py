@@ -6,6 +6,7 @@ import json
 import shutil
 
 from client.cli import main
+from client.verify import metadata_yaml
 
 
 def test_verify_prints_key_id_and_signed_metadata(tiny_model, capsys):
@@ -13,7 +14,25 @@ def test_verify_prints_key_id_and_signed_metadata(tiny_model, capsys):
         main(["verify", "--model", str(tiny_model.folder), "--public-key", str(tiny_model.public_key)]) == 0
     )
     out = capsys.readouterr().out
-    assert tiny_model.key_id in out and '"rounds": 2' in out and "signature OK" in out
+    assert tiny_model.key_id in out and "  rounds: 2" in out and "signature OK" in out
+
+
+def test_the_signed_config_reads_as_yaml_not_one_escaped_string():
+    """A federated model's metadata holds its resolved config as YAML text (server/workflow.py)."""
+    config = "image_size: 32\nvae:\n  latent_channels: 4\n  block_out_channels: [16, 32]\n"
+    text = metadata_yaml({"config": config, "sites": 2, "secagg": True})
+    assert "\\n" not in text
+    assert text.splitlines() == [
+        "  secagg: true",
+        "  sites: 2",
+        "  config:",
+        "    image_size: 32",
+        "    vae:",
+        "      latent_channels: 4",
+        "      block_out_channels:",
+        "      - 16",
+        "      - 32",
+    ]
 
 
 def test_verify_json(tiny_model, capsys):

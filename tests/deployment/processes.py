@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -129,6 +130,16 @@ def superlink_command(fed: Path, port: int) -> list[str]:
         "--enable-supernode-auth",
         "--disable-runtime-dependency-installation",
     ]
+
+
+def nginx_command(fed: Path) -> list[str]:
+    """nginx in the foreground with the config `federation init` wrote (its folder made here)."""
+    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    assert nginx, "this test needs nginx (apt-get install nginx-light); see docs/deployment.md"
+    prefix = fed / "superlink" / "nginx"
+    prefix.mkdir(exist_ok=True)
+    conf = fed / "superlink" / "nginx-fleet.conf"
+    return [nginx, "-e", "stderr", "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"]
 
 
 def site_command(superlink: str, data: Path, bundle: Path | None, store: Path, port: int) -> list[str]:

@@ -28,7 +28,7 @@ from processes import (
 
 from privdiff_core.signing import load_public_key, verify_model
 from privdiff_core.synth import SynthParams, generate_federation
-from server.cli import init
+from server.cli import Kit, init
 from server.distribution import current_model
 
 pytestmark = pytest.mark.slow
@@ -38,7 +38,14 @@ def test_tls_authenticated_round_signed_model_and_refusals(tmp_path):
     superlink_port = free_port()
     fed = tmp_path / "fed"
     init(
-        fed, sites=3, host="localhost", public_port=free_port(), superlink_port=superlink_port, config="tiny"
+        Kit(
+            fed,
+            sites=3,
+            host="localhost",
+            public_port=free_port(),
+            superlink_port=superlink_port,
+            config="tiny",
+        )
     )
     generate_federation(
         tmp_path / "data", SynthParams(sites=3, patients=6, images_per_patient=2, size=32), progress=False

@@ -8,7 +8,6 @@ Needs nginx on the PATH (Debian/Ubuntu: `apt-get install nginx-light`); docs/dep
 from __future__ import annotations
 
 import http.client
-import shutil
 import ssl
 
 import pytest
@@ -17,6 +16,7 @@ from processes import (
     Processes,
     flwr,
     free_port,
+    nginx_command,
     online_nodes,
     port_open,
     site_command,
@@ -25,7 +25,7 @@ from processes import (
 )
 
 from privdiff_core.synth import SynthParams, generate_federation
-from server.cli import init
+from server.cli import Kit, init
 from server.nginx import NGINX_TEMPLATE
 
 pytestmark = pytest.mark.slow
@@ -46,12 +46,17 @@ def test_shipped_config_is_the_template_federation_init_renders():
 
 
 def test_nginx_exposes_only_the_fleet_api(tmp_path):
-    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
-    assert nginx, "this test needs nginx (apt-get install nginx-light); see docs/deployment.md"
     superlink_port, public_port = free_port(), free_port()
     fed = tmp_path / "fed"
     init(
-        fed, sites=1, host="localhost", public_port=public_port, superlink_port=superlink_port, config="tiny"
+        Kit(
+            fed,
+            sites=1,
+            host="localhost",
+            public_port=public_port,
+            superlink_port=superlink_port,
+            config="tiny",
+        )
     )
     generate_federation(
         tmp_path / "data", SynthParams(sites=1, patients=4, images_per_patient=1, size=32), progress=False
@@ -63,22 +68,7 @@ def test_nginx_exposes_only_the_fleet_api(tmp_path):
         procs.start(
             "superlink", superlink_command(fed, superlink_port), procs.env(tmp_path / "superlink-home")
         )
-        (fed / "superlink" / "nginx").mkdir()
-        procs.start(
-            "nginx",
-            [
-                nginx,
-                "-e",
-                "stderr",
-                "-p",
-                str(fed / "superlink" / "nginx"),
-                "-c",
-                str(fed / "superlink" / "nginx-fleet.conf"),
-                "-g",
-                "daemon off;",
-            ],
-            procs.env(tmp_path / "nginx-home"),
-        )
+        procs.start("nginx", nginx_command(fed), procs.env(tmp_path / "nginx-home"))
         wait_for(lambda: port_open(superlink_port) and port_open(public_port), 90, "SuperLink and nginx")
 
         # What the sites can reach: Fleet yes (answered by the SuperLink), anything else no.

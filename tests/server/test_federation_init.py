@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import stat
+from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+import server.cli
 from privdiff_core.cli import main
 from privdiff_core.signing import load_private_key, load_public_key, sign_model, verify_model
-from server.cli import init
+from server.cli import Kit, init
 from server.errors import FederationError
 
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
     out = tmp_path_factory.mktemp("fed") / "federation"
-    text = init(out, sites=2, host="fl.hospital-a.org", public_port=9192, superlink_port=9191, config="demo")
+    text = init(
+        Kit(out, sites=2, host="fl.hospital-a.org", public_port=9192, superlink_port=9191, config="demo")
+    )
     return out, text
 
 
@@ -98,20 +103,70 @@ def test_commands_start_a_fenced_tls_superlink_register_sites_and_submit_the_run
         )
     assert text.count("privdiff-client start --superlink fl.hospital-a.org:9192") == 2
     signing_key = out / "signing" / "model-signing.pem"
-    assert f"flwr run . privdiff --run-config \"config='demo' signing-key='{signing_key}'" in text
+    app = Path(server.cli.__file__).resolve().parents[1]
+    assert f"flwr run {app} privdiff --run-config \"config='demo' signing-key='{signing_key}'" in text
+    # the run waits for exactly the sites of this kit, whatever the config's min_sites says
+    assert "overrides='federation.min_sites=2 federation.sites=2'" in text
     config = (out / "flwr-home" / "config.toml").read_text()
     assert (
         'address = "127.0.0.1:9191"' in config
         and f'root-certificates = "{out / "superlink" / "ca.crt"}"' in config
     )
     nginx = (out / "superlink" / "nginx-fleet.conf").read_text()
-    assert "listen 9192 ssl;" in nginx and "proxy_pass https://127.0.0.1:9191;" in nginx and "@" not in nginx
+    assert "listen 9192 ssl;" in nginx and "listen [::]:9192 ssl;" in nginx  # real host: every interface
+    assert "proxy_pass https://127.0.0.1:9191;" in nginx and "@" not in nginx
+    assert "placeholders" not in nginx and "Written by `privdiff federation init`" in nginx
+    assert f"FLWR_HOME={out / 'flwr-home'}" in nginx  # the refusal names where the operator API is
+
+
+def test_real_hosts_get_the_bundle_folder_at_the_hospital_and_one_data_step(federation):
+    out, text = federation
+    for site in ("site_00", "site_01"):
+        home = Path("/opt/privdiff") / site
+        assert f"--root-certificates {home / 'ca.crt'} --auth-key {home / 'auth_key'}" in text
+        assert f"--model-store {home / 'model-store'}" in text and f"--data {home / 'data'}" in text
+    assert "labels.csv" in text and "--port 9094" in text
+
+
+def test_a_one_host_trial_kit_needs_no_editing(tmp_path):
+    out = tmp_path / "fed"
+    text = init(Kit(out, sites=2, config="tiny"))
+    # data, runtime port, model store and log: one of each per site, all absolute, all under out
+    assert f"privdiff synth --config tiny --sites 2 --out {out / 'data'}" in text
+    for i, site in enumerate(("site_00", "site_01")):
+        bundle = out / "sites" / site
+        assert f"--data {out / 'data' / site} --port {9094 + i}" in text
+        assert f"--model-store {bundle / 'model-store'} --log {bundle / 'site.log'}" in text
+        assert f"--root-certificates {bundle / 'ca.crt'}" in text
+    assert "privdiff-client start --superlink localhost:9092" in text
+    assert "overrides='federation.min_sites=2 federation.sites=2'" in text
+    nginx = (out / "superlink" / "nginx-fleet.conf").read_text()
+    assert "listen 127.0.0.1:9092 ssl;" in nginx and "[::]" not in nginx  # a trial stays on loopback
+    # every path in a command is absolute (nginx reads -c relative to -p, the sites run elsewhere)
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for word in block.split():
+            if "/" in word:
+                assert word.lstrip("'\"").startswith("/") or "=/" in word or "='/" in word, word
+
+
+@pytest.mark.parametrize(
+    ("bind", "listen"),
+    [
+        ("*", ["listen 9092 ssl;", "listen [::]:9092 ssl;"]),
+        ("192.0.2.10", ["listen 192.0.2.10:9092 ssl;"]),
+        ("2001:db8::1", ["listen [2001:db8::1]:9092 ssl;"]),
+    ],
+)
+def test_bind_chooses_the_interface_nginx_listens_on(tmp_path, bind, listen):
+    init(Kit(tmp_path / "fed", sites=1, host="fl.example.org", bind=bind))
+    nginx = (tmp_path / "fed" / "superlink" / "nginx-fleet.conf").read_text()
+    assert [line.strip() for line in nginx.splitlines() if line.strip().startswith("listen ")] == listen
 
 
 def test_an_existing_federation_is_never_overwritten(federation):
     out, _ = federation
     with pytest.raises(FederationError, match="not empty"):
-        init(out, sites=1, host="x", public_port=1, superlink_port=2, config="tiny")
+        init(Kit(out, sites=1, host="x", public_port=1, superlink_port=2, config="tiny"))
 
 
 def test_the_cli_prints_the_commands(tmp_path, capsys):
@@ -119,3 +174,10 @@ def test_the_cli_prints_the_commands(tmp_path, capsys):
     assert "flower-superlink" in capsys.readouterr().out
     assert main(["federation", "init", "--sites", "1", "--out", str(tmp_path / "fed")]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_nodes_without_the_federations_flwr_home_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr-home"))
+    assert main(["federation", "nodes"]) == 2
+    assert "set FLWR_HOME to the federation's flwr-home" in capsys.readouterr().err
+    assert not (tmp_path / "flwr-home").exists()  # nothing written where the operator did not ask

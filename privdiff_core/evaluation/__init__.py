@@ -11,7 +11,13 @@ Modules (each one job):
   attackers     training loop for the verifier and the classifiers, with validation-based selection
   judges        the attackers/judges trained on real images, cached per run
   quality       SSIM and the Fréchet distance on the diagnosis network's features
-  methods       what can be evaluated: a trained anonymizer, the baselines, trivial references
+  methods       what can be evaluated: a trained anonymizer (in a mode, at a strength), its VAE
+                alone, the baselines, trivial references
+  oracle        synthetic data only: each film's findings re-rendered on a new patient of its
+                site (privdiff_core.synth.oracle): the privacy floor and the utility ceiling
+  linkage       re-ID against hard negatives (same sex, age group, site), retrieval precision@1,
+                memorization against the training patients
+  limits        every method's distance to the oracle's floor, real diagnosis and the ceiling
   baselines/    DP-Pix (Fan 2018) and the flow-field deformation baseline (PriCheXy-Net)
   engine        runs one method through every attack and judge
   report        report.json + report.md (tables shaped like the paper's Tables 1-3)

@@ -244,9 +244,18 @@ def print_summary(report: dict, out_dir) -> None:
     for name, res in report["methods"].items():
         s = res["summary"]
         diag = s["diagnosis_mean_auc"]["mean"]
+        hard, memorized = s["reid_hard_adaptive_auc"]["mean"], s["memorization_rate"]["mean"]
         print(
             f"{name:>12}: re-ID AUC retrained {s['reid_adaptive_auc']['mean']:.3f}, naive "
-            f"{s['reid_naive_auc']['mean']:.3f}; diagnosis AUC {'–' if diag is None else f'{diag:.3f}'}; "
-            f"SSIM {res['quality']['ssim_mean']:.3f}"
+            f"{s['reid_naive_auc']['mean']:.3f}, hard negatives {'–' if hard is None else f'{hard:.3f}'}; "
+            f"diagnosis AUC {'–' if diag is None else f'{diag:.3f}'}; "
+            f"SSIM {res['quality']['ssim_mean']:.3f}; "
+            f"memorized {'–' if memorized is None else f'{100 * memorized:.1f}%'}"
+        )
+    limits = report.get("limits") or {}
+    if limits.get("oracle"):
+        print(
+            f"limits: privacy floor (oracle re-ID AUC) {limits['privacy_floor']:.3f}, utility ceiling "
+            f"(oracle diagnosis AUC) {limits['utility_ceiling']:.3f}"
         )
     print(f"report: {out_dir}/report.md ({report['timing']['total_s']:.0f} s)")

@@ -29,6 +29,8 @@ from privdiff_core.errors import PrivdiffError
 AUDIT_FILE = "audit.sqlite"
 STATUSES = ("released", "refused", "failed", "quarantined")
 FINAL_STATUSES = ("released", "refused", "quarantined")  # a failed input is retried by a rerun
+# input_sha of an input refused before its content was read (a link, a FIFO, an unreadable file).
+UNREAD = "unread"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

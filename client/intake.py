@@ -37,6 +37,7 @@ from typing import BinaryIO
 import numpy as np
 from pydicom.dataset import Dataset
 
+from client.audit import UNREAD
 from client.deid import Deidentifier, salted_hash
 from client.deid.retained import CHEST_BODY_PARTS, CHEST_REGION_CODES
 from client.deid.uids import salted_file_hash
@@ -255,6 +256,9 @@ class Intake:
         input_sha = ""
         try:
             if source.kind != "file":
+                # Never opened: known by its path alone, so a rerun finds its verdict by path.
+                if (UNREAD, source.ref) in self.done:
+                    return Outcome(source, input_sha, "skipped", "already_done")
                 return Outcome(source, input_sha, "refused", source.kind)
             # O_NOFOLLOW: a file swapped for a link after the walk is refused, not followed;
             # O_NONBLOCK: a file swapped for a FIFO cannot hang the reader.

@@ -34,7 +34,7 @@ import pydicom.config
 import torch
 
 import privdiff_core
-from client.audit import FINAL_STATUSES, AuditTrail, Record
+from client.audit import FINAL_STATUSES, UNREAD, AuditTrail, Record
 from client.deid import (
     PixelProvenance,
     UIDMapper,
@@ -226,7 +226,7 @@ class _Writer(threading.Thread):
         probability: float | None,
         detail: str = "",
     ) -> None:
-        self.audit.add(Record(input_sha or "unread", source.ref, output, status, reason, probability))
+        self.audit.add(Record(input_sha or UNREAD, source.ref, output, status, reason, probability))
         self.on_done(source.ref, status, reason, detail)
 
     def _verdict(self, prepared: Prepared, image: np.ndarray, probability: float | None) -> tuple[str, bool]:
@@ -430,6 +430,10 @@ def _run_with_readers(
             run.pump(inputs)
         except KeyboardInterrupt:
             interrupted = True
+        except ReleaseError:
+            if run.writer.error is None:
+                raise
+            # else the writer stopped (disk full): reported below, with what was done before
         finally:
             run.writer.stop()
             run.bar.close()
@@ -595,7 +599,7 @@ class _ReleaseRun:
     def _handle(self, result: Prepared | Outcome) -> None:
         if isinstance(result, Outcome):
             if result.status == "skipped":
-                previous = self.past[(result.input_sha, result.source.ref)]
+                previous = self.past[(result.input_sha or UNREAD, result.source.ref)]
                 self.final_status[result.source.ref] = previous.status
                 if previous.status != "released":
                     self.reasons[previous.reason] += 1

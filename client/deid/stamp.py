@@ -7,6 +7,10 @@ Image Type DERIVED\\SECONDARY), which the CR/DX IODs do not describe, and it kee
 non-identifying technique attributes (Modality, View Position, KVP, ...) as a standard extended
 SOP class. Pixels are 12 bits in 16 (MONOCHROME2, unsigned), the anonymizer's signed grey [-1, 1]
 mapped linearly onto 0..4095 with a window covering the full range.
+
+Claims are made only for what was checked: Burned In Annotation NO and the Clean Pixel Data
+option code (CID 7050) are written only when the output's pixels passed the OCR check
+(`client/ocr.py`, `PixelProvenance.text_check_passed`); otherwise neither is written.
 """
 
 from __future__ import annotations

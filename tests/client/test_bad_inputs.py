@@ -13,15 +13,14 @@ from phi_dicom import REAL, phi_dataset, study_uids, write_dicom
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from test_intake import reason_of
 
 from client.deid import Deidentifier, UIDMapper
 from client.intake import (
     REASONS,
     InputFile,
     Intake,
-    NotReleasableError,
     Prepared,
-    check_chest_radiograph,
     walk_inputs,
 )
 
@@ -47,14 +46,6 @@ def radiograph(number: int, **kwargs) -> Dataset:
 
 def intake(**kwargs) -> Intake:
     return Intake(32, SECRET, Deidentifier(UIDMapper(SECRET)), set(), **kwargs)
-
-
-def reason_of(ds) -> tuple[str, str] | None:
-    try:
-        check_chest_radiograph(ds)
-    except NotReleasableError as refusal:
-        return refusal.status, refusal.reason
-    return None
 
 
 # -- names, links, special files ---------------------------------------------------------------------

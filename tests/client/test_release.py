@@ -151,7 +151,9 @@ def main_release(tiny_model, tmp_path_factory) -> MainRelease:
 
     before = tree_state(source)
     argv = release_args(tiny_model.folder, source, out, key=tiny_model.public_key, secret=root / "secret")
-    argv += ["--quarantine-threshold", "1.0", "--batch-size", "4"]
+    # Every planted file flags burned-in text (Burned In Annotation YES): the site opts in to pixel
+    # cleaning, and the OCR check of each output decides.
+    argv += ["--quarantine-threshold", "1.0", "--batch-size", "4", "--clean-burned-in"]
     # A real process, so every byte it prints (progress bar included) is captured.
     result = subprocess.run(
         [sys.executable, "-m", "client.cli", "release", *argv, "--device", "cpu"],
@@ -301,7 +303,7 @@ def test_killed_release_resumes_with_exactly_one_output_per_input(tiny_model, tm
     before = tree_state(source)
     (tmp_path / "secret").write_bytes(b"kill test site secret 0123456789")
     argv = release_args(tiny_model.folder, source, out, key=tiny_model.public_key, secret=tmp_path / "secret")
-    argv += ["--quarantine-threshold", "1.0"]
+    argv += ["--quarantine-threshold", "1.0", "--clean-burned-in"]  # the planted files flag burned-in text
     process = subprocess.Popen(
         [
             sys.executable,

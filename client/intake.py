@@ -41,6 +41,7 @@ from client.audit import UNREAD
 from client.deid import Deidentifier, salted_hash
 from client.deid.retained import CHEST_BODY_PARTS, CHEST_REGION_CODES
 from client.deid.uids import salted_file_hash
+from client.ocr import BurnedInTextCheck
 from privdiff_core.data import ImageReadError, dicom_image_info, dicom_pixels, read_dicom_dataset
 from privdiff_core.data.dicom import DEFAULT_PIXEL_BUDGET
 from privdiff_core.data.grey import center_square, square_resize, to_signed
@@ -244,6 +245,7 @@ class Intake:
         done: set[tuple[str, str]],
         pixel_budget: int = DEFAULT_PIXEL_BUDGET,
         clean_burned_in: bool = False,
+        blank_text: BurnedInTextCheck | None = None,
     ):
         self.image_size = image_size
         self.secret = secret
@@ -251,6 +253,7 @@ class Intake:
         self.done = done  # (input hash, input ref) pairs an earlier run finished
         self.pixel_budget = pixel_budget
         self.clean_burned_in = clean_burned_in
+        self.blank_text = blank_text  # blank words OCR finds in the input before anonymizing
 
     def __call__(self, source: InputFile) -> Prepared | Outcome:
         input_sha = ""
@@ -293,6 +296,8 @@ class Intake:
             grey = dicom_pixels(ds, source.path, pixel_budget=self.pixel_budget)
         except ImageReadError as err:
             raise classify_read_error(err) from None
+        if self.blank_text is not None:
+            grey, _ = self.blank_text.blank_text(grey)
         side = int(min(center_square(grey).shape))
         image = to_signed(square_resize(grey, self.image_size)).astype(np.float32)
         del ds.PixelData  # the original pixels never go further than this function

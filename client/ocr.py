@@ -14,6 +14,10 @@ before it may claim Clean Pixel Data:
 - a "word" is at least `min_chars` letters or digits read with confidence >= `min_confidence`:
   anatomy and noise give short, low-confidence fragments.
 
+Optionally (`--blank-input-text`) the same reading runs on each input before it is anonymized and
+fills the words' boxes with the film's median grey (what Presidio and the RSNA Anonymizer do):
+less text for the model to carry over; the output is still checked, that check decides.
+
 Words found are never logged or stored (they may be a name): callers get them only to decide.
 """
 
@@ -45,8 +49,9 @@ class BurnedInTextCheck:
 
         return f"tesseract {pytesseract.get_tesseract_version()}"
 
-    def words(self, unit: np.ndarray) -> list[str]:
-        """Words read in one unit-grey image (both polarities, every threshold)."""
+    def read(self, unit: np.ndarray) -> list[tuple[str, tuple[int, int, int, int]]]:
+        """(word, (left, top, width, height)) of every word read in one unit-grey image (both
+        polarities, every threshold)."""
         import pytesseract
 
         image = np.asarray(unit, dtype=np.float32)
@@ -61,13 +66,30 @@ class BurnedInTextCheck:
                 data = pytesseract.image_to_data(
                     Image.fromarray(page), config="--psm 11", output_type=pytesseract.Output.DICT
                 )
+                boxes = zip(data["left"], data["top"], data["width"], data["height"], strict=True)
                 found += [
-                    word
-                    for word, confidence in zip(data["text"], data["conf"], strict=True)
+                    (word, box)
+                    for word, confidence, box in zip(data["text"], data["conf"], boxes, strict=True)
                     if sum(c.isalnum() for c in word) >= self.min_chars
                     and float(confidence) >= self.min_confidence
                 ]
         return found
+
+    def words(self, unit: np.ndarray) -> list[str]:
+        """Words read in one unit-grey image."""
+        return [word for word, _ in self.read(unit)]
+
+    def blank_text(self, unit: np.ndarray, margin: int = 6) -> tuple[np.ndarray, int]:
+        """A copy of an input (unit grey) with each word found filled with the film's median grey,
+        and how many words that was: what the anonymizer sees no longer spells them."""
+        blanked = np.array(unit, dtype=np.float32, copy=True)
+        found = self.read(blanked)
+        fill = float(np.median(blanked))
+        for _, (left, top, width, height) in found:
+            blanked[
+                max(0, top - margin) : top + height + margin, max(0, left - margin) : left + width + margin
+            ] = fill
+        return blanked, len(found)
 
     def __call__(self, output_unit: np.ndarray, input_side: int) -> list[str]:
         """Words found in an output (unit grey, square) at its resolution and at the input's."""

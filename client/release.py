@@ -40,7 +40,7 @@ bad inputs
 
 output folder
   OUT/released/<study>/<series>/<instance>.dcm   the release: ship this folder only
-  OUT/quarantine/...                             held back by the residual-risk check: keep on site
+  OUT/quarantine/...                             held back (residual risk, text found): keep on site
   OUT/audit.sqlite                               one record per input (salted hashes, no PHI)
   OUT/release_summary.json                       counts, reasons, model hash, key id, speed
   Inputs are only ever read. Outputs are written to a temporary name and renamed when complete;
@@ -148,6 +148,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "redraws them and the OCR check decides (default: refuse them)",
     )
     parser.add_argument(
+        "--blank-input-text",
+        action="store_true",
+        help="before anonymizing, also fill the words OCR finds in each input with the film's median grey "
+        "(slower: reads every input at full resolution); the output check still decides",
+    )
+    parser.add_argument(
         "--no-text-check",
         action="store_true",
         help="skip the OCR check of the outputs (then no output claims Clean Pixel Data or Burned In "
@@ -199,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         clean_burned_in=args.clean_burned_in,
         text_check=not args.no_text_check,
+        blank_input_text=args.blank_input_text,
     )
     if args.pixel_budget_mib is not None:
         settings.pixel_budget = int(args.pixel_budget_mib * 2**20)

@@ -94,6 +94,8 @@ class ReleaseSettings:
     clean_burned_in: bool = False
     # OCR every output for surviving text (client/ocr.py); off: no Clean Pixel Data claim is made.
     text_check: bool = True
+    # Also blank the words OCR finds in each input before anonymizing it (slower: full resolution).
+    blank_input_text: bool = False
 
 
 @dataclass
@@ -296,7 +298,7 @@ def run_release(settings: ReleaseSettings, say: Callable[[str], None]) -> Releas
         raise ReleaseError(f"the pixel budget must be positive, got {settings.pixel_budget} bytes")
     if settings.clean_burned_in and not settings.text_check:
         raise ReleaseError("--clean-burned-in needs the OCR text check: it decides what is released")
-    text_check = burned_in_text_check() if settings.text_check else None
+    ocr = burned_in_text_check() if settings.text_check or settings.blank_input_text else None
     secret = _site_secret(settings.site_secret, say)
     fingerprint = secret_fingerprint(secret)
     try:
@@ -308,7 +310,7 @@ def run_release(settings: ReleaseSettings, say: Callable[[str], None]) -> Releas
     audit = AuditTrail(out)
     try:
         audit.check_compatible(trust.model_sha256, fingerprint)
-        return _run(settings, trust, source, out, secret, fingerprint, audit, say, text_check)
+        return _run(settings, trust, source, out, secret, fingerprint, audit, say, ocr)
     finally:
         audit.close()
 
@@ -322,7 +324,7 @@ def _run(
     fingerprint: str,
     audit: AuditTrail,
     say: Callable[[str], None],
-    text_check: BurnedInTextCheck | None,
+    ocr: BurnedInTextCheck | None,
 ) -> ReleaseSummary:
     removed = remove_stale_temporaries(out)
     if removed:
@@ -337,11 +339,27 @@ def _run(
     image_size = _model_image_size(trust.folder)
     # The readers start (fork) before the model is loaded and before any thread runs.
     readers = ReaderPool(
-        settings.workers, image_size, secret, memory.done, settings.pixel_budget, settings.clean_burned_in
+        settings.workers,
+        image_size,
+        secret,
+        memory.done,
+        settings.pixel_budget,
+        settings.clean_burned_in,
+        ocr if settings.blank_input_text else None,
     )
     try:
         return _run_with_readers(
-            settings, trust, out, secret, fingerprint, audit, say, inputs, memory, readers, text_check
+            settings,
+            trust,
+            out,
+            secret,
+            fingerprint,
+            audit,
+            say,
+            inputs,
+            memory,
+            readers,
+            ocr if settings.text_check else None,
         )
     finally:
         readers.close()

@@ -42,6 +42,24 @@ def test_a_blank_image_has_no_text(check):
     assert check(np.zeros((64, 64), np.float32), input_side=1024) == []
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("film", FILMS)
+def test_blanking_the_input_hides_the_words_from_the_anonymizer(film, check, tmp_path):
+    from client.deid import Deidentifier, UIDMapper
+    from client.intake import InputFile, Intake
+
+    secret = b"ocr blanking test secret 0123456"
+    path = with_burned_in_text(film, tmp_path, flagged=True)
+
+    def model_input(**kwargs):
+        intake = Intake(256, secret, Deidentifier(UIDMapper(secret)), set(), clean_burned_in=True, **kwargs)
+        prepared = intake(InputFile(path, "ref"))
+        return (prepared.image + 1) / 2, prepared.square_side
+
+    assert check(*model_input())  # an anonymizer that redrew nothing would leave these words
+    assert check(*model_input(blank_text=check)) == []
+
+
 def test_missing_tesseract_is_a_clear_error(monkeypatch):
     import pytesseract
 

@@ -6,7 +6,6 @@ outputs that passed."""
 from __future__ import annotations
 
 import numpy as np
-import pydicom
 import pytest
 from phi_dicom import REAL, with_burned_in_text
 
@@ -68,9 +67,3 @@ def test_missing_tesseract_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(pytesseract.pytesseract, "tesseract_cmd", "/nonexistent/tesseract")
     with pytest.raises(TextCheckUnavailableError, match="apt-get install tesseract-ocr"):
         burned_in_text_check()
-
-
-def claims(path) -> tuple[str | None, set[str]]:
-    ds = pydicom.dcmread(path)
-    codes = {item.CodeValue for item in ds.DeidentificationMethodCodeSequence}
-    return ds.get("BurnedInAnnotation"), codes

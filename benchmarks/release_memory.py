@@ -4,8 +4,8 @@
 
 Each case runs `client.intake.Intake` -- what a reader process runs: stream-hash, read within the
 pixel budget, check, decode, de-identify -- in a fresh process, and reports that process's peak
-resident memory (`ru_maxrss`) beside its baseline after imports. Cases, written to a temporary
-folder:
+resident memory while it reads that input (VmHWM, reset after the imports), the resident memory
+before it, and the increase (MiB). Cases, written to a temporary folder:
 
 - `junk_1gib`: 1 GiB of random bytes named `.dcm` (was read whole, then copied again for its hash);
 - `deflate_bomb`: a Deflated Explicit VR Little Endian CR of ~2 MiB whose data set inflates to
@@ -116,12 +116,12 @@ def make_large_cr(path: Path, side: int) -> Path:
     return path
 
 
-def _vm_size() -> int:
-    """This process's current virtual size in bytes (the base an address-space cap adds to)."""
+def _status_bytes(field: str) -> int:
+    """A size field of /proc/self/status (VmSize, VmRSS, VmHWM), in bytes."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmSize:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmSize in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def _probe(path: Path, budget_mib: float, cap_mib: float | None, image_size: int) -> dict:
@@ -134,17 +134,23 @@ def _probe(path: Path, budget_mib: float, cap_mib: float | None, image_size: int
     intake = Intake(
         image_size, PROBE_SECRET, Deidentifier(UIDMapper(PROBE_SECRET)), set(), int(budget_mib * MIB)
     )
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    import_peak = _status_bytes("VmHWM")
+    before = _status_bytes("VmRSS")
+    # Reset the peak to the current RSS (Linux clear_refs 5): VmHWM then measures this input alone,
+    # not the transient peak of importing torch.
+    Path("/proc/self/clear_refs").write_text("5")
     if cap_mib is not None:
-        cap = _vm_size() + int(cap_mib * MIB)
+        cap = _status_bytes("VmSize") + int(cap_mib * MIB)
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     outcome = intake(InputFile(path, "probe"))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _status_bytes("VmHWM")
     return {
         "status": getattr(outcome, "status", "prepared"),
         "reason": getattr(outcome, "reason", "ok"),
-        "baseline_rss_mib": round(baseline / MIB, 1),
+        "import_peak_rss_mib": round(import_peak / MIB, 1),
+        "rss_before_mib": round(before / MIB, 1),
         "peak_rss_mib": round(peak / MIB, 1),
+        "peak_increase_mib": round((peak - before) / MIB, 1),
     }
 
 
@@ -190,10 +196,11 @@ def main(argv: list[str] | None = None) -> int:
                 "file_mib": round(path.stat().st_size / MIB, 2),
                 **run_probe(path, budget_mib=args.budget_mib),
             }
-    print(f"{'case':14s} {'file MiB':>9s} {'outcome':>24s} {'baseline MiB':>13s} {'peak RSS MiB':>13s}")
+    columns = ("file MiB", 9), ("outcome", 24), ("RSS before", 11), ("peak RSS", 9), ("increase", 9)
+    print(f"{'case':14s} " + " ".join(f"{title:>{width}s}" for title, width in columns))
     for name, r in results.items():
         outcome = f"{r['status']} ({r['reason']})"
-        memory = f"{r['baseline_rss_mib']:13.1f} {r['peak_rss_mib']:13.1f}"
+        memory = f"{r['rss_before_mib']:11.1f} {r['peak_rss_mib']:9.1f} {r['peak_increase_mib']:9.1f}"
         print(f"{name:14s} {r['file_mib']:9.2f} {outcome:>24s} {memory}")
     bounded = all(r["peak_rss_mib"] < 1024 for r in results.values())
     print(f"every peak < 1 GiB: {bounded}")

@@ -97,8 +97,8 @@ KNOWN_MODALITIES = frozenset(
 class InputFile:
     """One entry of the input tree; `ref` (a salted hash of its relative path) is its public name.
 
-    `kind` is "file", or the reason code an entry is refused without being opened ("symlink",
-    "not_a_regular_file")."""
+    `kind` is "file", or the reason code of an entry never opened ("symlink", "not_a_regular_file"
+    (refused), "unreadable" (a folder that cannot be listed: failed, retried by a rerun))."""
 
     path: Path
     ref: str
@@ -143,10 +143,17 @@ def input_ref(secret: bytes, relative: str) -> str:
 
 
 def walk_inputs(root: Path, secret: bytes, exclude: Path | None = None) -> list[InputFile]:
-    """Every entry under `root`, sorted by relative path. Symbolic links (to files or folders) and
-    special files come back with their refusal as `kind`: nothing is followed or opened here."""
+    """Every entry under `root`, sorted by relative path. Symbolic links (to files or folders),
+    special files and folders that cannot be listed come back with their reason code as `kind`:
+    nothing is followed or opened here, and nothing is skipped silently."""
     found = []
-    for folder, subfolders, names in os.walk(root):
+
+    def unlistable(error: OSError) -> None:
+        if error.filename is not None and Path(error.filename) != root:
+            path = Path(error.filename)
+            found.append(InputFile(path, input_ref(secret, path.relative_to(root).as_posix()), "unreadable"))
+
+    for folder, subfolders, names in os.walk(root, onerror=unlistable):
         subfolders.sort()
         if exclude is not None:
             subfolders[:] = [d for d in subfolders if Path(folder, d).resolve() != exclude]
@@ -154,7 +161,10 @@ def walk_inputs(root: Path, secret: bytes, exclude: Path | None = None) -> list[
         subfolders[:] = [d for d in subfolders if d not in linked]
         for name in sorted([*names, *linked]):
             path = Path(folder, name)
-            mode = path.lstat().st_mode
+            try:
+                mode = path.lstat().st_mode
+            except OSError:
+                continue  # gone since the folder was listed: no longer an input
             kind = "symlink" if stat.S_ISLNK(mode) else "file" if stat.S_ISREG(mode) else "not_a_regular_file"
             found.append(InputFile(path, input_ref(secret, path.relative_to(root).as_posix()), kind))
     return found
@@ -262,7 +272,9 @@ class Intake:
                 # Never opened: known by its path alone, so a rerun finds its verdict by path.
                 if (UNREAD, source.ref) in self.done:
                     return Outcome(source, input_sha, "skipped", "already_done")
-                return Outcome(source, input_sha, "refused", source.kind)
+                return Outcome(
+                    source, input_sha, "failed" if source.kind == "unreadable" else "refused", source.kind
+                )
             # O_NOFOLLOW: a file swapped for a link after the walk is refused, not followed;
             # O_NONBLOCK: a file swapped for a FIFO cannot hang the reader.
             fd = os.open(source.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)

@@ -186,3 +186,20 @@ def test_a_junk_file_larger_than_memory_allows_is_hashed_streaming_and_refused(t
     real_size = bench.make_large_cr(tmp_path / "cr.dcm", 2048)  # 8 MiB of pixels: within 16 MiB
     released = bench.run_probe(real_size, budget_mib=16, cap_mib=512)
     assert (released["status"], released["reason"]) == ("prepared", "ok"), released
+
+
+def test_a_folder_that_cannot_be_listed_is_reported_not_skipped(tmp_path, monkeypatch):
+    write_dicom(radiograph(1), tmp_path / "ok.dcm")
+    (tmp_path / "locked").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path):  # what a folder without read permission does (root ignores chmod)
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    found = {f.path.name: f.kind for f in walk_inputs(tmp_path, SECRET)}
+    assert found == {"ok.dcm": "file", "locked": "unreadable"}
+    outcome = intake()(InputFile(tmp_path / "locked", "ref", "unreadable"))
+    assert (outcome.status, outcome.reason) == ("failed", "unreadable")

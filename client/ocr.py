@@ -32,6 +32,7 @@ from PIL import Image
 from privdiff_core.errors import PrivdiffError
 
 _GAP = 32  # white rows between the stacked pages one Tesseract call reads
+_TIMEOUT_S = 300
 
 
 class TextCheckUnavailableError(PrivdiffError):
@@ -71,8 +72,9 @@ class BurnedInTextCheck:
         height = image.shape[0] + _GAP
         gap = np.full((_GAP, image.shape[1]), 255, np.uint8)
         sheet = np.concatenate([part for page in pages for part in (page, gap)])
+        # A bounded read: a Tesseract that hangs raises (that output then fails; it is never released).
         data = pytesseract.image_to_data(
-            Image.fromarray(sheet), config="--psm 11", output_type=pytesseract.Output.DICT
+            Image.fromarray(sheet), config="--psm 11", output_type=pytesseract.Output.DICT, timeout=_TIMEOUT_S
         )
         boxes = zip(data["left"], data["top"], data["width"], data["height"], strict=True)
         return [

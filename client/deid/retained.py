@@ -31,7 +31,7 @@ from pathlib import Path
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.sr._concepts_dict import concepts
+from pydicom.sr._concepts_dict import concepts  # PS3.16's codes as pydicom ships them (pinned <4)
 
 STANDARD_UID_ROOT = "1.2.840.10008."
 LIST_PATH = Path(__file__).with_name("retained_attributes.csv")

@@ -55,6 +55,9 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
+
+# Private helpers of pydicom 3 (pinned <4): the file meta reader that stops where the data set
+# starts (to inflate a deflated one ourselves) and the JPEG SOF parser (a stream's own size).
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.filewriter import write_file_meta_info
 from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder

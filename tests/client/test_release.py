@@ -280,8 +280,10 @@ def test_rerun_resumes_without_duplicates(main_release, capfd):
 
 
 def _children(pid: int) -> list[int]:
+    """The release's reader processes (its Tesseract runs, short-lived children of the writer
+    thread, are not readers: a killed release leaves them to finish their one image)."""
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return [int(child) for child in found]
+    return [int(child) for child in found if "tesseract" not in Path(f"/proc/{child}/comm").read_text()]
 
 
 def _running(pid: int) -> bool:

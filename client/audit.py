@@ -12,8 +12,9 @@
   and a UTC timestamp.
 
 Nothing in it identifies a patient: inputs are named only by keyed hashes (`client.deid.uids`),
-outputs by remapped UIDs. It is also the release's memory: a rerun skips every input whose latest
-record is final (released, refused, quarantined), so a killed release resumes where it stopped.
+outputs by remapped UIDs. It is also the release's memory: a rerun skips every input (content and
+path) whose latest record is final (released, refused, quarantined), so a killed release resumes
+where it stopped and a rerun reports the same counts.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from privdiff_core.errors import PrivdiffError
 AUDIT_FILE = "audit.sqlite"
 STATUSES = ("released", "refused", "failed", "quarantined")
 FINAL_STATUSES = ("released", "refused", "quarantined")  # a failed input is retried by a rerun
+# input_sha of an input refused before its content was read (a link, a FIFO, an unreadable file).
+UNREAD = "unread"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -180,13 +183,16 @@ class AuditTrail:
                 ),
             )
 
-    def past_outcomes(self) -> dict[str, PastOutcome]:
-        """input_sha -> its latest record, over all earlier runs."""
+    def past_outcomes(self) -> dict[tuple[str, str], PastOutcome]:
+        """(input_sha, input_ref) -> its latest record, over all earlier runs.
+
+        Keyed by content *and* path: two copies of one file in --in are two inputs (one released,
+        one refused as a duplicate), and a rerun must find each one's own verdict again."""
         rows = self._db.execute(
-            "SELECT input_sha, status, output, reason FROM records WHERE id IN "
-            "(SELECT MAX(id) FROM records GROUP BY input_sha)"
+            "SELECT input_sha, input_ref, status, output, reason FROM records WHERE id IN "
+            "(SELECT MAX(id) FROM records GROUP BY input_sha, input_ref)"
         ).fetchall()
-        return {sha: PastOutcome(status, output, reason) for sha, status, output, reason in rows}
+        return {(sha, ref): PastOutcome(status, output, reason) for sha, ref, status, output, reason in rows}
 
     def output_owners(self) -> dict[str, str]:
         """output path -> input_sha, for every output an earlier record released or quarantined."""

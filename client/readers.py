@@ -28,6 +28,8 @@ import pydicom.config
 
 from client.deid import Deidentifier, UIDMapper
 from client.intake import InputFile, Intake, Outcome, Prepared
+from client.ocr import BurnedInTextCheck
+from privdiff_core.data.dicom import DEFAULT_PIXEL_BUDGET
 
 _INTAKE: Intake | None = None
 
@@ -46,12 +48,21 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _start_worker(parent: int, image_size: int, secret: bytes, done: frozenset[str]) -> None:
+def _start_worker(
+    parent: int,
+    image_size: int,
+    secret: bytes,
+    done: frozenset[tuple[str, str]],
+    pixel_budget: int,
+    clean_burned_in: bool,
+    blank_text: BurnedInTextCheck | None,
+) -> None:
     global _INTAKE
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     silence_dicom_libraries()
-    _INTAKE = Intake(image_size, secret, Deidentifier(UIDMapper(secret)), set(done))
+    deidentifier = Deidentifier(UIDMapper(secret))
+    _INTAKE = Intake(image_size, secret, deidentifier, set(done), pixel_budget, clean_burned_in, blank_text)
 
 
 def _read(source: InputFile) -> Prepared | Outcome:
@@ -65,11 +76,28 @@ def _ready() -> bool:
 class ReaderPool:
     """`workers` processes running `Intake` on input files; results come back in submission order."""
 
-    def __init__(self, workers: int, image_size: int, secret: bytes, done: set[str]):
+    def __init__(
+        self,
+        workers: int,
+        image_size: int,
+        secret: bytes,
+        done: set[tuple[str, str]],
+        pixel_budget: int = DEFAULT_PIXEL_BUDGET,
+        clean_burned_in: bool = False,
+        blank_text: BurnedInTextCheck | None = None,
+    ):
         method = "fork" if sys.platform.startswith("linux") else "spawn"
         self._context = multiprocessing.get_context(method)
         self.image_size = image_size
-        self._initargs = (os.getpid(), image_size, secret, frozenset(done))
+        self._initargs = (
+            os.getpid(),
+            image_size,
+            secret,
+            frozenset(done),
+            pixel_budget,
+            clean_burned_in,
+            blank_text,
+        )
         self._workers = max(1, workers)
         self._pool = self._new_pool(self._workers)
         self._pool.submit(_ready).result()  # start the processes now, before any model or thread

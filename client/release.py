@@ -25,11 +25,22 @@ what it does
      dates, ages, sex, institutions, free text and private tags go; UIDs are remapped with the
      site secret, consistently, so a study stays a study);
   4. scores each output against its own input with a patient-verification network and holds back
-     (OUT/quarantine/) outputs still linkable above --quarantine-threshold.
+     (OUT/quarantine/) outputs still linkable above --quarantine-threshold;
+  5. reads every output with OCR (Tesseract), at its resolution and at the input's: an output in
+     which text survived is held back (reason burned_in_text). Only outputs that passed write
+     Burned In Annotation NO and the Clean Pixel Data code. An input whose header says text is
+     burned in (Burned In Annotation / Recognizable Visual Features YES) is refused unless
+     --clean-burned-in.
+
+bad inputs
+  Symbolic links (files or folders) and special files are reported, never followed or opened.
+  Images whose header describes more than --pixel-budget-mib of pixels, or files too large to
+  be such an image, are refused before decoding; deflated files are inflated within that bound.
+  File names need not be UTF-8. No single input can stop the release.
 
 output folder
   OUT/released/<study>/<series>/<instance>.dcm   the release: ship this folder only
-  OUT/quarantine/...                             held back by the residual-risk check: keep on site
+  OUT/quarantine/...                             held back (residual risk, text found): keep on site
   OUT/audit.sqlite                               one record per input (salted hashes, no PHI)
   OUT/release_summary.json                       counts, reasons, model hash, key id, speed
   Inputs are only ever read. Outputs are written to a temporary name and renamed when complete;
@@ -43,7 +54,9 @@ privacy of the logs
 exit status
   0  every input was released
   1  the run completed, but some inputs were refused or quarantined (see the summary)
-  2  nothing was released: bad arguments, signature, model or output-folder problem
+  2  the release did not start (bad arguments, signature, model, output folder: nothing was
+     released), or stopped midway because the audit trail could not be written (disk full): the
+     message then says how many inputs were already released; rerun to resume
   3  the run completed, but some inputs failed (unreadable, truncated, undecodable, write error)
   130 interrupted (rerun to resume)
 """
@@ -127,6 +140,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CPU threads for the model (default: torch's choice); on a CPU-only machine, leaving "
         "a core or two to the readers keeps both busy",
     )
+    parser.add_argument(
+        "--pixel-budget-mib",
+        type=float,
+        metavar="MIB",
+        help="largest image accepted, in MiB of stored pixels (frames x rows x columns x bytes), checked "
+        "from the header before decoding (default 64: the largest CR/DX detectors at 16 bits, with room "
+        "to spare; privdiff_core.data.dicom.DEFAULT_PIXEL_BUDGET); bounds each reader's memory",
+    )
+    parser.add_argument(
+        "--clean-burned-in",
+        action="store_true",
+        help="also release inputs whose header says text is burned into the pixels: the anonymizer "
+        "redraws them and the OCR check decides (default: refuse them)",
+    )
+    parser.add_argument(
+        "--blank-input-text",
+        action="store_true",
+        help="before anonymizing, also fill the words OCR finds in each input with the film's median grey "
+        "(slower: reads every input at full resolution); the output check still decides",
+    )
+    parser.add_argument(
+        "--no-text-check",
+        action="store_true",
+        help="skip the OCR check of the outputs (then no output claims Clean Pixel Data or Burned In "
+        "Annotation NO)",
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument(
         "--seed", type=int, default=0, help="noise seed (per image: reruns give the same pixels)"
@@ -157,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
         raise ReleaseError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.workers < 1:
         raise ReleaseError(f"--workers must be at least 1, got {args.workers}")
+    if args.pixel_budget_mib is not None and not args.pixel_budget_mib > 0:
+        raise ReleaseError(f"--pixel-budget-mib must be positive, got {args.pixel_budget_mib}")
     if args.threads is not None:
         import torch
 
@@ -177,12 +218,20 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         progress=not args.no_progress,
+        clean_burned_in=args.clean_burned_in,
+        text_check=not args.no_text_check,
+        blank_input_text=args.blank_input_text,
     )
+    if args.pixel_budget_mib is not None:
+        settings.pixel_budget = int(args.pixel_budget_mib * 2**20)
     summary = run_release(settings, _say)
     record = summary.as_json()
-    write_atomically(
-        summary.out / SUMMARY_FILE, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
-    )
+    try:
+        write_atomically(
+            summary.out / SUMMARY_FILE, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+        )
+    except OSError as err:
+        _say(f"could not write {SUMMARY_FILE} ({err.strerror}); the audit trail holds every record")
     counts = summary.counts
     print(
         f"released {counts['released']}, quarantined {counts['quarantined']}, refused {counts['refused']}, "

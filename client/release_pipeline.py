@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import queue
+import sqlite3
 import threading
 import time
 import uuid
@@ -25,7 +26,7 @@ import warnings
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ import pydicom.config
 import torch
 
 import privdiff_core
-from client.audit import FINAL_STATUSES, AuditTrail, Record
+from client.audit import FINAL_STATUSES, UNREAD, AuditTrail, Record
 from client.deid import (
     PixelProvenance,
     UIDMapper,
@@ -42,16 +43,17 @@ from client.deid import (
     encode_file,
     load_site_secret,
     replace_pixels,
-    salted_hash,
     secret_fingerprint,
     stamp_release,
     to_stored_values,
 )
-from client.intake import REASONS, InputFile, Outcome, Prepared, walk_inputs
+from client.intake import REASONS, InputFile, Outcome, Prepared, input_ref, walk_inputs
 from client.model_trust import ModelTrust, establish_trust, model_sha256
+from client.ocr import BurnedInTextCheck, burned_in_text_check
 from client.outputs import QUARANTINE_DIR, RELEASED_DIR, remove_stale_temporaries, write_atomically
 from client.readers import ReaderPool
 from client.residual_risk import ResidualRiskCheck, residual_risk_check
+from privdiff_core.data.dicom import DEFAULT_PIXEL_BUDGET
 from privdiff_core.errors import PrivdiffError
 
 SUMMARY_FILE = "release_summary.json"
@@ -86,6 +88,15 @@ class ReleaseSettings:
     device: str = "auto"
     seed: int = 0
     progress: bool = True
+    # Stored pixel bytes one input image may have, checked from its header before decoding.
+    pixel_budget: int = DEFAULT_PIXEL_BUDGET
+    # Opt-in to pixel cleaning: release inputs whose header says text is burned in (Burned In
+    # Annotation / Recognizable Visual Features YES) when the output's OCR check finds none.
+    clean_burned_in: bool = False
+    # OCR every output for surviving text (client/ocr.py); off: no Clean Pixel Data claim is made.
+    text_check: bool = True
+    # Also blank the words OCR finds in each input before anonymizing it (slower: full resolution).
+    blank_input_text: bool = False
 
 
 @dataclass
@@ -102,6 +113,7 @@ class ReleaseSummary:
     residual_check: str
     threshold: float | None
     out: Path
+    text_check: str = "off"  # "tesseract <version>" when every output was OCR-checked
 
     def as_json(self) -> dict:
         return {
@@ -119,6 +131,7 @@ class ReleaseSummary:
             "key_id": self.trust.key_id,
             "signed": self.trust.signed,
             "residual_check": {"verifier": self.residual_check, "quarantine_threshold": self.threshold},
+            "burned_in_text_check": self.text_check,
             "released_dir": RELEASED_DIR,
             "quarantine_dir": QUARANTINE_DIR,
             "privdiff_version": privdiff_core.__version__,
@@ -167,11 +180,12 @@ class _Writer(threading.Thread):
         mapper: UIDMapper,
         threshold: float | None,
         on_done: Callable[[str, str, str, str], None],
+        text_check: BurnedInTextCheck | None = None,
     ):
         super().__init__(name="release-writer", daemon=True)
         self.jobs: queue.Queue = queue.Queue(maxsize=64)
         self.out, self.audit, self.provenance, self.mapper = out, audit, provenance, mapper
-        self.threshold, self.on_done = threshold, on_done
+        self.threshold, self.on_done, self.text_check = threshold, on_done, text_check
         self.error: BaseException | None = None
 
     def submit(self, job) -> None:
@@ -215,17 +229,29 @@ class _Writer(threading.Thread):
         probability: float | None,
         detail: str = "",
     ) -> None:
-        self.audit.add(Record(input_sha or "unread", source.ref, output, status, reason, probability))
+        self.audit.add(Record(input_sha or UNREAD, source.ref, output, status, reason, probability))
         self.on_done(source.ref, status, reason, detail)
+
+    def _verdict(self, prepared: Prepared, image: np.ndarray, probability: float | None) -> tuple[str, bool]:
+        """(reason, text check passed): reason "ok", or why the output is held back."""
+        text_found = None
+        if self.text_check is not None:
+            unit = np.clip((image + 1.0) / 2.0, 0.0, 1.0)
+            text_found = bool(self.text_check(unit, prepared.square_side))
+        if text_found:
+            return "burned_in_text", False
+        if probability is not None and self.threshold is not None and probability > self.threshold:
+            return "residual_risk", text_found is False
+        return "ok", text_found is False
 
     def _write(self, prepared: Prepared, image: np.ndarray, probability: float | None) -> None:
         name = prepared.output_name
-        quarantined = probability is not None and self.threshold is not None and probability > self.threshold
-        status = "quarantined" if quarantined else "released"
-        folder, other = (QUARANTINE_DIR, RELEASED_DIR) if quarantined else (RELEASED_DIR, QUARANTINE_DIR)
         try:
+            reason, text_check_passed = self._verdict(prepared, image, probability)
+            quarantined = reason != "ok"
+            folder, other = (QUARANTINE_DIR, RELEASED_DIR) if quarantined else (RELEASED_DIR, QUARANTINE_DIR)
             ds = prepared.header
-            provenance = self.provenance(prepared)
+            provenance = replace(self.provenance(prepared), text_check_passed=text_check_passed)
             replace_pixels(ds, to_stored_values(image), provenance)
             stamp_release(ds, provenance, self.mapper, prepared.input_sha)
             write_atomically(self.out / folder / name, encode_file(ds))
@@ -238,7 +264,7 @@ class _Writer(threading.Thread):
         except Exception:  # noqa: BLE001 -- never echo an exception text: it may quote the header
             self._record(prepared.source, prepared.input_sha, "", "failed", "internal_error", probability)
             return
-        reason = "residual_risk" if quarantined else "ok"
+        status = "quarantined" if quarantined else "released"
         self._record(prepared.source, prepared.input_sha, f"{folder}/{name}", status, reason, probability)
 
 
@@ -269,13 +295,23 @@ def run_release(settings: ReleaseSettings, say: Callable[[str], None]) -> Releas
             "origin was NOT verified. The audit trail and every output header record it as UNSIGNED."
         )
     source, out = _check_folders(settings.source, settings.out)
+    if settings.pixel_budget < 1:
+        raise ReleaseError(f"the pixel budget must be positive, got {settings.pixel_budget} bytes")
+    if settings.clean_burned_in and not settings.text_check:
+        raise ReleaseError("--clean-burned-in needs the OCR text check: it decides what is released")
+    ocr = burned_in_text_check() if settings.text_check or settings.blank_input_text else None
     secret = _site_secret(settings.site_secret, say)
     fingerprint = secret_fingerprint(secret)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReleaseError(
+            f"--out: cannot create the folder ({err.strerror}); nothing was released"
+        ) from None
     audit = AuditTrail(out)
     try:
         audit.check_compatible(trust.model_sha256, fingerprint)
-        return _run(settings, trust, source, out, secret, fingerprint, audit, say)
+        return _run(settings, trust, source, out, secret, fingerprint, audit, say, ocr)
     finally:
         audit.close()
 
@@ -289,24 +325,42 @@ def _run(
     fingerprint: str,
     audit: AuditTrail,
     say: Callable[[str], None],
+    ocr: BurnedInTextCheck | None,
 ) -> ReleaseSummary:
-
     removed = remove_stale_temporaries(out)
     if removed:
         say(f"removed {removed} temporary file(s) left by an interrupted run")
     if source.is_dir():
         inputs = walk_inputs(source, secret, exclude=out)
     else:
-        inputs = [InputFile(source, salted_hash(secret, source.name.encode(), "input-path")[:16])]
+        inputs = [InputFile(source, input_ref(secret, source.name))]
     if not inputs:
         raise ReleaseError("--in holds no files")
     memory = _Memory.of(audit, out)
     image_size = _model_image_size(trust.folder)
     # The readers start (fork) before the model is loaded and before any thread runs.
-    readers = ReaderPool(settings.workers, image_size, secret, memory.done)
+    readers = ReaderPool(
+        settings.workers,
+        image_size,
+        secret,
+        memory.done,
+        settings.pixel_budget,
+        settings.clean_burned_in,
+        ocr if settings.blank_input_text else None,
+    )
     try:
         return _run_with_readers(
-            settings, trust, out, secret, fingerprint, audit, say, inputs, memory, readers
+            settings,
+            trust,
+            out,
+            secret,
+            fingerprint,
+            audit,
+            say,
+            inputs,
+            memory,
+            readers,
+            ocr if settings.text_check else None,
         )
     finally:
         readers.close()
@@ -329,7 +383,7 @@ class _Memory:
     """What earlier runs into this folder finished, and which output names they own."""
 
     past: dict
-    done: set[str]
+    done: set[tuple[str, str]]  # (input_sha, input_ref)
     owners: dict[str, str]
 
     @classmethod
@@ -337,8 +391,8 @@ class _Memory:
         past = audit.past_outcomes()
         # An input whose latest record is final is not read again, unless its output has vanished.
         done = {
-            sha
-            for sha, outcome in past.items()
+            key
+            for key, outcome in past.items()
             if outcome.status in FINAL_STATUSES and (not outcome.output or (out / outcome.output).is_file())
         }
         owners = {output.split("/", 1)[1]: sha for output, sha in audit.output_owners().items()}
@@ -356,6 +410,7 @@ def _run_with_readers(
     inputs: list[InputFile],
     memory: _Memory,
     readers: ReaderPool,
+    text_check: BurnedInTextCheck | None,
 ) -> ReleaseSummary:
     from privdiff_core.anonymizer import Anonymizer
 
@@ -381,7 +436,11 @@ def _run_with_readers(
         risk.source if risk else "off",
         threshold,
     )
-    run = _ReleaseRun(settings, trust, anonymizer, risk, audit, out, secret, memory, readers, len(inputs))
+    if text_check is None:
+        say("burned-in text check OFF (--no-text-check): outputs claim neither Clean Pixel Data nor no text")
+    run = _ReleaseRun(
+        settings, trust, anonymizer, risk, audit, out, secret, memory, readers, len(inputs), text_check
+    )
     started = time.perf_counter()
     interrupted = False
     with _quiet_dicom_libraries():
@@ -390,18 +449,19 @@ def _run_with_readers(
             run.pump(inputs)
         except KeyboardInterrupt:
             interrupted = True
+        except ReleaseError:
+            if run.writer.error is None:
+                raise
+            # else the writer stopped (disk full): reported below, with what was done before
         finally:
             run.writer.stop()
             run.bar.close()
-    if run.writer.error is not None:
-        raise ReleaseError(
-            f"the audit trail could not be written ({type(run.writer.error).__name__}); "
-            "the release stopped, rerun it to resume"
-        ) from run.writer.error
-    seconds = time.perf_counter() - started
     counts = {status: 0 for status in ("released", "refused", "failed", "quarantined")}
     for status in run.final_status.values():
         counts[status] += 1
+    if run.writer.error is not None:
+        raise _stopped(run.writer.error, counts, out)
+    seconds = time.perf_counter() - started
     if interrupted:
         exit_status = EXIT_INTERRUPTED
     elif counts["failed"]:
@@ -410,7 +470,10 @@ def _run_with_readers(
         exit_status = EXIT_SOME_REFUSED
     else:
         exit_status = EXIT_ALL_RELEASED
-    audit.finish_run(exit_status)
+    try:
+        audit.finish_run(exit_status)
+    except sqlite3.Error as err:
+        raise _stopped(err, counts, out) from None
     if interrupted:
         raise KeyboardInterrupt
     return ReleaseSummary(
@@ -426,6 +489,26 @@ def _run_with_readers(
         risk.source if risk else "off",
         threshold,
         out,
+        text_check.describe() if text_check else "off",
+    )
+
+
+def _stopped(error: BaseException, counts: dict[str, int], out: Path) -> ReleaseError:
+    """The release stopped midway (disk full, audit unwritable): say what it had already done."""
+    folder = out / RELEASED_DIR
+    on_disk = sum(1 for _ in folder.rglob("*.dcm")) if folder.is_dir() else 0
+    done = ", ".join(f"{number} {status}" for status, number in counts.items())
+    return ReleaseError(
+        f"the release stopped: the audit trail could not be written ({type(error).__name__}: "
+        f"{_os_reason(error)}). Before that, inputs recorded: {done}; {on_disk} file(s) are in "
+        f"OUT/{RELEASED_DIR}. Free space or fix the folder, then rerun to resume"
+    )
+
+
+def _os_reason(error: BaseException) -> str:
+    # OSError/sqlite3 texts name no patient (paths are never part of them here); others are not kept.
+    return (
+        str(getattr(error, "strerror", None) or error) if isinstance(error, OSError | sqlite3.Error) else "-"
     )
 
 
@@ -473,6 +556,7 @@ class _ReleaseRun:
         memory: _Memory,
         readers: ReaderPool,
         total: int,
+        text_check: BurnedInTextCheck | None = None,
     ):
         from tqdm.auto import tqdm
 
@@ -483,7 +567,7 @@ class _ReleaseRun:
         self.claims = _Claims(dict(memory.owners), {})
         self.readers = readers
         threshold = settings.quarantine_threshold if risk else None
-        self.writer = _Writer(out, audit, self._provenance, self.mapper, threshold, self._on_done)
+        self.writer = _Writer(out, audit, self._provenance, self.mapper, threshold, self._on_done, text_check)
         self.final_status: dict[str, str] = {}  # input ref -> status (this run's, or the earlier one)
         self.reasons: Counter = Counter()
         self.counters: Counter = Counter()
@@ -534,7 +618,7 @@ class _ReleaseRun:
     def _handle(self, result: Prepared | Outcome) -> None:
         if isinstance(result, Outcome):
             if result.status == "skipped":
-                previous = self.past[result.input_sha]
+                previous = self.past[(result.input_sha or UNREAD, result.source.ref)]
                 self.final_status[result.source.ref] = previous.status
                 if previous.status != "released":
                     self.reasons[previous.reason] += 1

@@ -12,7 +12,9 @@ Comments, Additional Patient History, ...) and Patient's Age pass through, and i
 as "DICOGNITO" without the CID 7050 codes. Its keyed UID remapping is the one part that would
 serve; ours does the same with HMAC-SHA256 and a site secret (`uids.py`).
 
-- `Deidentifier(UIDMapper(secret))(dataset)`: the profile, in place, recursively (`profile.py`);
+- `Deidentifier(UIDMapper(secret))(dataset)`: the profile as an allow-list, in place, at every
+  depth (`profile.py`): what Table E.1-1 replaces, plus the short, checked list of attributes a
+  radiograph needs (`retained.py`); everything else is removed;
 - `replace_pixels`, `stamp_release`, `encode_file`: the released object's pixel module, its
   de-identification and derivation record, and its Part 10 encoding (`stamp.py`).
 """

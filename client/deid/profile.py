@@ -1,25 +1,21 @@
-"""Apply the Basic Application Level Confidentiality Profile to a dataset, recursively.
+"""Apply the Basic Application Level Confidentiality Profile as an allow-list, recursively.
 
-Order of rules for every element, at every depth of nesting:
+An attribute reaches the output only if the profile replaces it or keeps it *by name*; everything
+else is removed, at every depth of nesting, whatever its VR. For every element:
 
-1. File meta (group 0002), command (group 0000) and group-length elements inside a dataset are
-   removed: the file meta information is rebuilt when the output is written.
-2. Private attributes (odd groups, private creators included) are removed: the Basic Profile
-   without the Retain Safe Private option (PS3.15 E.3.10).
-3. Attributes listed in Table E.1-1 get their Basic Profile action (`table.py`). Patient's Age
-   (X) and Patient's Sex (Z) are among them: we do not apply Retain Patient Characteristics.
-4. Attributes the table does not list are kept (the standard's default), except where their VR
-   says they may identify someone, a safety net beyond the table for what hospitals put where
-   the standard does not expect it:
-   - person names (PN), dates and times (DA, DT, TM) and ages (AS): removed;
-   - free text, URIs and unknown content (LT, ST, UT, UC, UR, UN), bulk binary (OB, OW, OF, OD,
-     OL, OV; this includes the original Pixel Data, which the release replaces): removed;
-   - instance UIDs (UI): remapped like `U`; UIDs under the standard's own root 1.2.840.10008
-     (SOP classes, transfer syntaxes, DICOM coding schemes) and coding-resource UIDs are kept;
-   - overlay (60xx) and curve (50xx) groups: removed whole (burnt-in-like graphics that, besides,
-     no longer fit the replaced pixels);
-   - public tags unknown to both the table and pydicom's dictionary: removed;
-   - sequences: kept, their items de-identified by these same rules.
+1. File meta (group 0002), command (group 0000), group-length, private (odd group; the Basic
+   Profile without Retain Safe Private, PS3.15 E.3.10), overlay (60xx) and curve (50xx)
+   elements: removed, before their value is even read.
+2. Attributes listed in Table E.1-1 get their Basic Profile action (`table.py`): X removes; Z
+   empties; D writes a dummy of the VR; U remaps a UID with the site key; a sequence under D or
+   U* is kept and its items go through these same rules. The value left is the profile's own.
+3. Attributes on the short list of `retained.py` (what a valid derived CR/DX object needs: the
+   SOP class, modality, body part, view, technique numbers, coded anatomy and view) are kept when
+   their value passes that list's check (enumerated terms, numbers, the standard's UIDs, codes of
+   PS3.16 with the standard's own meanings); otherwise removed.
+4. Everything else: removed. About 320 text attributes of the data dictionary (alternative
+   calendars, retired order numbers, free-text meanings in code sequences, ...) are in no table
+   and once slipped through a block-list; an allow-list does not need to know them.
 """
 
 from __future__ import annotations
@@ -27,12 +23,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pydicom.datadict import dictionary_has_tag, keyword_for_tag
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 
+from client.deid.retained import RETAINED_BY_KEYWORD, standard_code_item, value_passes
 from client.deid.table import ActionTable, basic_profile
 from client.deid.uids import UIDMapper
 
@@ -51,12 +48,6 @@ DUMMY_BY_VR: dict[str, object] = {
     **dict.fromkeys(("OB", "OW", "OF", "OD", "OL", "OV"), b"\x00\x00\x00\x00"),
 }
 
-IDENTIFYING_VRS = frozenset({"PN", "DA", "DT", "TM", "AS"})
-OPAQUE_VRS = frozenset({"LT", "ST", "UT", "UC", "UR", "UN", "OB", "OW", "OF", "OD", "OL", "OV"})
-STANDARD_UID_ROOT = "1.2.840.10008."
-# UIDs that name a coding resource (a terminology, a context group), never a patient or an instance.
-CODING_RESOURCE_UIDS = frozenset({"CodingSchemeUID", "ContextUID", "MappingResourceUID"})
-
 
 @dataclass
 class DeidReport:
@@ -68,16 +59,18 @@ class DeidReport:
         self.actions[action] += 1
 
 
-def _is_overlay_or_curve(tag: BaseTag) -> bool:
-    return tag.group & 0xFF00 in (0x5000, 0x6000) and tag.group % 2 == 0
-
-
-def _keep_uid(tag: BaseTag, value: str) -> bool:
-    return value.startswith(STANDARD_UID_ROOT) or keyword_for_tag(tag) in CODING_RESOURCE_UIDS
+def _removed_unread(tag: BaseTag) -> bool:
+    """Elements removed by position alone (rule 1)."""
+    return (
+        tag.group in (0x0000, 0x0002)
+        or tag.element == 0x0000
+        or tag.is_private
+        or (tag.group & 0xFF00 in (0x5000, 0x6000) and tag.group % 2 == 0)
+    )
 
 
 class Deidentifier:
-    """Annex E Basic Profile (+ the safety net above) with UIDs remapped by a site-keyed mapper."""
+    """Annex E Basic Profile as an allow-list, with UIDs remapped by a site-keyed mapper."""
 
     def __init__(self, uid_mapper: UIDMapper, table: ActionTable | None = None):
         self.map_uid = uid_mapper
@@ -94,7 +87,10 @@ class Deidentifier:
     def _walk(self, dataset: Dataset, report: DeidReport) -> None:
         for tag in list(dataset.keys()):
             tag = Tag(tag)
-            if tag.group in (0x0000, 0x0002) or tag.element == 0x0000 or tag.is_private:
+            action = None if _removed_unread(tag) else self.table.action(tag)
+            retained = RETAINED_BY_KEYWORD.get(keyword_for_tag(tag)) if action is None else None
+            if action in (None, "X") and retained is None:
+                # Removed without converting the value: a huge or malformed value is never read.
                 del dataset[tag]
                 report.count("private" if tag.is_private else "X")
                 continue
@@ -104,23 +100,24 @@ class Deidentifier:
                 del dataset[tag]
                 report.count("X")
                 continue
-            action = self.table.action(tag) or self._unlisted_action(tag, element)
-            self._apply(dataset, element, action, report)
+            if action is not None:
+                self._apply(dataset, element, action, report)
+            else:
+                self._retain(dataset, element, retained, report)
 
-    def _unlisted_action(self, tag: BaseTag, element: DataElement) -> str:
-        """The safety net for attributes Table E.1-1 does not list (see the module docstring)."""
-        vr = element.VR
-        if _is_overlay_or_curve(tag) or not dictionary_has_tag(tag):
-            return "X"
-        if vr == "SQ":
-            return "K"
-        # Implicit-VR files leave some VRs ambiguous ("OB or OW", "US or SS"): any risky reading wins.
-        if set(vr.split(" or ")) & (IDENTIFYING_VRS | OPAQUE_VRS):
-            return "X"
-        if vr == "UI":
-            values = element.value if element.VM > 1 else [element.value]
-            return "K" if all(_keep_uid(tag, str(v or "")) for v in values) else "U"
-        return "K"
+    def _retain(self, dataset: Dataset, element: DataElement, rule, report: DeidReport) -> None:
+        if rule.check == "codes":
+            items = [standard_code_item(item) for item in element.value] if element.VR == "SQ" else []
+            kept = [item for item in items if item is not None]
+            if kept:
+                element.value = Sequence(kept)
+                report.count("K")
+                return
+        elif element.VR != "SQ" and value_passes(rule, element):
+            report.count("K")
+            return
+        del dataset[element.tag]
+        report.count("X")
 
     # -- actions ---------------------------------------------------------------------------------
 
@@ -133,7 +130,7 @@ class Deidentifier:
             if action == "Z":
                 element.value = Sequence([])
                 report.count("Z")
-            else:  # K, D, U, U*: keep the sequence, de-identify what it holds
+            else:  # D, U, U*: keep the sequence, de-identify what it holds
                 for item in element.value:
                     self._walk(item, report)
                 report.count(action)
@@ -143,15 +140,12 @@ class Deidentifier:
         elif vr == "UI" and action in ("U", "U*", "D"):
             self._remap_uids(element)
             report.count("U")
-        elif action == "D":
-            if vr not in DUMMY_BY_VR:
-                del dataset[element.tag]
-                report.count("X")
-            else:
-                element.value = DUMMY_BY_VR[vr]
-                report.count("D")
-        else:
-            report.count("K")
+        elif action == "D" and vr in DUMMY_BY_VR:
+            element.value = DUMMY_BY_VR[vr]
+            report.count("D")
+        else:  # D on a VR without a dummy (UN from an implicit-VR file, ...): removed
+            del dataset[element.tag]
+            report.count("X")
 
     def _remap_uids(self, element: DataElement) -> None:
         if element.VM > 1:

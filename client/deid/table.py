@@ -10,10 +10,10 @@ Action codes, as the standard defines them (PS3.15 E.3 / Table E.1-1 legend):
   removal that still leaves a conforming object: we resolve them once, here, for the IOD we
   write (Secondary Capture Image, see `stamp.py`), where none of the X/.. attributes is Type 1/2.
 
-`K` (keep) is what happens to a public attribute the table does not list and our VR safety net
-(`profile.py`) does not catch. `C` (clean) belongs only to options we do not apply (Clean
-Descriptors / Structured Content / Graphics): the Basic column never uses it, and a table that
-did would be rejected on load.
+There is no `K` (keep) here: an attribute the table does not list is removed unless the short
+checked list of `retained.py` names it (the allow-list of `profile.py`). `C` (clean) belongs
+only to options we do not apply (Clean Descriptors / Structured Content / Graphics): the Basic
+column never uses it, and a table that did would be rejected on load.
 """
 
 from __future__ import annotations

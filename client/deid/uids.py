@@ -20,6 +20,7 @@ import hmac
 import os
 import secrets
 from pathlib import Path
+from typing import BinaryIO
 
 from privdiff_core.errors import PrivdiffError
 
@@ -75,6 +76,12 @@ def secret_fingerprint(secret: bytes) -> str:
 def salted_hash(secret: bytes, data: bytes, purpose: str) -> str:
     """HMAC-SHA256 of `data` keyed by the secret and a purpose label, 32 hex digits."""
     return hmac.new(secret, purpose.encode() + b"\x00" + data, hashlib.sha256).hexdigest()[:32]
+
+
+def salted_file_hash(secret: bytes, handle: BinaryIO, purpose: str) -> str:
+    """`salted_hash` of a file's content, read in chunks (memory stays flat for any file size)."""
+    digest = hashlib.file_digest(handle, lambda: hmac.new(secret, purpose.encode() + b"\x00", hashlib.sha256))
+    return digest.hexdigest()[:32]
 
 
 def _uuid8_int(digest: bytes) -> int:

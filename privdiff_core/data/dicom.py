@@ -27,6 +27,13 @@ outside 8..16, non-image DICOM (a structured report has no Pixel Data), truncate
 transfer syntaxes no installed plugin decodes: every failure is an `ImageReadError` naming the
 file and the reason, never a silent skip.
 
+Resources are bounded before anything is decoded: a file larger than the pixel budget plus a
+header allowance is not read; the header's frames x rows x columns x samples x bytes must fit the
+pixel budget (`DEFAULT_PIXEL_BUDGET`, sized for the largest CR/DX detectors); a deflated data set
+is inflated in chunks and abandoned once it outgrows the same bound (a 274 KiB deflate bomb
+would otherwise inflate to gigabytes); a JPEG / JPEG 2000 stream whose own size differs from the
+header's is not handed to a decoder (which would allocate what the stream says).
+
 Modality and photometric facts come with the pixels (`DicomImageInfo`), so a caller can refuse
 what is not a radiograph: a CT slice reads fine here, because deciding that it does not belong
 in a chest X-ray release is the release's job, not the reader's.
@@ -34,17 +41,28 @@ in a chest X-ray release is the release's job, not the reader's.
 
 from __future__ import annotations
 
+import os
 import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
+
+# Private helpers of pydicom 3 (pinned <4): the file meta reader that stops where the data set
+# starts (to inflate a deflated one ourselves) and the JPEG SOF parser (a stream's own size).
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.filewriter import write_file_meta_info
 from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder
-from pydicom.pixels.utils import get_expected_length
+from pydicom.pixels.utils import _get_jpg_parameters, get_expected_length
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from privdiff_core.data.errors import ImageReadError
 from privdiff_core.data.grey import grey_from_rgb
@@ -57,6 +75,19 @@ RGB_PHOTOMETRIC = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR
 # Projection radiography modalities (PS3.3 C.7.3.1.1.1); "DR" is not standard but common.
 RADIOGRAPH_MODALITIES = ("CR", "DX", "DR")
 MIN_BITS_STORED, MAX_BITS_STORED = 8, 16
+
+# Stored pixel bytes one image may have. The largest CR/DX detectors: flat panels of 43 x 43 cm at
+# 100 um (4300 x 4300) and CR plates of 35 x 43 cm at 100 um (3520 x 4280), 16 bits: 35 and 29 MiB.
+# 64 MiB (33.5 Mpx at 16 bits, 5792 x 5792) leaves room for any of them and bounds a reader's peak
+# memory (stored values + float32 grey + resampling) well under 1 GiB.
+DEFAULT_PIXEL_BUDGET = 64 * 2**20
+# What a file may hold besides its pixels (header, icon, private blocks) before it is not read.
+HEADER_ALLOWANCE = 64 * 2**20
+_INFLATE_CHUNK = 2**20
+_JPEG_SYNTAXES = frozenset(
+    "1.2.840.10008.1.2.4." + n for n in ("50", "51", "57", "70", "80", "81")
+)  # JPEG Baseline, Extended, Lossless, Lossless SV1, JPEG-LS Lossless and Near-Lossless
+_J2K_SYNTAXES = frozenset("1.2.840.10008.1.2.4." + n for n in ("90", "91", "201", "202", "203"))
 
 _PIXEL_DATA_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
@@ -96,28 +127,57 @@ class DicomImage:
     dataset: Dataset
 
 
-def read_dicom_dataset(path: str | Path, *, header_only: bool = False) -> Dataset:
-    """Read a DICOM file, turning every way it can fail into an `ImageReadError`.
+def read_dicom_dataset(
+    source: str | Path | BinaryIO,
+    *,
+    header_only: bool = False,
+    pixel_budget: int | None = DEFAULT_PIXEL_BUDGET,
+) -> Dataset:
+    """Read a DICOM file (a path, or a binary file opened by the caller), turning every way it can
+    fail into an `ImageReadError`.
 
     `header_only` stops before the pixel data (fast; for identity, age and sex). Files without
     the 128-byte preamble and 'DICM' marker are still read when they start like a bare data set
     (group 0002 or 0008), as old archives write them; anything else is "not a DICOM file".
+    `pixel_budget` (bytes of stored pixels, None: unbounded) bounds what is read and inflated and
+    the image the header describes (module docstring).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(path, "file not found" if not path.exists() else "not a file")
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageReadError(path, "file not found" if not path.exists() else "not a file")
+        with path.open("rb") as handle:
+            return _read_dataset(handle, path, header_only, pixel_budget)
+    return _read_dataset(source, _dataset_path(source), header_only, pixel_budget)
+
+
+def _read_dataset(fp: BinaryIO, path: Path | None, header_only: bool, budget: int | None) -> Dataset:
+    if budget is not None:
+        size = _remaining_bytes(fp)
+        if size > budget + HEADER_ALLOWANCE:
+            raise ImageReadError(
+                path,
+                f"file of {size / 2**20:.0f} MiB is larger than the pixel budget of {budget / 2**20:.0f} MiB "
+                f"allows (plus {HEADER_ALLOWANCE / 2**20:.0f} MiB of header): not read",
+            )
+    start = fp.tell()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
+            fp = _inflated_if_deflated(fp, path, budget)
             try:
-                ds = pydicom.dcmread(path, stop_before_pixels=header_only)
+                ds = pydicom.dcmread(fp, stop_before_pixels=header_only)
             except InvalidDicomError:
-                if not _starts_like_bare_dataset(path):
+                fp.seek(start)
+                if not _starts_like_bare_dataset(fp):
                     raise
-                ds = pydicom.dcmread(path, stop_before_pixels=header_only, force=True)
+                fp.seek(start)
+                ds = pydicom.dcmread(fp, stop_before_pixels=header_only, force=True)
         except InvalidDicomError as err:
             raise ImageReadError(path, "not a DICOM file (no 'DICM' marker after the preamble)") from err
-        except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as err:
+        except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, zlib.error) as err:
+            if isinstance(err, ImageReadError):
+                raise
             raise ImageReadError(path, f"corrupt or truncated DICOM file ({err})") from err
     ended_early = any("End of file reached" in str(w.message) for w in caught)
     if len(ds) == 0:
@@ -126,12 +186,76 @@ def read_dicom_dataset(path: str | Path, *, header_only: bool = False) -> Datase
         # pydicom drops an encapsulated Pixel Data element the file ends inside of (with a warning):
         # that is a truncated image, not a non-image object.
         raise ImageReadError(path, "truncated pixel data: the file ends inside the Pixel Data element")
+    if budget is not None:
+        check_pixel_budget(ds, budget, path)
     return ds
 
 
-def _starts_like_bare_dataset(path: Path) -> bool:
-    with path.open("rb") as handle:
-        head = handle.read(2)
+def _remaining_bytes(fp: BinaryIO) -> int:
+    here = fp.tell()
+    end = fp.seek(0, os.SEEK_END)
+    fp.seek(here)
+    return end - here
+
+
+def _inflated_if_deflated(fp: BinaryIO, path: Path | None, budget: int | None) -> BinaryIO:
+    """A Deflated Explicit VR file as an in-memory Explicit VR one, inflated with a bound; any
+    other file as it is (rewound). pydicom would inflate the whole stream at once, unbounded."""
+    start = fp.tell()
+    try:
+        preamble = read_preamble(fp, False)
+        meta = _read_file_meta_info(fp)
+    except Exception:  # noqa: BLE001 -- not a Part 10 file: dcmread decides what it is
+        fp.seek(start)
+        return fp
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        fp.seek(start)
+        return fp
+    limit = None if budget is None else budget + HEADER_ALLOWANCE
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    body = bytearray()
+    while chunk := fp.read(_INFLATE_CHUNK):
+        body += inflater.decompress(chunk, (limit + 1 - len(body)) if limit is not None else 0)
+        if limit is not None and (len(body) > limit or inflater.unconsumed_tail):
+            raise ImageReadError(
+                path,
+                f"deflated data set inflates beyond the pixel budget of {budget / 2**20:.0f} MiB "
+                f"(plus {HEADER_ALLOWANCE / 2**20:.0f} MiB of header): not read (a deflate bomb?)",
+            )
+    body += inflater.flush()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    out = BytesIO()
+    out.write(preamble or b"\x00" * 128)
+    out.write(b"DICM")
+    write_file_meta_info(out, meta, enforce_standard=False)
+    out.write(body)
+    out.seek(0)
+    return out
+
+
+def stored_pixel_bytes(ds: Dataset) -> int:
+    """Bytes the header says its decoded pixels take: frames x rows x columns x samples x bytes."""
+    info = dicom_image_info(ds)
+    bytes_per_sample = max(1, (int(ds.get("BitsAllocated", 0) or 0) + 7) // 8)
+    return info.number_of_frames * info.rows * info.columns * info.samples_per_pixel * bytes_per_sample
+
+
+def check_pixel_budget(ds: Dataset, budget: int, path: str | Path | None = None) -> None:
+    """Raise `ImageReadError` when the header describes more stored pixel bytes than `budget`."""
+    try:
+        needed = stored_pixel_bytes(ds)
+    except (TypeError, ValueError) as err:
+        raise ImageReadError(path, f"unreadable image size in the header ({err})") from err
+    if needed > budget:
+        raise ImageReadError(
+            path,
+            f"pixel budget exceeded: the header describes {needed / 2**20:.0f} MiB of pixels, the budget is "
+            f"{budget / 2**20:.0f} MiB (not decoded)",
+        )
+
+
+def _starts_like_bare_dataset(fp: BinaryIO) -> bool:
+    head = fp.read(2)
     return head in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")  # group 2 or 8, LE or BE
 
 
@@ -174,18 +298,24 @@ def read_dicom_pixels(source: DicomSource) -> np.ndarray:
     return read_dicom_image(source).pixels
 
 
-def _dataset_path(ds: Dataset) -> Path | None:
-    filename = getattr(ds, "filename", None)
+def _dataset_path(ds: Dataset | BinaryIO) -> Path | None:
+    filename = getattr(ds, "filename", None) or getattr(ds, "name", None)
     return Path(filename) if isinstance(filename, str | Path) and filename else None
 
 
-def dicom_pixels(ds: Dataset, path: str | Path | None = None) -> np.ndarray:
+def dicom_pixels(
+    ds: Dataset, path: str | Path | None = None, *, pixel_budget: int | None = DEFAULT_PIXEL_BUDGET
+) -> np.ndarray:
     """The display pipeline of the module docstring on a read Dataset; `path` names it in errors."""
-    return _display_pipeline(ds, dicom_image_info(ds), path)
+    return _display_pipeline(ds, dicom_image_info(ds), path, pixel_budget)
 
 
-def _display_pipeline(ds: Dataset, info: DicomImageInfo, path: str | Path | None) -> np.ndarray:
+def _display_pipeline(
+    ds: Dataset, info: DicomImageInfo, path: str | Path | None, budget: int | None = DEFAULT_PIXEL_BUDGET
+) -> np.ndarray:
     _check_is_single_grey_image(ds, info, path)
+    if budget is not None:
+        check_pixel_budget(ds, budget, path)
     stored = _decode(ds, info, path)
     if info.samples_per_pixel == 3:
         # The modality and VOI LUTs are defined for grey images only; colour values are display
@@ -255,6 +385,8 @@ def _decode(ds: Dataset, info: DicomImageInfo, path: str | Path | None) -> np.nd
         have = len(ds.PixelData)
         if have < expected:
             raise ImageReadError(path, f"truncated pixel data: {have} of {expected} bytes")
+    else:
+        _check_stream_size(ds, info, uid, path)
     try:
         stored = ds.pixel_array
     except Exception as err:  # decoders raise anything from ValueError to RuntimeError
@@ -263,6 +395,36 @@ def _decode(ds: Dataset, info: DicomImageInfo, path: str | Path | None) -> np.nd
     if stored.shape != expected_shape:
         raise ImageReadError(path, f"decoded shape {stored.shape}, the header says {expected_shape}")
     return stored
+
+
+def _stream_size(frame: bytes, uid: str) -> tuple[int, int] | None:
+    """(rows, columns) a JPEG or JPEG 2000 frame declares itself (SOF / SIZ marker), or None."""
+    if uid in _JPEG_SYNTAXES:
+        params = _get_jpg_parameters(frame)
+        return (params["height"], params["width"]) if "height" in params else None
+    if uid in _J2K_SYNTAXES:
+        offset = frame.find(b"\xff\x4f\xff\x51")  # SOC then SIZ (15444-1 A.5.1), inside a JP2 box or not
+        if offset < 0 or len(frame) < offset + 24:
+            return None
+        siz = frame[offset + 4 :]
+        width, height, x0, y0 = (int.from_bytes(siz[i : i + 4], "big") for i in (4, 8, 12, 16))
+        return height - y0, width - x0
+    return 0, 0  # RLE and others: their decoders allocate what the header says
+
+
+def _check_stream_size(ds: Dataset, info: DicomImageInfo, uid: str, path: str | Path | None) -> None:
+    """A compressed frame must declare the header's size: decoders allocate what the stream says."""
+    try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    except Exception as err:  # noqa: BLE001 -- malformed encapsulation
+        raise ImageReadError(path, f"cannot decode pixel data: malformed encapsulation ({err})") from err
+    size = _stream_size(frame, uid)
+    if size != (0, 0) and size != (info.rows, info.columns):
+        raise ImageReadError(
+            path,
+            f"cannot decode pixel data: the compressed stream declares {size}, the header "
+            f"({info.rows}, {info.columns}); not decoded",
+        )
 
 
 def _voi_to_unit(values: np.ndarray, ds: Dataset) -> np.ndarray:

@@ -297,3 +297,33 @@ def copy_real(name: str, folder: Path, new_name: str | None = None) -> Path:
     """Copy a real fixture file into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     return Path(shutil.copy(REAL / name, folder / (new_name or name)))
+
+
+# A name and a date as a CR's burned-in annotation: 64-pixel letters on a 1024-pixel film (what
+# CR readers print), 16 pixels high once the anonymizer's 256-pixel grid resamples them.
+BURNED_IN_LINES = ("DOE JOHN", "12/03/2019")
+
+
+def with_burned_in_text(name: str, folder: Path, *, flagged: bool, new_name: str | None = None) -> Path:
+    """A real fixture with `BURNED_IN_LINES` drawn into its stored pixels, top left, in the value
+    that displays white (high for MONOCHROME2, low for MONOCHROME1), saved uncompressed.
+    `flagged`: the header admits it (Burned In Annotation YES) or says nothing."""
+    from PIL import Image, ImageDraw, ImageFont
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(REAL / name)
+    stored = ds.pixel_array
+    white = 0 if ds.PhotometricInterpretation == "MONOCHROME1" else 2**ds.BitsStored - 1
+    picture = Image.fromarray(stored.astype(np.uint8) if ds.BitsStored <= 8 else stored)
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=64)
+    for line, text in enumerate(BURNED_IN_LINES):
+        draw.text((40, 40 + 84 * line), text, fill=white, font=font)
+    ds.PixelData = np.asarray(picture).astype(stored.dtype).tobytes()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if flagged:
+        ds.BurnedInAnnotation = "YES"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (new_name or name)
+    ds.save_as(path, enforce_file_format=True)
+    return path

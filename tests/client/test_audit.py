@@ -35,13 +35,22 @@ def test_latest_record_per_input_is_what_a_rerun_remembers(tmp_path):
     trail.add(Record("sha2", "ref2", "released/x.dcm", "released", "ok"))
     trail.add(Record("sha1", "ref1", "released/y.dcm", "released", "ok"))
     past = trail.past_outcomes()
-    assert {sha: (o.status, o.output) for sha, o in past.items()} == {
-        "sha1": ("released", "released/y.dcm"),
-        "sha2": ("released", "released/x.dcm"),
+    assert {key: (o.status, o.output) for key, o in past.items()} == {
+        ("sha1", "ref1"): ("released", "released/y.dcm"),
+        ("sha2", "ref2"): ("released", "released/x.dcm"),
     }
     assert trail.latest_counts() == {"released": 2, "refused": 0, "failed": 0, "quarantined": 0}
     assert trail.output_owners() == {"released/x.dcm": "sha2", "released/y.dcm": "sha1"}
     trail.finish_run(0)
+    trail.close()
+
+
+def test_two_copies_of_one_file_are_remembered_apart(tmp_path):
+    trail = _trail(tmp_path)
+    trail.add(Record("sha1", "ref1", "released/x.dcm", "released", "ok"))
+    trail.add(Record("sha1", "ref2", "", "refused", "duplicate_input"))
+    past = trail.past_outcomes()
+    assert past[("sha1", "ref1")].status == "released" and past[("sha1", "ref2")].status == "refused"
     trail.close()
 
 

@@ -189,14 +189,15 @@ def test_rule_u_star_keeps_source_references_consistent():
     assert item.ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.1"  # a class UID is not an instance UID
 
 
-def test_rule_k_keeps_what_the_table_does_not_list():
+def test_allow_list_keeps_only_what_a_radiograph_needs():
     ds = deidentified(phi_dataset(study_uids(1)))
     assert ds.Modality == "CR"
     assert ds.BodyPartExamined == "CHEST"
     assert ds.ViewPosition == "PA"
     assert ds.KVP == 110
-    assert ds.Manufacturer == "ACME RADIOLOGY"
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.1"
+    # Not in Table E.1-1 and not on the retained list: removed, harmless or not.
+    assert "Manufacturer" not in ds and "SpecificCharacterSet" not in ds
 
 
 def test_private_tags_are_removed_at_every_depth():
@@ -222,19 +223,17 @@ def test_overlays_and_curves_are_removed_whole():
     assert not [e.tag for e in ds if e.tag.group & 0xFF00 in (0x5000, 0x6000)]
 
 
-def test_safety_net_beyond_the_table():
-    """Names, dates, free text and unknown tags the table does not list are removed anyway; nested
-    instance UIDs are remapped; standard UIDs are kept."""
+def test_what_no_rule_names_is_removed_at_every_depth():
+    """Names, dates, free text, unknown tags and sequences neither the table nor the retained list
+    names are removed; nested instance UIDs of kept sequences are remapped; class UIDs kept."""
     uids = study_uids(1)
-    ds = deidentified(phi_dataset(uids))
-    (series,) = ds.ReferencedSeriesSequence
-    (instance,) = series.ReferencedInstanceSequence
-    assert "PerformingPhysicianName" not in instance  # X in the table at top level, PN anywhere
-    assert "ContentDate" not in instance or not instance.ContentDate
-    assert series.SeriesInstanceUID == ds.SeriesInstanceUID  # a reference maps like the instance
-    assert instance.ReferencedSOPInstanceUID == ds.SOPInstanceUID
+    source_sop = study_uids(2).sop
+    ds = deidentified(phi_dataset(uids, source_sop=source_sop))
+    assert "ReferencedSeriesSequence" not in ds  # in no table: gone with all it held
     assert 0x00781111 not in ds  # a public tag no dictionary knows
-    assert "InstitutionName" not in ds.ContributingEquipmentSequence[0]
+    assert "ContributingEquipmentSequence" not in ds
+    (item,) = ds.SourceImageSequence  # U*: kept, items walked
+    assert set(item.dir()) == {"ReferencedSOPClassUID", "ReferencedSOPInstanceUID"}
 
 
 # -- UIDs -------------------------------------------------------------------------------------------
@@ -299,16 +298,29 @@ def test_released_header_records_what_was_done():
     out = pydicom.dcmread(BytesIO(released_bytes(phi_dataset(study_uids(1)))))
     assert out.PatientIdentityRemoved == "YES"
     codes = {(item.CodingSchemeDesignator, item.CodeValue) for item in out.DeidentificationMethodCodeSequence}
-    assert codes == {("DCM", "113100"), ("DCM", "113101")}
+    # Pixels whose text check did not run: Basic Profile only, no claim about burned-in text.
+    assert codes == {("DCM", "113100")}
+    assert "BurnedInAnnotation" not in out
     assert out.DeidentificationMethod
     assert list(out.ImageType) == ["DERIVED", "SECONDARY"]
-    assert out.BurnedInAnnotation == "NO"
     assert out.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
     assert "PrivDiff-Net" in out.DerivationDescription and "ab" * 32 in out.DerivationDescription
     assert out.DerivationCodeSequence[0].CodeValue == "113085"
     assert out.ContributingEquipmentSequence[-1].PurposeOfReferenceCodeSequence[0].CodeValue == "109104"
     assert "0011223344556677" in out.ContributingEquipmentSequence[-1].ContributionDescription
     assert out.LongitudinalTemporalInformationModified == "REMOVED"
+
+
+def test_clean_pixel_data_is_claimed_only_after_the_text_check_passed():
+    mapper = UIDMapper(SECRET)
+    ds = deidentified(phi_dataset(study_uids(1)))
+    provenance = PixelProvenance("ab" * 32, None, 32, 48, text_check_passed=True)
+    replace_pixels(ds, to_stored_values(np.zeros((32, 32), np.float32)), provenance)
+    stamp_release(ds, provenance, mapper, "fallback")
+    out = pydicom.dcmread(BytesIO(encode_file(ds)))
+    codes = {(item.CodingSchemeDesignator, item.CodeValue) for item in out.DeidentificationMethodCodeSequence}
+    assert codes == {("DCM", "113100"), ("DCM", "113101")}
+    assert out.BurnedInAnnotation == "NO"
 
 
 def test_pixel_module_is_rebuilt_for_the_new_pixels():

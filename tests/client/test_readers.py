@@ -48,7 +48,7 @@ def test_already_released_inputs_are_not_read_again(tmp_path):
         first = pool.result(InputFile(path, "a"), pool.submit(InputFile(path, "a")))
     finally:
         pool.close()
-    pool = readers.ReaderPool(1, 32, SECRET, {first.input_sha})
+    pool = readers.ReaderPool(1, 32, SECRET, {(first.input_sha, "a")})
     try:
         again = pool.result(InputFile(path, "a"), pool.submit(InputFile(path, "a")))
     finally:

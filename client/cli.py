@@ -18,6 +18,7 @@ SITE_COMMANDS: dict[str, str] = {
     "start": "client.supernode",
     "verify": "client.verify",
     "release": "client.release",
+    "serve": "client.node.serve",
 }
 
 

@@ -1,0 +1,171 @@
+"""Quiet studies through exactly the folder release, one batch at a time.
+
+A study is released when no instance of it has arrived for the quiet time. Every study quiet at
+that moment goes into one batch (the model is loaded once per batch, not per study):
+
+1. the queue marks the batch's instances `releasing` (committed first: a restart finds the batch);
+2. their spool files are hard-linked into BATCHES/<batch>/<study key>/ (no copy, no PHI in names);
+3. a child process runs `client.release_pipeline.run_release` on that folder into the node's one
+   release folder: signature check, de-identification, anonymization, residual-risk check,
+   quarantine and audit trail, the same code and the same audit as `privdiff-client release`;
+4. each instance's verdict is read back from that audit trail by its content hash, recorded in the
+   queue with its released file queued for the archive (one transaction), then the released
+   instances' spool files and the batch folder are deleted.
+
+A node killed anywhere in 1-4 finds the batch still `releasing` when it restarts and runs it again:
+the release resumes from its audit trail (what it finished is skipped, not redone), so every
+instance gets one verdict and one output. The child runs in a fresh (spawned) process because the
+release forks reader processes, which must not inherit the SCP's threads; it dies with the node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from client.audit import AuditTrail
+from client.node.queue import NodeQueue
+from client.node.spool import Spool
+from client.release_pipeline import EXIT_ALL_RELEASED, EXIT_SOME_FAILED, EXIT_SOME_REFUSED, ReleaseSettings
+from privdiff_core.errors import PrivdiffError
+
+RELEASE_DIR = "release"  # the release's output folder: released/, quarantine/, audit.sqlite
+BATCHES_DIR = "batches"
+_COMPLETED = (EXIT_ALL_RELEASED, EXIT_SOME_REFUSED, EXIT_SOME_FAILED)  # the release ran to its end
+_PR_SET_PDEATHSIG = 1
+_RETRY_SECONDS = 30.0
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when the node dies, even by kill -9."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _release_batch(settings: ReleaseSettings, lock_path: Path, parent: int, threads: int | None) -> None:
+    """The child process: one `run_release` of a batch folder; its exit status is the release's."""
+    _die_with_parent()
+    if os.getppid() != parent:  # the node died before the line above took effect
+        os._exit(2)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node's to handle
+    from client.release_pipeline import run_release
+
+    def say(message: str) -> None:
+        print(f"privdiff-client serve: release: {message}", file=sys.stderr, flush=True)
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+    # One release at a time into the release folder, whatever happened to an earlier node.
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            status = run_release(settings, say).exit_status
+        except PrivdiffError as err:
+            say(f"error: {err}")
+            status = 2
+        except Exception as err:  # noqa: BLE001 -- the node retries the batch; say what kind of error
+            say(f"error: {type(err).__name__}")
+            status = 2
+    sys.exit(status)
+
+
+class Releaser:
+    def __init__(
+        self,
+        node_dir: Path,
+        queue: NodeQueue,
+        spool: Spool,
+        settings: ReleaseSettings,
+        quiet_seconds: float,
+        threads: int | None,
+        say: Callable[[str], None],
+    ):
+        self.release_dir = node_dir / RELEASE_DIR
+        self.batches_dir = node_dir / BATCHES_DIR
+        self.lock_path = node_dir / "release.lock"
+        self.queue, self.spool, self.settings = queue, spool, settings
+        self.quiet_seconds, self.threads, self.say = quiet_seconds, threads, say
+        self._retry_at = 0.0
+        self._context = multiprocessing.get_context("spawn")
+        self._child = None
+        self._stopping = False
+
+    def stop(self) -> None:
+        """End a release in progress (its batch resumes at the next start) and start no other."""
+        self._stopping = True
+        child = self._child
+        if child is not None and child.is_alive():
+            child.terminate()
+
+    def step(self) -> bool:
+        """Release what is due: unfinished batches first, then the studies now quiet. True if it
+        released something."""
+        if self._stopping or time.monotonic() < self._retry_at:
+            return False
+        batches = self.queue.unfinished_batches()
+        if not batches:
+            studies = self.queue.quiet_studies(time.time() - self.quiet_seconds)
+            if not studies:
+                return False
+            batch = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"  # sorts by start time
+            self.queue.start_batch(batch, studies)
+            batches = [batch]
+        for batch in batches:
+            if self._stopping:
+                return False
+            if not self._release(batch):
+                self._retry_at = time.monotonic() + _RETRY_SECONDS
+                self.say(f"batch {batch}: the release did not complete; retrying in {_RETRY_SECONDS:.0f} s")
+                return False
+        return True
+
+    def _release(self, batch: str) -> bool:
+        instances = self.queue.batch(batch)
+        folder = self.batches_dir / batch
+        for instance in instances:
+            link = folder / instance.spool_file
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                os.link(self.spool.path(instance.spool_file), link)
+        if instances:
+            settings = replace(self.settings, source=folder, out=self.release_dir, progress=False)
+            child = self._context.Process(
+                target=_release_batch,
+                args=(settings, self.lock_path, os.getpid(), self.threads),
+                name=f"release-{batch}",
+            )
+            self._child = child
+            child.start()
+            child.join()
+            self._child = None
+            if child.exitcode not in _COMPLETED:
+                return False
+            audit = AuditTrail(self.release_dir)
+            try:
+                outcomes = audit.past_outcomes()
+            finally:
+                audit.close()
+            freed = self.queue.finish_batch(batch, outcomes)
+            self.spool.remove(freed)
+            counts = {}
+            for instance in instances:
+                state = outcomes[instance.input_sha].status if instance.input_sha in outcomes else "failed"
+                counts[state] = counts.get(state, 0) + 1
+            summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+            self.say(f"batch {batch}: {len(instances)} instance(s) of the quiet studies: {summary}")
+        shutil.rmtree(folder, ignore_errors=True)
+        return True

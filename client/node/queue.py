@@ -79,6 +79,7 @@ class QueuedInstance:
 
 class NodeQueue:
     def __init__(self, folder: Path):
+        Path(folder).mkdir(parents=True, exist_ok=True)
         self.path = Path(folder) / QUEUE_FILE
         self._lock = threading.Lock()
         try:

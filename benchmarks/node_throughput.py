@@ -37,9 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "client" / "node"))  # the tests' real DICOM peers
 
+from dicom_net import Processes, free_port, port_open, storescp_command, storescu, wait_for  # noqa: E402
+
 from benchmarks.release_throughput import make_inputs, model_folder  # noqa: E402
 from client.release_pipeline import ReleaseSettings, run_release  # noqa: E402
-from dicom_net import Processes, free_port, port_open, storescp_command, storescu, wait_for  # noqa: E402
 
 SECRET = b"benchmark site secret, not real!"
 

@@ -30,7 +30,11 @@ QUEUE_FILE = "queue.sqlite"
 FINAL_STATES = ("released", "quarantined", "refused", "failed")
 COUNTERS = ("duplicates", "out_of_resources", "associations_rejected")
 
+# WAL: the SCP's threads read while the releaser writes; synchronous=FULL: a committed row
+# survives a power cut (an instance is acknowledged only once its row is committed).
 _SCHEMA = """
+PRAGMA journal_mode=WAL;
+PRAGMA synchronous=FULL;
 CREATE TABLE IF NOT EXISTS instances (
     input_sha TEXT PRIMARY KEY,
     study_key TEXT NOT NULL,
@@ -84,8 +88,6 @@ class NodeQueue:
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # a committed row survives a power cut
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as err:
             raise QueueError(f"{self.path}: not a readable queue database ({err})") from err

@@ -276,21 +276,16 @@ def _serve(args: argparse.Namespace) -> int:
     removed = spool.sweep()
     if removed:
         _say(f"removed {removed} spool file(s) an interrupted node had not committed")
+    # The release's own options, under the names `privdiff-client release` gives them.
+    same_as_release = ("model", "public_key", "allow_unsigned", "quarantine_threshold", "verifier")
+    same_as_release += ("batch_size", "workers", "device", "seed")
     settings = ReleaseSettings(
-        model=args.model,
         source=node_dir,  # replaced by each batch's folder
         out=node_dir / RELEASE_DIR,
-        public_key=args.public_key,
-        allow_unsigned=args.allow_unsigned,
         site_secret=secret_path,
-        quarantine_threshold=args.quarantine_threshold,
         residual_check=not args.no_residual_check,
-        verifier=args.verifier,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        device=args.device,
-        seed=args.seed,
         progress=False,
+        **{name: getattr(args, name) for name in same_as_release},
     )
     releaser = Releaser(node_dir, queue, spool, settings, args.quiet_time, args.threads, _say)
     forwarder = Forwarder(

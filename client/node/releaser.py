@@ -104,6 +104,18 @@ class Releaser:
         self._child = None
         self._stopping = False
 
+    def sweep(self) -> int:
+        """Delete batch folders of batches already finished (a node killed before removing them):
+        they hold links to received instances, which must not outlive their release."""
+        unfinished = set(self.queue.unfinished_batches())
+        removed = 0
+        if self.batches_dir.is_dir():
+            for folder in self.batches_dir.iterdir():
+                if folder.name not in unfinished:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed += 1
+        return removed
+
     def stop(self) -> None:
         """End a release in progress (its batch resumes at the next start) and start no other."""
         self._stopping = True

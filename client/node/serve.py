@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import json
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable
@@ -222,7 +223,10 @@ def _loop(step: Callable[[], bool], stop: threading.Event, name: str) -> threadi
             try:
                 busy = step()
             except Exception as err:  # noqa: BLE001 -- a thread that dies silently loses the node's work
-                _say(f"{name}: {type(err).__name__}: {err}; retrying")
+                # File and database errors name node paths (salted hashes); any other text could
+                # quote a header value, so only its kind is said.
+                detail = f": {err}" if isinstance(err, OSError | sqlite3.Error) else ""
+                _say(f"{name}: {type(err).__name__}{detail}; retrying")
                 busy = False
                 stop.wait(5.0)
             if not busy:
@@ -288,6 +292,7 @@ def _serve(args: argparse.Namespace) -> int:
         **{name: getattr(args, name) for name in same_as_release},
     )
     releaser = Releaser(node_dir, queue, spool, settings, args.quiet_time, args.threads, _say)
+    releaser.sweep()
     forwarder = Forwarder(
         queue, node_dir / RELEASE_DIR, destination, args.ae_title, _say, max_delay=args.retry_max
     )

@@ -28,7 +28,7 @@ from dicom_net import (
 from phi_dicom import DX_IMAGE_STORAGE, copy_real, phi_dataset, study_uids, write_dicom
 
 from client.audit import PastOutcome
-from client.node.forwarder import Destination, Forwarder
+from client.node.forwarder import Destination, Forwarder, client_tls
 from client.node.queue import NodeQueue
 from client.node.scp import OUT_OF_RESOURCES, ScpSettings, server_tls, start_scp
 from client.node.spool import Spool, SpoolLimits
@@ -202,3 +202,25 @@ def test_an_archive_that_is_down_loses_nothing_and_gets_everything_once_when_it_
     finally:
         processes.stop_all()
         queue.close()
+
+
+def test_forwarding_over_dicom_tls_checks_the_archives_certificate(tmp_path):
+    cert, key = _self_signed(tmp_path)
+    archive = Node(tmp_path / "archive", tls=server_tls(cert, key, None))  # a TLS storage SCP
+    release_dir = tmp_path / "node" / "release"
+    queue, _ = _released_files(release_dir, 2)
+    try:
+        address = f"ARCHIVE@localhost:{archive.port}"
+        untrusting = Forwarder(
+            queue, release_dir, Destination.parse(address, client_tls(None, None, None)), "PACS", print
+        )
+        assert untrusting.step() is False  # a certificate it cannot verify: nothing sent
+        assert queue.counts()["forward_pending"] == 2 and archive.spooled() == []
+        trusting = Forwarder(
+            queue, release_dir, Destination.parse(address, client_tls(cert, None, None)), "PACS", print
+        )
+        assert trusting.step() is True
+        assert queue.counts()["forwarded"] == 2 and len(archive.spooled()) == 2
+    finally:
+        queue.close()
+        archive.close()

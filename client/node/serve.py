@@ -183,6 +183,12 @@ def _check(args: argparse.Namespace) -> None:
         raise NodeError("--workers and --batch-size must be at least 1")
     if min(args.max_spool_mb, args.min_free_mb, args.max_waiting, args.retry_max) < 0:
         raise NodeError("--max-spool-mb, --min-free-mb, --max-waiting and --retry-max must be >= 0")
+    from client.node.forwarder import Destination
+
+    try:
+        Destination.parse(args.destination)
+    except ValueError as err:
+        raise NodeError(str(err)) from err
     if (args.tls_cert is None) != (args.tls_key is None):
         raise NodeError("--tls-cert and --tls-key go together")
     for title in (args.ae_title, *args.allow_ae):

@@ -26,6 +26,7 @@ from dicom_net import (
     wait_for,
 )
 from phi_dicom import DX_IMAGE_STORAGE, copy_real, phi_dataset, study_uids, write_dicom
+from pydicom.uid import RLELossless
 
 from client.audit import PastOutcome
 from client.node.forwarder import Destination, Forwarder, client_tls
@@ -92,6 +93,18 @@ def test_dcmtk_storescu_sends_a_real_jpeg_radiograph_kept_as_sent(node, tmp_path
     # a unknown sender's store never reaches the spool
     assert storescu([original], node.port, "INTRUDER").returncode != 0
     assert len(node.spooled()) == 2
+
+
+def test_pynetdicom_scu_sends_rle_compressed_dx(node, tmp_path):
+    ds = phi_dataset(study_uids(9), modality="DX", sop_class=DX_IMAGE_STORAGE, photometric="MONOCHROME2")
+    path = write_dicom(ds, tmp_path / "pacs" / "dx.dcm")
+    rle = pydicom.dcmread(path)
+    rle.compress(RLELossless)
+    rle.save_as(path)
+    assert pynetdicom_store([path], node.port, "MODALITY1") == [0]
+    [kept] = node.spooled()
+    kept = pydicom.dcmread(kept)
+    assert kept.file_meta.TransferSyntaxUID == RLELossless and kept.PixelData == rle.PixelData
 
 
 def test_pynetdicom_scu_is_told_out_of_resources_when_the_spool_is_full(tmp_path):

@@ -181,6 +181,20 @@ class NodeQueue:
             ]
         )
 
+    def reopen_waiting_studies(self, now: float) -> int:
+        """At a (re)start: nothing could arrive while the node was down, so every study still
+        waiting gets a full quiet time from now (the PACS may be retrying the rest of it)."""
+        [count] = self._write(
+            [
+                (
+                    "UPDATE studies SET last_received = ? WHERE study_key IN "
+                    "(SELECT study_key FROM instances WHERE state = 'pending')",
+                    (now,),
+                )
+            ]
+        )
+        return count
+
     def unfinished_batches(self) -> list[str]:
         """Batches a release started and did not finish (the node stopped or was killed)."""
         rows = self._read("SELECT DISTINCT batch FROM instances WHERE state = 'releasing' ORDER BY batch")

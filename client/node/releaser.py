@@ -5,7 +5,7 @@ that moment goes into one batch (the model is loaded once per batch, not per stu
 
 1. the queue marks the batch's instances `releasing` (committed first: a restart finds the batch);
 2. their spool files are hard-linked into BATCHES/<batch>/<study key>/ (no copy, no PHI in names);
-3. a child process runs `client.release_pipeline.run_release` on that folder into the node's one
+3. the release process runs `client.release_pipeline.run_release` on that folder into the node's one
    release folder: signature check, de-identification, anonymization, residual-risk check,
    quarantine and audit trail, the same code and the same audit as `privdiff-client release`;
 4. each instance's verdict is read back from that audit trail by its content hash, recorded in the
@@ -14,20 +14,16 @@ that moment goes into one batch (the model is loaded once per batch, not per stu
 
 A node killed anywhere in 1-4 finds the batch still `releasing` when it restarts and runs it again:
 the release resumes from its audit trail (what it finished is skipped, not redone), so every
-instance gets one verdict and one output. The child runs in a fresh (spawned) process because the
-release forks reader processes, which must not inherit the SCP's threads; it dies with the node.
+instance gets one verdict and one output. The release process is spawned (not forked) because the
+release forks reader processes, which must not inherit the SCP's threads; it is started once and
+kept (its imports take seconds), and the kernel ends it when the node dies, kill -9 included.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import fcntl
 import multiprocessing
 import os
 import shutil
-import signal
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -36,51 +32,52 @@ from pathlib import Path
 
 from client.audit import AuditTrail
 from client.node.queue import NodeQueue
+from client.node.release_worker import release_worker
 from client.node.spool import Spool
 from client.release_pipeline import EXIT_ALL_RELEASED, EXIT_SOME_FAILED, EXIT_SOME_REFUSED, ReleaseSettings
-from privdiff_core.errors import PrivdiffError
 
 RELEASE_DIR = "release"  # the release's output folder: released/, quarantine/, audit.sqlite
 BATCHES_DIR = "batches"
 _COMPLETED = (EXIT_ALL_RELEASED, EXIT_SOME_REFUSED, EXIT_SOME_FAILED)  # the release ran to its end
-_PR_SET_PDEATHSIG = 1
 _RETRY_SECONDS = 30.0
 
 
-def _die_with_parent() -> None:
-    """Linux: the kernel kills this process when the node dies, even by kill -9."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+class _Worker:
+    """A release process started (spawned) by the releaser's thread, kept across batches: the
+    imports (torch, diffusers: seconds) are paid once per node, not once per batch."""
 
+    def __init__(self, lock_path: Path, threads: int | None):
+        context = multiprocessing.get_context("spawn")
+        self._jobs, theirs = context.Pipe()
+        self.process = context.Process(
+            target=release_worker, args=(theirs, lock_path, os.getpid(), threads), name="privdiff-release"
+        )
+        self.process.start()
+        theirs.close()
+        self._busy = False
 
-def _release_batch(settings: ReleaseSettings, lock_path: Path, parent: int, threads: int | None) -> None:
-    """The child process: one `run_release` of a batch folder; its exit status is the release's."""
-    _die_with_parent()
-    if os.getppid() != parent:  # the node died before the line above took effect
-        os._exit(2)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node's to handle
-    from client.release_pipeline import run_release
-
-    def say(message: str) -> None:
-        print(f"privdiff-client serve: release: {message}", file=sys.stderr, flush=True)
-
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(max(1, threads))
-    # One release at a time into the release folder, whatever happened to an earlier node.
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    def release(self, settings: ReleaseSettings) -> int | None:
+        """The release's exit status; None if the process died (it is then replaced)."""
+        self._busy = True
         try:
-            status = run_release(settings, say).exit_status
-        except PrivdiffError as err:
-            say(f"error: {err}")
-            status = 2
-        except Exception as err:  # noqa: BLE001 -- the node retries the batch; say what kind of error
-            say(f"error: {type(err).__name__}")
-            status = 2
-    sys.exit(status)
+            self._jobs.send(settings)
+            return self._jobs.recv()
+        except (EOFError, OSError):
+            return None
+        finally:
+            self._busy = False
+
+    def stop(self) -> None:
+        """End the process: an idle one by closing its pipe (it exits cleanly), a busy one by
+        SIGTERM (the batch resumes from the audit trail at the next start; the waiting thread
+        gets None)."""
+        if not self._busy:
+            self._jobs.close()
+            self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join(timeout=30)
+        self._jobs.close()
 
 
 class Releaser:
@@ -100,8 +97,7 @@ class Releaser:
         self.queue, self.spool, self.settings = queue, spool, settings
         self.quiet_seconds, self.threads, self.say = quiet_seconds, threads, say
         self._retry_at = 0.0
-        self._context = multiprocessing.get_context("spawn")
-        self._child = None
+        self._worker: _Worker | None = None
         self._stopping = False
 
     def sweep(self) -> int:
@@ -119,15 +115,17 @@ class Releaser:
     def stop(self) -> None:
         """End a release in progress (its batch resumes at the next start) and start no other."""
         self._stopping = True
-        child = self._child
-        if child is not None and child.is_alive():
-            child.terminate()
+        worker = self._worker
+        if worker is not None:
+            worker.stop()
 
     def step(self) -> bool:
         """Release what is due: unfinished batches first, then the studies now quiet. True if it
         released something."""
         if self._stopping or time.monotonic() < self._retry_at:
             return False
+        if self._worker is None:  # started before the first study is due: its imports take seconds
+            self._worker = _Worker(self.lock_path, self.threads)
         batches = self.queue.unfinished_batches()
         if not batches:
             studies = self.queue.quiet_studies(time.time() - self.quiet_seconds)
@@ -155,16 +153,11 @@ class Releaser:
                 os.link(self.spool.path(instance.spool_file), link)
         if instances:
             settings = replace(self.settings, source=folder, out=self.release_dir, progress=False)
-            child = self._context.Process(
-                target=_release_batch,
-                args=(settings, self.lock_path, os.getpid(), self.threads),
-                name=f"release-{batch}",
-            )
-            self._child = child
-            child.start()
-            child.join()
-            self._child = None
-            if child.exitcode not in _COMPLETED:
+            status = self._worker.release(settings)
+            if status is None:
+                self._worker.stop()
+                self._worker = None
+            if status not in _COMPLETED:
                 return False
             audit = AuditTrail(self.release_dir)
             try:

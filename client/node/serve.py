@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -299,6 +300,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     releaser = Releaser(node_dir, queue, spool, settings, args.quiet_time, args.threads, _say)
     releaser.sweep()
+    queue.reopen_waiting_studies(time.time())
     forwarder = Forwarder(
         queue, node_dir / RELEASE_DIR, destination, args.ae_title, _say, max_delay=args.retry_max
     )

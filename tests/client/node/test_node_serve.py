@@ -88,6 +88,20 @@ def start_node(processes: Processes, name: str, command: list[str], port: int) -
     return node
 
 
+def release_running(node_dir: Path) -> bool:
+    """A release is between its start (model loaded, run recorded) and its end."""
+    audit = node_dir / "release" / "audit.sqlite"
+    if not audit.exists():
+        return False
+    db = sqlite3.connect(audit)
+    try:
+        return bool(db.execute("SELECT COUNT(*) FROM runs WHERE finished IS NULL").fetchone()[0])
+    except sqlite3.OperationalError:  # the release is creating its tables
+        return False
+    finally:
+        db.close()
+
+
 def kill_9(node: subprocess.Popen) -> None:
     node.send_signal(signal.SIGKILL)
     node.wait(timeout=30)
@@ -219,14 +233,13 @@ def test_kill_9_and_an_absent_archive_lose_nothing_and_send_nothing_twice(tiny_m
         # 2. restarted: the rest of the study and another one; killed again while they are released
         node = start_node(processes, "node2", command, port)
         assert pynetdicom_store(second_half, port, "MODALITY1") == [0] * 5
-        batches = node_dir / "batches"
-        wait_for(lambda: batches.is_dir() and any(batches.iterdir()), 120, "a release to start", every=0.05)
+        wait_for(lambda: release_running(node_dir), 300, "a release to start", every=0.02)
         release_children = children(node.pid)
         kill_9(node)
         assert release_children, "no release process was running"
         wait_for(
             lambda: not any(running(pid) for pid in release_children),
-            15,
+            15,  # the kernel ends it (PR_SET_PDEATHSIG); only the scheduler delays it
             "the release to die with the node",
             every=0.1,
         )

@@ -142,3 +142,13 @@ def test_sweep_removes_only_what_the_queue_does_not_own(node, tmp_path):
     orphan.write_bytes(b"x")
     assert spool.sweep() == 1
     assert spooled(spool) == [kept]
+
+
+def test_a_restart_gives_waiting_studies_a_full_quiet_time(node, tmp_path):
+    """While the node was down nothing could arrive: the PACS may still hold the rest of a study."""
+    queue, spool = node
+    spool.store(encoded(tmp_path, 6))
+    restarted = time.time() + 100
+    assert queue.quiet_studies(restarted) != []
+    assert queue.reopen_waiting_studies(restarted) == 1
+    assert queue.quiet_studies(restarted - 1) == [] and queue.quiet_studies(restarted) != []

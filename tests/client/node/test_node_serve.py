@@ -184,6 +184,14 @@ def test_pacs_to_archive_through_the_node(tiny_model, synthetic_federation, tmp_
             data = path.read_bytes()
             for value in forbidden:
                 assert value not in data, (path.name, value)
+        second = subprocess.run(  # one node per folder: a second would release the same queue
+            node_command(tiny_model, node_dir, free_port(), archive_port, 2),
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=300,
+        )
+        assert second.returncode == 2 and "another node is running" in second.stderr, second.stderr
         node.send_signal(signal.SIGTERM)
         assert node.wait(timeout=60) == 0
         log = processes.log("node")

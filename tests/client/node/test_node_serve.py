@@ -83,7 +83,7 @@ def counts(node_dir: Path) -> dict[str, int]:
 
 def start_node(processes: Processes, name: str, command: list[str], port: int) -> subprocess.Popen:
     node = processes.start(name, command, ENV)
-    wait_for(lambda: port_open(port) or node.poll() is not None, 180, "the node to listen", every=0.2)
+    wait_for(lambda: port_open(port) or node.poll() is not None, 300, "the node to listen", every=0.2)
     assert node.poll() is None, processes.log(name)
     return node
 

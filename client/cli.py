@@ -19,6 +19,7 @@ SITE_COMMANDS: dict[str, str] = {
     "verify": "client.verify",
     "release": "client.release",
     "trace": "client.trace",
+    "serve": "client.node.serve",
 }
 
 

@@ -55,6 +55,11 @@ class FitConfig:
         return cls(**values)
 
 
+# FitIns.config key set per site: its registered weight (examples declared at enrolment, capped).
+# A site weights its update by it, never by what it counts in the round, so the server knows
+# every weight in the (masked) sum in advance and can check it.
+SITE_WEIGHT = "site-weight"
+
 # Metric names a site reports with its update (FitRes.metrics).
 METRIC_LOSS = "loss"
 METRIC_EXAMPLES = "examples"

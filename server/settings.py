@@ -25,6 +25,7 @@ class SecAggSettings:
     reconstruction_threshold: int | str = AUTO
     clipping_range: float | str = AUTO
     initial_clipping_range: float = 8.0
+    max_clipping_range: float = 8.0  # an automatic range never grows beyond this (sites report their ranges)
     timeout_s: float | None = None
     implementation: str = "privdiff"  # privdiff: Flower's protocol, fast vector path; flower: stock
 
@@ -69,6 +70,7 @@ class FederationSettings:
     rounds: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 1))
     local_steps: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 1))
     round_retries: int = 1
+    max_site_weight: int = 10_000  # a site's registered weight (declared examples) is capped here
     wait_for_sites_s: float = 600.0
     secagg: SecAggSettings = field(default_factory=SecAggSettings)
     dp: DPSettings = field(default_factory=DPSettings)
@@ -139,9 +141,15 @@ def federation_settings(cfg: DictConfig) -> FederationSettings:
         ),
         clipping_range=_auto_or(sa.get("clipping_range", AUTO), "secagg.clipping_range", float),
         initial_clipping_range=float(sa.get("initial_clipping_range", 8.0)),
+        max_clipping_range=float(sa.get("max_clipping_range", 8.0)),
         timeout_s=None if sa.get("timeout_s") is None else float(sa["timeout_s"]),
         implementation=str(sa.get("implementation", "privdiff")),
     )
+    if not 0 < secagg.initial_clipping_range <= secagg.max_clipping_range:
+        raise FederationError(
+            "federation.secagg: initial_clipping_range must be positive and at most max_clipping_range "
+            f"({secagg.initial_clipping_range} vs {secagg.max_clipping_range})"
+        )
     if secagg.implementation not in ("privdiff", "flower"):
         raise FederationError(
             f"federation.secagg.implementation must be privdiff or flower, got {secagg.implementation!r}"
@@ -163,6 +171,7 @@ def federation_settings(cfg: DictConfig) -> FederationSettings:
         rounds=rounds,
         local_steps=steps,
         round_retries=_positive_int(raw.get("round_retries", 1), "round_retries"),
+        max_site_weight=_positive_int(raw.get("max_site_weight", 10_000), "max_site_weight", 1),
         wait_for_sites_s=float(raw.get("wait_for_sites_s", 600.0)),
         secagg=secagg,
         dp=dp,

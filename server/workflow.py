@@ -5,6 +5,13 @@ way SecAgg+ runs in flwr 1.42) grown to what privdiff needs: two stages with the
 state, a fresh `SecAggPlusWorkflow` per round (its share counts follow the sites present and
 its clipping range follows the updates), a checkpoint after every round, resume, and a last
 message that hands every site the signed anonymizer.
+
+A malicious site is contained, not trusted: its weight comes from the registry (what it declared
+when it joined, capped), every value it may add is bounded by the round's range, and an unmasked
+sum that in-range updates with the registered weights could not produce is rejected (never
+averaged in). The round then runs again without one site at a time; the site whose absence makes
+it possible is excluded from the rest of the run. When no such site exists (several attackers)
+the run stops at the last good checkpoint, unsigned. See docs/threat-model.md.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from privdiff_core.signing import load_private_key, sign_model
 from server import protocol
 from server.checkpoint import ServerState, config_fingerprint, load_checkpoint, save_checkpoint
 from server.distribution import model_version, pack_folder
-from server.errors import FederationError
+from server.errors import FederationError, ImpossibleAggregateError
 from server.npy import from_parameters, to_parameters
 from server.secagg import FLOWER_VECTOR, PRIVDIFF_VECTOR, PrivdiffSecAggPlusWorkflow
 from server.settings import AUTO, FederationSettings
@@ -101,9 +108,11 @@ class FederatedPlan:
             self.progress(f"resuming {self.out_dir}: {done} of {self.settings.total_rounds} rounds done")
 
         sites = self._describe(grid, models)
+        self._register(state, sites)
         state.sites = max(state.sites, len(sites))
         if any(state.rounds_done.get(stage, 0) < rounds for stage, rounds in self.settings.plan):
             strategy = UpdateFedAvg(self.settings.min_sites)
+            strategy.site_weights, strategy.excluded = state.site_weights, set(state.excluded)
             legacy = LegacyContext(
                 context,
                 config=ServerConfig(num_rounds=self.settings.total_rounds),
@@ -113,13 +122,16 @@ class FederatedPlan:
             thread, stop, registered = start_update_client_manager_thread(grid, legacy.client_manager)
             registered.wait()
             try:
-                max_weight = float(max(site.examples for site in sites))
+                max_weight = float(max(state.site_weights.values()))
                 self._train(grid, legacy, strategy, models, state, max_weight)
             finally:
                 stop.set()
                 thread.join()
         folder = self._write_anonymizer(models, state, private_key)
-        self._distribute(grid, folder, [s.node_id for s in sites if s.can_install])
+        excluded = set(state.excluded)
+        self._distribute(
+            grid, folder, [s.node_id for s in sites if s.can_install and s.node_id not in excluded]
+        )
 
     def _wrap_dp(self, strategy: UpdateFedAvg, sites: int) -> Any:
         """Flower's central-DP wrapper; the noise is sized for the sites that joined."""
@@ -183,6 +195,20 @@ class FederatedPlan:
         )
         return sites
 
+    def _register(self, state: ServerState, sites: list[SiteInfo]) -> None:
+        """Enrol sites the run has not seen: weight = declared examples, capped. A registered
+        site keeps its weight for the whole run (and across a resume), whatever it declares later."""
+        cap = self.settings.max_site_weight
+        for site in sites:
+            if site.node_id in state.site_weights:
+                continue
+            state.site_weights[site.node_id] = min(site.examples, cap)
+            if site.examples > cap:
+                self.progress(
+                    f"  ! site {site.node_id} declared {site.examples} examples: registered with "
+                    f"federation.max_site_weight={cap}"
+                )
+
     # ---------------------------------------------------------------------------------- train
     def _clipping_range(self, state: ServerState) -> float:
         secagg, dp = self.settings.secagg, self.settings.dp
@@ -197,7 +223,9 @@ class FederatedPlan:
             return ""
         return PRIVDIFF_VECTOR if self.settings.secagg.implementation == "privdiff" else FLOWER_VECTOR
 
-    def _fit_workflow(self, legacy: LegacyContext, clipping_range: float, max_weight: float) -> Any:
+    def _fit_workflow(
+        self, legacy: LegacyContext, clipping_range: float, max_weight: float, site_weights: dict[int, int]
+    ) -> Any:
         if not self.settings.secagg.enabled:
             return default_fit_workflow
         shares, threshold = self.settings.secagg.shares_for(legacy.client_manager.num_available())
@@ -218,6 +246,7 @@ class FederatedPlan:
             clipping_range=clipping_range,
             quantization_range=QUANTIZATION_RANGE,
             timeout=self.settings.secagg.timeout_s,
+            **({"site_weights": site_weights} if workflow is PrivdiffSecAggPlusWorkflow else {}),
         )
 
     def _train(
@@ -237,9 +266,16 @@ class FederatedPlan:
                 started = time.perf_counter()
                 clip = self._clipping_range(state) if self.settings.secagg.enabled else 0.0
                 discarded: list[dict[str, Any]] = []
+                rejected: list[dict[str, Any]] = []
                 while True:
-                    update, summary = self._run_round(
-                        grid, legacy, strategy, models, stage, stage_round, global_round, clip, max_weight
+                    update, summary = self._checked_round(
+                        grid,
+                        legacy,
+                        strategy,
+                        models,
+                        state,
+                        rejected,
+                        (stage, stage_round, global_round, clip, max_weight),
                     )
                     exps = [int(m.get(protocol.METRIC_RANGE_EXP, -40)) for _, m in strategy.last.metrics]
                     if not self._rerun_with_wider_range(summary, discarded):
@@ -248,7 +284,7 @@ class FederatedPlan:
                     # afresh, a large first step): redo the round with a range that holds them all.
                     # Local training is seeded by (seed, round, site), so the sites recompute the
                     # same updates; nothing of the discarded round is applied.
-                    wider = next_clipping_range(exps)
+                    wider = self._next_range(exps)
                     discarded.append({"clipping_range": clip, "clipped-values": summary["clipped-values"]})
                     self.progress(
                         f"  ! round {global_round} ({stage}): {summary['clipped-values']} update "
@@ -257,7 +293,7 @@ class FederatedPlan:
                     clip = wider
                 self._apply(models, stage, update)
                 state.rounds_done[stage] = stage_round
-                state.clipping_range = next_clipping_range(exps) if stage_round < rounds else None
+                state.clipping_range = self._next_range(exps) if stage_round < rounds else None
                 state.history.append(
                     {
                         "round": global_round,
@@ -266,6 +302,7 @@ class FederatedPlan:
                         "seconds": time.perf_counter() - started,
                         "clipping_range": clip,
                         "discarded": discarded,
+                        "rejected": rejected,
                         **summary,
                     }
                 )
@@ -273,6 +310,71 @@ class FederatedPlan:
                 state.completed = all(state.rounds_done[s] >= r for s, r in self.settings.plan)
                 save_checkpoint(self.out_dir, state)
                 self._report_round(state.history[-1], rounds, total)
+
+    def _next_range(self, range_exponents: list[int]) -> float:
+        """The automatic range, never beyond secagg.max_clipping_range: sites report their own
+        ranges, so one site's claim must not widen every site's influence without bound."""
+        return next_clipping_range(
+            range_exponents, bounds=(2.0**-24, self.settings.secagg.max_clipping_range)
+        )
+
+    def _checked_round(
+        self,
+        grid: Grid,
+        legacy: LegacyContext,
+        strategy: UpdateFedAvg,
+        models: torch.nn.Module,
+        state: ServerState,
+        rejected: list[dict[str, Any]],
+        round_args: tuple[str, int, int, float, float],
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """`_run_round`, and when its sum is impossible: the round again without one of the summed
+        sites at a time, in node-id order, while enough sites remain. The first possible sum is
+        the round's; its missing site is excluded for the rest of the run. Every rejected sum is
+        logged and listed in `rejected` (the round's history), none is applied."""
+        stage, _, global_round, _, _ = round_args
+        try:
+            return self._run_round(grid, legacy, strategy, models, *round_args)
+        except ImpossibleAggregateError as err:
+            suspects = sorted(err.sites)
+            self._log_rejection(rejected, global_round, stage, err, None)
+        floor = max(self.settings.min_sites, 2)
+        for suspect in suspects:
+            if len(suspects) - 1 < floor:
+                break
+            strategy.excluded.add(suspect)
+            try:
+                result = self._run_round(grid, legacy, strategy, models, *round_args)
+            except ImpossibleAggregateError as err:
+                strategy.excluded.discard(suspect)
+                self._log_rejection(rejected, global_round, stage, err, suspect)
+                continue
+            state.excluded.append(suspect)
+            self.progress(
+                f"  ! round {global_round} ({stage}): without site {suspect} the sum is possible; site "
+                f"{suspect} is EXCLUDED from the rest of this run"
+            )
+            return result
+        raise FederationError(
+            f"round {global_round} ({stage}): every SecAgg+ sum was impossible, also without any single "
+            f"one of the sites {suspects} (more than one attacker, or fewer than {floor} sites left "
+            "without one): rolled back to the last good checkpoint, nothing signed; see the log"
+        )
+
+    def _log_rejection(
+        self,
+        rejected: list[dict[str, Any]],
+        global_round: int,
+        stage: str,
+        err: ImpossibleAggregateError,
+        without: int | None,
+    ) -> None:
+        rejected.append({"without": without, "sites": sorted(err.sites), "reason": err.reason})
+        self.progress(
+            f"  ! round {global_round} ({stage}): REJECTED "
+            + (f"(without site {without}) " if without is not None else "")
+            + f"{err.reason}; nothing of it is applied"
+        )
 
     def _rerun_with_wider_range(self, summary: dict[str, Any], discarded: list[dict[str, Any]]) -> bool:
         """Only an automatic range is widened, at most twice per round (the second time only if
@@ -328,7 +430,7 @@ class FederatedPlan:
             legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
                 {WorkflowKey.CURRENT_ROUND: global_round, WorkflowKey.START_TIME: time.time()}
             )
-            self._fit_workflow(legacy, clip, max_weight)(grid, legacy)
+            self._fit_workflow(legacy, clip, max_weight, strategy.site_weights)(grid, legacy)
             result = legacy.state.array_records[MAIN_PARAMS_RECORD]
             if result is not sent:
                 break

@@ -323,6 +323,13 @@ def make_client_app(
         )
         return Message(RecordDict({protocol.CONFIG_RECORD: record}), reply_to=msg)
 
+    @app.query("validate")
+    def validate(msg: Message, context: Context) -> Message:
+        from client.validation import score_candidate
+
+        scores = score_candidate(the_task(), sites.site(context), msg.content)
+        return Message(RecordDict({protocol.CONFIG_RECORD: ConfigRecord(scores.to_record())}), reply_to=msg)
+
     @app.query("install_anonymizer")
     def install(msg: Message, context: Context) -> Message:
         site = sites.site(context)

@@ -64,6 +64,20 @@ class DPSettings:
 
 
 @dataclass(frozen=True)
+class ValidationSettings:
+    """The gate before signing (server/validation.py): sites score the candidate on their own
+    validation split against the last accepted model; the server signs only if it passes."""
+
+    enabled: bool = True
+    quorum: int | str = AUTO  # sites that must answer; auto = federation.min_sites
+    max_loss_ratio: float = 1.5  # per stage: candidate val loss <= this x the accepted model's
+    batches: int = 2  # val batches per stage and model at each site
+
+    def quorum_for(self, min_sites: int) -> int:
+        return min_sites if self.quorum == AUTO else int(self.quorum)
+
+
+@dataclass(frozen=True)
 class FederationSettings:
     sites: int = 3
     min_sites: int = 2
@@ -74,6 +88,7 @@ class FederationSettings:
     wait_for_sites_s: float = 600.0
     secagg: SecAggSettings = field(default_factory=SecAggSettings)
     dp: DPSettings = field(default_factory=DPSettings)
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
     cpus_per_site: float = 1.0
     gpus_per_site: float = 0.0
 
@@ -164,6 +179,15 @@ def federation_settings(cfg: DictConfig) -> FederationSettings:
     )
     if dp.enabled and (dp.clipping_norm <= 0 or dp.noise_multiplier < 0):
         raise FederationError("federation.dp: clipping_norm must be > 0 and noise_multiplier >= 0")
+    val_raw = raw.get("validation", {}) or {}
+    validation = ValidationSettings(
+        enabled=bool(val_raw.get("enabled", True)),
+        quorum=_auto_or(val_raw.get("quorum", AUTO), "validation.quorum", int),
+        max_loss_ratio=float(val_raw.get("max_loss_ratio", 1.5)),
+        batches=_positive_int(val_raw.get("batches", 2), "validation.batches", 1),
+    )
+    if validation.max_loss_ratio <= 0:
+        raise FederationError("federation.validation.max_loss_ratio must be positive")
     sim = raw.get("simulation", {}) or {}
     return FederationSettings(
         sites=sites,
@@ -175,6 +199,7 @@ def federation_settings(cfg: DictConfig) -> FederationSettings:
         wait_for_sites_s=float(raw.get("wait_for_sites_s", 600.0)),
         secagg=secagg,
         dp=dp,
+        validation=validation,
         cpus_per_site=float(sim.get("cpus_per_site", 1.0)),
         gpus_per_site=float(sim.get("gpus_per_site", 0.0)),
     )

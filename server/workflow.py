@@ -52,6 +52,7 @@ from server.settings import AUTO, FederationSettings
 from server.strategy import UpdateFedAvg, weighted_metrics
 from server.task import FederatedTask
 from server.updates import StateLayout, flatten_state, next_clipping_range, unflatten_state
+from server.validation import REJECTED_DIR, VERDICT_FILE, verdict
 
 ANONYMIZER_DIR = "anonymizer"
 DISTRIBUTION_FILE = "distribution.json"
@@ -127,8 +128,10 @@ class FederatedPlan:
             finally:
                 stop.set()
                 thread.join()
-        folder = self._write_anonymizer(models, state, private_key)
         excluded = set(state.excluded)
+        eligible = [s.node_id for s in sites if s.node_id not in excluded]
+        checked = self._validation_gate(grid, models, state, eligible)
+        folder = self._write_anonymizer(models, state, private_key, checked)
         self._distribute(
             grid, folder, [s.node_id for s in sites if s.can_install and s.node_id not in excluded]
         )
@@ -471,7 +474,67 @@ class FederatedPlan:
         self.progress(line)
 
     # ----------------------------------------------------------------------- sign + distribute
-    def _write_anonymizer(self, models: torch.nn.Module, state: ServerState, private_key: Any) -> Path:
+    def _validation_gate(
+        self, grid: Grid, models: torch.nn.Module, state: ServerState, nodes: list[int]
+    ) -> dict[str, Any]:
+        """The sites score the candidate (server/validation.py); returns the verdict for the
+        model's metadata, or keeps the candidate unsigned and stops the run."""
+        gate = self.settings.validation
+        if not gate.enabled:
+            return {"enabled": False}
+        stages = [stage for stage, _ in self.settings.plan]
+        vector = np.concatenate(
+            [
+                flatten_state(st, StateLayout.of(st))
+                for st in (self.task.stage_state(models, s) for s in self.task.stages)
+            ]
+        )
+        content = RecordDict(
+            {
+                "candidate": ArrayRecord(array_dict={"state": Array(vector)}),
+                protocol.CONFIG_RECORD: ConfigRecord(
+                    {"config-yaml": self.config_yaml, "stages": stages, "batches": gate.batches}
+                ),
+            }
+        )
+        messages = [
+            Message(content=content, dst_node_id=n, message_type=protocol.VALIDATE, group_id="validation")
+            for n in nodes
+        ]
+        scores = []
+        for reply in grid.send_and_receive(messages, timeout=self.settings.secagg.timeout_s):
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                self.progress(f"  ! site {node} did not score the candidate: {reply.error.reason}")
+                continue
+            record = dict(reply.content.config_records[protocol.CONFIG_RECORD])
+            scores.append(protocol.SiteScores.from_record(node, record, stages))
+        result = verdict(scores, stages, gate, gate.quorum_for(self.settings.min_sites))
+        summary = result.to_json()
+        if not result.passed:
+            folder = self.out_dir / REJECTED_DIR
+            shutil.rmtree(folder, ignore_errors=True)
+            self.task.save_anonymizer(
+                models, self.cfg, folder, {"config": self.config_yaml, "validation": summary}
+            )
+            tmp = folder / f".{VERDICT_FILE}.tmp"
+            tmp.write_text(json.dumps(summary, indent=2))
+            tmp.replace(folder / VERDICT_FILE)
+            raise FederationError(
+                "validation gate: the candidate was NOT signed or distributed ("
+                + "; ".join(result.reasons)
+                + f"); it is kept unsigned in {folder} for inspection"
+            )
+        losses = ", ".join(
+            f"{s} {v['candidate_loss']:.4g} (accepted {v['accepted_loss']:.4g})"
+            for s, v in result.stages.items()
+        )
+        self.progress(f"validation gate passed at {result.sites} sites: val loss {losses}")
+        return summary
+
+    def _write_anonymizer(
+        self, models: torch.nn.Module, state: ServerState, private_key: Any, validation: dict[str, Any]
+    ) -> Path:
         """save_anonymizer with the global models, signed, swapped into place atomically."""
         folder = self.out_dir / ANONYMIZER_DIR
         tmp = self.out_dir / f".{ANONYMIZER_DIR}.tmp"
@@ -483,6 +546,7 @@ class FederatedPlan:
             "config": self.config_yaml,
             "sites": state.sites,
             **self.settings.summary(),
+            "validation": validation,
         }
         self.task.save_anonymizer(models, self.cfg, tmp, metadata)
         payload = sign_model(tmp, private_key, metadata)

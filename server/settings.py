@@ -61,6 +61,8 @@ class DPSettings:
     enabled: bool = False
     noise_multiplier: float = 1.0
     clipping_norm: float = 0.1
+    target_delta: float = 1e-5  # epsilon is reported at this delta
+    max_epsilon: float | None = None  # the budget: training stops before a round would exceed it
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,8 @@ class FederationSettings:
                 "enabled": self.dp.enabled,
                 "noise_multiplier": self.dp.noise_multiplier,
                 "clipping_norm": self.dp.clipping_norm,
+                "target_delta": self.dp.target_delta,
+                "max_epsilon": self.dp.max_epsilon,
             }
             if self.dp.enabled
             else {"enabled": False},
@@ -176,9 +180,17 @@ def federation_settings(cfg: DictConfig) -> FederationSettings:
         enabled=bool(dp_raw.get("enabled", False)),
         noise_multiplier=float(dp_raw.get("noise_multiplier", 1.0)),
         clipping_norm=float(dp_raw.get("clipping_norm", 0.1)),
+        target_delta=float(dp_raw.get("target_delta", 1e-5)),
+        max_epsilon=None if dp_raw.get("max_epsilon") is None else float(dp_raw["max_epsilon"]),
     )
-    if dp.enabled and (dp.clipping_norm <= 0 or dp.noise_multiplier < 0):
-        raise FederationError("federation.dp: clipping_norm must be > 0 and noise_multiplier >= 0")
+    if dp.enabled and (dp.clipping_norm <= 0 or dp.noise_multiplier <= 0):
+        raise FederationError(
+            "federation.dp: clipping_norm and noise_multiplier must be > 0 (no noise, no epsilon)"
+        )
+    if dp.enabled and not (0 < dp.target_delta < 1 and (dp.max_epsilon is None or dp.max_epsilon > 0)):
+        raise FederationError(
+            "federation.dp: target_delta must be in (0, 1) and max_epsilon positive (or null)"
+        )
     val_raw = raw.get("validation", {}) or {}
     validation = ValidationSettings(
         enabled=bool(val_raw.get("enabled", True)),

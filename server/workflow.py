@@ -47,6 +47,7 @@ from server.checkpoint import ServerState, config_fingerprint, load_checkpoint, 
 from server.distribution import model_version, pack_folder
 from server.errors import FederationError, ImpossibleAggregateError
 from server.npy import from_parameters, to_parameters
+from server.privacy import PrivacyLedger
 from server.secagg import FLOWER_VECTOR, PRIVDIFF_VECTOR, PrivdiffSecAggPlusWorkflow
 from server.settings import AUTO, FederationSettings
 from server.strategy import UpdateFedAvg, weighted_metrics
@@ -89,6 +90,8 @@ class FederatedPlan:
         self.signing_key = Path(signing_key)
         self.progress = progress
         self.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+        self._ledger: PrivacyLedger | None = None  # set per run (DP only)
+        self._noised_for = 0
 
     # ----------------------------------------------------------------------------- entry point
     def __call__(self, grid: Grid, context: Context) -> None:
@@ -111,6 +114,8 @@ class FederatedPlan:
         sites = self._describe(grid, models)
         self._register(state, sites)
         state.sites = max(state.sites, len(sites))
+        self._ledger = self._privacy_ledger(state)
+        self._noised_for = len(sites)  # the DP wrapper sizes its noise for the sites that joined
         if any(state.rounds_done.get(stage, 0) < rounds for stage, rounds in self.settings.plan):
             strategy = UpdateFedAvg(self.settings.min_sites)
             strategy.site_weights, strategy.excluded = state.site_weights, set(state.excluded)
@@ -130,11 +135,45 @@ class FederatedPlan:
                 thread.join()
         excluded = set(state.excluded)
         eligible = [s.node_id for s in sites if s.node_id not in excluded]
-        checked = self._validation_gate(grid, models, state, eligible)
-        folder = self._write_anonymizer(models, state, private_key, checked)
+        extra = {"validation": self._validation_gate(grid, models, state, eligible)}
+        if self._ledger is not None:
+            extra["privacy"] = self._ledger.summary(bool(state.privacy.get("budget_spent")))
+        folder = self._write_anonymizer(models, state, private_key, extra)
         self._distribute(
             grid, folder, [s.node_id for s in sites if s.can_install and s.node_id not in excluded]
         )
+
+    def _privacy_ledger(self, state: ServerState) -> PrivacyLedger | None:
+        """DP runs account every accepted round (server/privacy.py); resumed from the checkpoint."""
+        if not self.settings.dp.enabled:
+            return None
+        population = int(state.privacy.get("population", max(self.settings.sites, len(state.site_weights))))
+        ledger = PrivacyLedger(self.settings.dp, population, state.privacy.get("accountant"))
+        state.privacy = {**state.privacy, "population": population, "accountant": ledger.state_dict()}
+        return ledger
+
+    def _budget_allows_a_round(self, state: ServerState, global_round: int) -> bool:
+        """False (and training stops) if the next round could take epsilon past max_epsilon,
+        counted as if only min_sites answered (the costliest round the plan accepts)."""
+        ledger = self._ledger
+        if ledger is None or not ledger.would_exceed(self.settings.min_sites, self._noised_for):
+            return True
+        state.privacy["budget_spent"] = True
+        save_checkpoint(self.out_dir, state)
+        ledger.write(self.out_dir, state.history, True)
+        self.progress(
+            f"privacy budget: round {global_round} could take epsilon past federation.dp.max_epsilon="
+            f"{self.settings.dp.max_epsilon:g} (spent {ledger.epsilon:.3g} at delta "
+            f"{self.settings.dp.target_delta:g}); training stops here"
+        )
+        return False
+
+    def _account(self, state: ServerState, entry: dict[str, Any]) -> None:
+        """Compose an accepted DP round; its epsilon goes into the history and privacy.json."""
+        if self._ledger is None:
+            return
+        entry["epsilon"] = self._ledger.record(int(entry.get("sites", 0)), self._noised_for)
+        state.privacy["accountant"] = self._ledger.state_dict()
 
     def _wrap_dp(self, strategy: UpdateFedAvg, sites: int) -> Any:
         """Flower's central-DP wrapper; the noise is sized for the sites that joined."""
@@ -200,12 +239,14 @@ class FederatedPlan:
 
     def _register(self, state: ServerState, sites: list[SiteInfo]) -> None:
         """Enrol sites the run has not seen: weight = declared examples, capped. A registered
-        site keeps its weight for the whole run (and across a resume), whatever it declares later."""
+        site keeps its weight for the whole run (and across a resume), whatever it declares later.
+        Under DP every site weighs 1: the noise is sized for a plain mean of clipped updates, whose
+        sensitivity a heavier site would exceed."""
         cap = self.settings.max_site_weight
         for site in sites:
             if site.node_id in state.site_weights:
                 continue
-            state.site_weights[site.node_id] = min(site.examples, cap)
+            state.site_weights[site.node_id] = 1 if self.settings.dp.enabled else min(site.examples, cap)
             if site.examples > cap:
                 self.progress(
                     f"  ! site {site.node_id} declared {site.examples} examples: registered with "
@@ -265,6 +306,8 @@ class FederatedPlan:
         global_round = sum(state.rounds_done.values())
         for stage, rounds in self.settings.plan:
             for stage_round in range(state.rounds_done.get(stage, 0) + 1, rounds + 1):
+                if not self._budget_allows_a_round(state, global_round + 1):
+                    return
                 global_round += 1
                 started = time.perf_counter()
                 clip = self._clipping_range(state) if self.settings.secagg.enabled else 0.0
@@ -309,9 +352,12 @@ class FederatedPlan:
                         **summary,
                     }
                 )
+                self._account(state, state.history[-1])
                 state.models = models.state_dict()
                 state.completed = all(state.rounds_done[s] >= r for s, r in self.settings.plan)
                 save_checkpoint(self.out_dir, state)
+                if self._ledger is not None:
+                    self._ledger.write(self.out_dir, state.history, False)
                 self._report_round(state.history[-1], rounds, total)
 
     def _next_range(self, range_exponents: list[int]) -> float:
@@ -467,6 +513,8 @@ class FederatedPlan:
             + (f", {entry['dropped']} dropped" if entry.get("dropped") else "")
             + f" | {entry['seconds']:.1f} s"
         )
+        if "epsilon" in entry:
+            line += f" | DP epsilon {entry['epsilon']:.3g} (delta {self.settings.dp.target_delta:g})"
         if self.settings.secagg.enabled:
             line += f" | SecAgg+ range +-{entry['clipping_range']:.3g}"
             if entry.get("clipped-values"):
@@ -533,7 +581,7 @@ class FederatedPlan:
         return summary
 
     def _write_anonymizer(
-        self, models: torch.nn.Module, state: ServerState, private_key: Any, validation: dict[str, Any]
+        self, models: torch.nn.Module, state: ServerState, private_key: Any, extra: dict[str, Any]
     ) -> Path:
         """save_anonymizer with the global models, signed, swapped into place atomically."""
         folder = self.out_dir / ANONYMIZER_DIR
@@ -546,7 +594,7 @@ class FederatedPlan:
             "config": self.config_yaml,
             "sites": state.sites,
             **self.settings.summary(),
-            "validation": validation,
+            **extra,
         }
         self.task.save_anonymizer(models, self.cfg, tmp, metadata)
         payload = sign_model(tmp, private_key, metadata)

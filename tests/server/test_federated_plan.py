@@ -10,6 +10,7 @@ SecAgg+ aggregate is compared with plain FedAvg of the sites' real updates.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -214,12 +215,43 @@ def test_central_dp_with_flowers_own_secagg_vector_path(tmp_path):
     updates = [as_vector(r["after"]) - base for r, base in zip(records, bases, strict=True)]
     assert min(np.linalg.norm(u) for u in updates) > norm  # the clipping had work to do
     clipped = [u * min(1.0, norm / np.linalg.norm(u)) for u in updates]
-    weights = np.array([r["examples"] for r in records], dtype=np.float64)
-    fedavg = sum(w * u for w, u in zip(weights, clipped, strict=True)) / weights.sum()
+    fedavg = sum(clipped) / len(clipped)  # under DP every site weighs the same (its sensitivity)
     noise = stage_vector(snapshots[-1], "autoencoder") - bases[0] - fedavg
     sigma = multiplier * norm / 3  # Flower's compute_stdv: noise_multiplier * clipping_norm / sampled sites
     assert abs(noise.mean()) < 4 * sigma / np.sqrt(noise.size)
     assert 0.8 * sigma < noise.std() < 1.2 * sigma  # ~250 values: the estimate is within ~5% (1 sd)
     payload = verify_model(tmp_path / "run" / "anonymizer", _public(fed.public_key))
-    expected = {"enabled": True, "noise_multiplier": multiplier, "clipping_norm": norm}
+    expected = {
+        "enabled": True,
+        "noise_multiplier": multiplier,
+        "clipping_norm": norm,
+        "target_delta": 1e-5,
+        "max_epsilon": None,
+    }
     assert payload["metadata"]["dp"] == expected
+    # epsilon of one Gaussian release at this multiplier, from Flower's RDP accountant
+    privacy = payload["metadata"]["privacy"]
+    assert privacy["releases"] == 1 and privacy["delta"] == 1e-5 and privacy["budget_spent"] is False
+    assert privacy["epsilon"] == pytest.approx(entry["epsilon"]) and 10 < privacy["epsilon"] < 100
+    audit = json.loads((tmp_path / "run" / "privacy.json").read_text())
+    assert audit["rounds"] == [{"round": 1, "stage": "autoencoder", "epsilon": entry["epsilon"]}]
+
+
+def test_dp_training_stops_when_the_next_round_would_exceed_the_budget(tmp_path):
+    """noise_multiplier 1: one round costs epsilon 4.7, two 7.1 (delta 1e-5, RDP). With
+    max_epsilon 6 the second round never runs; the model of round 1 is signed, saying so.
+    privdiff's own SecAgg+ vector path carries the DP round."""
+    fed = make_federation(tmp_path / "fed", 3)
+    cfg = tiny_config(
+        tmp_path / "records",
+        rounds={"autoencoder": 2, "denoiser": 0},
+        dp={"enabled": True, "noise_multiplier": 1.0, "clipping_norm": 0.05, "max_epsilon": 6.0},
+    )
+    lines: list[str] = []
+    run_plan(cfg, fed, tmp_path / "run", lines=lines)
+    saved = torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)
+    assert saved["rounds_done"] == {"autoencoder": 1, "denoiser": 0} and saved["privacy"]["budget_spent"]
+    assert any("privacy budget: round 2 could take epsilon past" in line for line in lines)
+    privacy = verify_model(tmp_path / "run" / "anonymizer", _public(fed.public_key))["metadata"]["privacy"]
+    assert privacy["budget_spent"] is True and privacy["releases"] == 1
+    assert 4 < privacy["epsilon"] <= 6.0 and privacy["max_epsilon"] == 6.0

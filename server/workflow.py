@@ -315,13 +315,13 @@ class FederatedPlan:
                 rejected: list[dict[str, Any]] = []
                 while True:
                     update, summary = self._checked_round(
+                        (stage, stage_round, global_round, clip, max_weight),
+                        rejected,
+                        state,
                         grid,
                         legacy,
                         strategy,
                         models,
-                        state,
-                        rejected,
-                        (stage, stage_round, global_round, clip, max_weight),
                     )
                     exps = [int(m.get(protocol.METRIC_RANGE_EXP, -40)) for _, m in strategy.last.metrics]
                     if not self._rerun_with_wider_range(summary, discarded):
@@ -369,13 +369,13 @@ class FederatedPlan:
 
     def _checked_round(
         self,
+        round_args: tuple[str, int, int, float, float],
+        rejected: list[dict[str, Any]],
+        state: ServerState,
         grid: Grid,
         legacy: LegacyContext,
         strategy: UpdateFedAvg,
         models: torch.nn.Module,
-        state: ServerState,
-        rejected: list[dict[str, Any]],
-        round_args: tuple[str, int, int, float, float],
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """`_run_round`, and when its sum is impossible: the round again without one of the summed
         sites at a time, in node-id order, while enough sites remain. The first possible sum is

@@ -14,7 +14,17 @@ import re
 import shutil
 
 import pytest
-from processes import BIN, REPO, Processes, flwr, flwr_json, free_port, port_open, site_command, wait_for
+from processes import (
+    BIN,
+    REPO,
+    Processes,
+    free_port,
+    port_open,
+    run_ended,
+    site_command,
+    submit_run,
+    wait_for,
+)
 
 from privdiff_core.signing import generate_signing_key
 from privdiff_core.synth import SynthParams, generate_federation
@@ -70,28 +80,16 @@ def test_a_site_refuses_an_app_package_it_did_not_install(tmp_path):
             procs.env(tmp_path / "site-home"),
         )
         wait_for(lambda: "runs only its installed privdiff app" in procs.log("site"), 60, "the site to start")
-        submitted = flwr(
-            [
-                "run",
-                str(app),
-                "local",
-                "--run-config",
-                f"config='tiny' signing-key='{tmp_path / 'signing.pem'}' out='{tmp_path / 'run'}' "
-                "overrides='federation.secagg.enabled=false federation.min_sites=1 federation.sites=1 "
-                "federation.rounds.denoiser=0 federation.wait_for_sites_s=120'",
-            ],
+        run_id = submit_run(
+            str(app),
+            "local",
+            f"config='tiny' signing-key='{tmp_path / 'signing.pem'}' out='{tmp_path / 'run'}' "
+            "overrides='federation.secagg.enabled=false federation.min_sites=1 federation.sites=1 "
+            "federation.rounds.denoiser=0 federation.wait_for_sites_s=120'",
             operator,
-            timeout=300,
         )
-        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-        run_id = re.search(r"started run (\d+)", submitted.stdout).group(1)
-
-        def finished() -> str:
-            runs = {r["run-id"]: r for r in flwr_json(["ls"], operator)["runs"]}
-            status = runs[run_id]["status"]
-            return status if status.startswith("finished") else ""
-
-        assert wait_for(finished, 400, "the run to end", every=5) == "finished:failed"
+        status = wait_for(lambda: run_ended(operator, run_id), 400, "the run to end", every=5)
+        assert status == "finished:failed"
         log = procs.log("site")
         assert re.search(r"ERROR.*REFUSING app package [0-9a-f]{16}: it is not the privdiff app", log), log[
             -3000:

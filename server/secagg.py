@@ -212,6 +212,8 @@ def check_unmasked_sum(total: np.ndarray, sites: int, expected_weight: int, leve
     exactly the registered weights of the summed sites. A site that shifts its masked vector,
     rewrites its weight or skips the clipping fails here; one that sends a wrong but in-range
     update does not (its influence is bounded by its weight times the range)."""
+    if expected_weight <= 0:
+        return f"the {sites} summed sites have no registered weight (no training examples)"
     if int(total[0]) != expected_weight:
         return (
             f"the summed weight is {int(total[0])} grid units, the registered weights of these "

@@ -243,6 +243,14 @@ def test_a_site_rewriting_its_masked_upload_makes_the_sum_impossible(three_sites
     assert problem is not None and message in problem
 
 
+def test_a_sum_of_sites_without_weight_is_refused_not_divided_by_zero(three_sites):
+    clipping_range, updates, examples = three_sites
+    states = _federation(3, threshold=2, clipping_range=clipping_range, max_weight=40.0)
+    nothing = dict.fromkeys(examples, 0)
+    total = _unmasked_sum(states, updates, nothing, {101, 102, 103})
+    assert "no registered weight" in check_unmasked_sum(total, 3, 0, LEVELS)
+
+
 def test_a_weight_other_than_the_registered_one_is_refused(three_sites):
     """A site that weights by more examples than it registered (honest masking, wrong weight)."""
     clipping_range, updates, examples = three_sites

@@ -6,7 +6,7 @@ signed model says: the privacy spent (Flower's RDP accountant, delta 1e-5) and t
 gate's per-stage val loss at the sites (candidate vs the seeded initial model). A short plan, so
 the numbers compare the settings with each other, not with a fully trained anonymizer.
 
-    python benchmarks/dp_cost.py --config demo --noise 0.5,1.0 --out benchmarks/results/dp_cost.json
+    python benchmarks/dp_cost.py --config demo --noise none,0.5,1.0 --out benchmarks/results/dp_cost.json
 """
 
 from __future__ import annotations
@@ -96,7 +96,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", default="demo", help="privdiff config (tiny, demo)")
-    parser.add_argument("--noise", default="0.5,1.0", help="comma-separated noise multipliers")
+    parser.add_argument(
+        "--noise", default="none,0.5,1.0", help="comma-separated noise multipliers; none = a run without DP"
+    )
     parser.add_argument("--clipping-norm", type=float, default=0.1, help="L2 clipping norm of every update")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per stage")
     parser.add_argument("--steps", type=int, default=10, help="local steps per round")
@@ -107,7 +109,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dp-cost-"))
     results = []
     try:
-        for noise in [None, *(float(n) for n in args.noise.split(","))]:
+        for noise in [None if n == "none" else float(n) for n in args.noise.split(",")]:
             print(f"== {args.config}, noise {noise}", flush=True)
             results.append(run_once(args.config, noise, args, work))
             args.out.parent.mkdir(parents=True, exist_ok=True)

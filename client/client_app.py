@@ -183,6 +183,14 @@ def _is_train(msg: Message) -> bool:
     return msg.metadata.message_type.split(".")[0] == MessageType.TRAIN
 
 
+def registered_weight(fit_config: dict, counted: int) -> int:
+    """The weight this site's update carries: the one the federation registered for it when it
+    joined (the server checks the SecAgg+ sum against the registered weights, so a site that
+    weighted by today's count would make the round impossible), or the count itself from a
+    server that sends no registered weight."""
+    return int(fit_config.get(protocol.SITE_WEIGHT, counted))
+
+
 def make_client_app(
     sites: SiteResolver | None = None,
     task: FederatedTask | None = None,
@@ -244,6 +252,7 @@ def make_client_app(
             fit_res.parameters = Parameters(tensors=[], tensor_type=NUMPY_STYPE)
         else:
             fit_res.parameters = to_parameters([clipped.vector])
+        fit_res.num_examples = registered_weight(fit_ins.config, fit_res.num_examples)
         fit_res.metrics[protocol.METRIC_CLIPPED] = clipped.clipped_values
         fit_res.metrics[protocol.METRIC_RANGE_EXP] = clipped.range_exponent
         return Message(fitres_to_recorddict(fit_res, keep_input=False), reply_to=msg)
@@ -342,6 +351,13 @@ def make_client_app(
             }
         )
         return Message(RecordDict({protocol.CONFIG_RECORD: record}), reply_to=msg)
+
+    @app.query("validate")
+    def validate(msg: Message, context: Context) -> Message:
+        from client.validation import score_candidate
+
+        scores = score_candidate(the_task(), sites.site(context), msg.content)
+        return Message(RecordDict({protocol.CONFIG_RECORD: ConfigRecord(scores.to_record())}), reply_to=msg)
 
     @app.query("install_anonymizer")
     def install(msg: Message, context: Context) -> Message:

@@ -148,7 +148,9 @@ def _existing(path: Path | None, what: str, flag: str) -> Path:
 
 
 def supernode_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
-    """The flower-supernode command line and environment for these arguments."""
+    """The flower-supernode command line and environment for these arguments (PATH starts with
+    the folder whose `flwr-clientapp` refuses any app but the installed one: client/app_trust.py)."""
+    from client.app_trust import pin_installed_app
     from privdiff_core.errors import PrivdiffError
 
     data = _existing(args.data, "the site's data folder", "--data")
@@ -181,7 +183,7 @@ def supernode_command(args: argparse.Namespace) -> tuple[list[str], dict[str, st
             str(_existing(args.auth_key, "site key", "--auth-key")),
         ]
     env = dict(os.environ, **ENVIRONMENT)
-    env["PATH"] = os.pathsep.join([str(bin_dir), env.get("PATH", "")])
+    env["PATH"] = os.pathsep.join([str(pin_installed_app(store)), str(bin_dir), env.get("PATH", "")])
     return command, env
 
 

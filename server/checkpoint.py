@@ -43,6 +43,9 @@ class ServerState:
     sites: int = 0
     completed: bool = False  # every round done (the anonymizer may still need writing/sending)
     config_fingerprint: str = ""
+    site_weights: dict[int, int] = field(default_factory=dict)  # the registry: node id -> weight
+    excluded: list[int] = field(default_factory=list)  # node ids whose uploads made a round impossible
+    privacy: dict[str, Any] = field(default_factory=dict)  # DP: population, accountant state, budget_spent
 
 
 def save_checkpoint(folder: Path, state: ServerState) -> Path:

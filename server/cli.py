@@ -4,7 +4,8 @@
 
 writes (private keys mode 0600):
 
-    fed/ca/ca.crt, ca.key                    the federation's certificate authority
+    fed/ca/ca.crt                            the federation's certificate authority; its key goes
+    fed-ca-OFFLINE/ca.key                    OUTSIDE fed/: move it to offline storage (server/pki.py)
     fed/superlink/server.crt, server.key     the SuperLink's TLS certificate (localhost, 127.0.0.1,
                                              ::1 and --superlink-host), ca.crt, nginx-fleet.conf
     fed/signing/model-signing.pem, .pub      Ed25519: the server signs the anonymizer with it
@@ -296,7 +297,7 @@ def init(kit: Kit) -> str:
     from privdiff_core.signing import generate_signing_key
     from server.errors import FederationError
     from server.nginx import render_nginx
-    from server.pki import make_auth_key, make_ca, make_server_cert
+    from server.pki import make_auth_key, make_ca, make_server_cert, offline_ca_key_path
 
     if kit.sites < 1:
         raise FederationError("--sites must be at least 1")
@@ -306,7 +307,7 @@ def init(kit: Kit) -> str:
         )
     out = kit.out.resolve()
     kit = replace(kit, out=out)
-    ca_cert, ca_key = make_ca(out / "ca" / "ca.crt", out / "ca" / "ca.key")
+    ca_cert, ca_key = make_ca(out / "ca" / "ca.crt", offline_ca_key_path(out))
     superlink = out / "superlink"
     make_server_cert(superlink / "server.crt", superlink / "server.key", ca_cert, ca_key, [kit.host])
     shutil.copyfile(out / "ca" / "ca.crt", superlink / "ca.crt")

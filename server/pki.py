@@ -7,6 +7,11 @@
 - the Ed25519 model-signing key pair (privdiff_core.signing): the anonymizer is signed with it.
 
 Every private key file is written with mode 0600 before any byte of the key goes in.
+
+The CA's private key is written OUTSIDE the federation folder the server runs from
+(`offline_ca_key_path`): it is needed only to issue a new SuperLink certificate, so it belongs on
+offline storage (an encrypted USB key in a safe, or an HSM), never on the server that faces the
+sites. Whoever holds it can impersonate the server to every site.
 """
 
 from __future__ import annotations
@@ -31,6 +36,19 @@ def write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+
+
+def offline_ca_key_path(federation_dir: Path) -> Path:
+    """Where `privdiff federation init` writes the CA key: a sibling of the federation folder
+    (`fed/` -> `fed-ca-OFFLINE/ca.key`), so copying or serving the federation folder never
+    carries it along. Refuses to reuse a folder that already holds a key."""
+    federation_dir = Path(federation_dir).resolve()
+    path = federation_dir.parent / f"{federation_dir.name}-ca-OFFLINE" / "ca.key"
+    if path.exists():
+        from server.errors import FederationError
+
+        raise FederationError(f"{path} already exists: a CA key is never overwritten; choose a new --out")
+    return path
 
 
 def _name(common_name: str) -> x509.Name:

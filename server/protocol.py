@@ -7,7 +7,9 @@
 - `train` (every round, legacy FitIns/FitRes layout, SecAgg+ stages around it): the flat global
   stage state plus the `FitConfig` below; the reply carries the site's clipped update
   (local - global) and `TrainMetrics`.
-- `query.install_anonymizer` (after the last round): the signed anonymizer folder; each site
+- `query.validate` (after the last round): the candidate model (every stage, one flat vector);
+  each site answers with `SiteScores`, its val losses for the candidate and the accepted model;
+- `query.install_anonymizer` (after the validation gate passed): the signed anonymizer folder; each site
   verifies and installs it and answers with an acknowledgement (server/distribution.py).
 
 Only the update, its weight (number of examples) and the metrics named here leave a site.
@@ -17,9 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass
+from typing import Any
 
 DESCRIBE = "query.describe"
 INSTALL_ANONYMIZER = "query.install_anonymizer"
+VALIDATE = "query.validate"  # the candidate, scored on each site's val split (server/validation.py)
 
 CONFIG_RECORD = "privdiff"  # ConfigRecord name used by the query messages
 
@@ -55,8 +59,39 @@ class FitConfig:
         return cls(**values)
 
 
+# FitIns.config key set per site: its registered weight (examples declared at enrolment, capped).
+# A site weights its update by it, never by what it counts in the round, so the server knows
+# every weight in the (masked) sum in advance and can check it.
+SITE_WEIGHT = "site-weight"
+
 # Metric names a site reports with its update (FitRes.metrics).
 METRIC_LOSS = "loss"
 METRIC_EXAMPLES = "examples"
 METRIC_CLIPPED = "clipped-values"
 METRIC_RANGE_EXP = "update-range-exp"
+
+
+@dataclass(frozen=True)
+class SiteScores:
+    """One site's answer: per stage, the candidate's and the accepted model's val loss."""
+
+    node_id: int
+    examples: int
+    candidate: dict[str, float]
+    accepted: dict[str, float]
+
+    def to_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"examples": self.examples}
+        for stage, loss in self.candidate.items():
+            record[f"candidate-{stage}"] = loss
+            record[f"accepted-{stage}"] = self.accepted[stage]
+        return record
+
+    @classmethod
+    def from_record(cls, node_id: int, record: dict[str, Any], stages: list[str]) -> SiteScores:
+        return cls(
+            node_id=node_id,
+            examples=int(record["examples"]),
+            candidate={s: float(record[f"candidate-{s}"]) for s in stages},
+            accepted={s: float(record[f"accepted-{s}"]) for s in stages},
+        )

@@ -58,7 +58,7 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 from flwr.supercore.primitives.asymmetric import bytes_to_private_key, bytes_to_public_key
 
-from server.errors import FederationError
+from server.errors import FederationError, ImpossibleAggregateError
 from server.npy import NUMPY_STYPE, from_parameters, npy_bytes_of_parts, npy_view, scratch, to_parameters
 
 # The module, not the function of the same name its package exports.
@@ -117,6 +117,12 @@ def _apply_streams(vector: np.ndarray, streams: Iterable[tuple[int, object]]) ->
                 block -= keys
 
 
+def quantized_weight(ratio: float, levels: int) -> int:
+    """A site's weight (examples / max_weight, at most 1) on SecAgg+'s integer grid: what the
+    site puts in its upload's head, and what the server expects there for that site."""
+    return round(ratio * levels)
+
+
 def quantize_weighted(
     update: np.ndarray, ratio: float, clipping_range: float, levels: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +133,7 @@ def quantize_weighted(
     if update.dtype != np.float32 or not update.flags.writeable or not update.flags.c_contiguous:
         update = np.array(update, dtype=np.float32)
     update = update.reshape(-1)
-    q_ratio = round(ratio * levels)
+    q_ratio = quantized_weight(ratio, levels)
     weight = q_ratio / levels
     scale = levels / (2.0 * clipping_range)
     body = update.view(np.uint32)
@@ -195,6 +201,31 @@ def remove_masks(
             )
             streams.append((+1 if nid > neighbour else -1, pairwise_mask_stream(shared)))
     _apply_streams(total, streams)
+
+
+def check_unmasked_sum(total: np.ndarray, sites: int, expected_weight: int, levels: int) -> str | None:
+    """Why the unmasked sum [sum q(w_i), sum q(w_i u_i)...] of `sites` uploads cannot be one of
+    in-range updates with the registered weights, or None if it can.
+
+    Every site's quantized value lies in [0, levels], so each coordinate of the sum lies in
+    [0, sites * levels] (below 0 wraps to near 2**32 and fails the same test); the head must be
+    exactly the registered weights of the summed sites. A site that shifts its masked vector,
+    rewrites its weight or skips the clipping fails here; one that sends a wrong but in-range
+    update does not (its influence is bounded by its weight times the range)."""
+    if expected_weight <= 0:
+        return f"the {sites} summed sites have no registered weight (no training examples)"
+    if int(total[0]) != expected_weight:
+        return (
+            f"the summed weight is {int(total[0])} grid units, the registered weights of these "
+            f"{sites} sites add up to {expected_weight}"
+        )
+    bound = sites * levels
+    beyond = 0
+    for start in range(1, total.size, CHUNK):  # chunked: no temporary of the vector's size
+        beyond += int(np.count_nonzero(total[start : start + CHUNK] > bound))
+    if beyond:
+        return f"{beyond} of {total.size - 1} summed values lie beyond {sites} x the clipping range"
+    return None
 
 
 def weighted_mean_of_sum(total: np.ndarray, sites: int, clipping_range: float, levels: int) -> np.ndarray:
@@ -281,8 +312,11 @@ def secaggplus_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) ->
 class PrivdiffSecAggPlusWorkflow(SecAggPlusWorkflow):
     """Flower's SecAgg+ workflow with the vector path above (setup and key sharing inherited)."""
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 (Flower's signature)
+    def __init__(self, *args, site_weights: dict[int, int], **kwargs) -> None:  # noqa: ANN002, ANN003
+        """Flower's arguments, plus every site's registered weight (examples, at most max_weight):
+        the unmasked sum is checked against them (check_unmasked_sum)."""
         super().__init__(*args, **kwargs)
+        self.site_weights = site_weights
         if self.modulus_range != MODULUS:
             raise FederationError("privdiff's SecAgg+ vector path works modulo 2**32 (modulus_range)")
 
@@ -394,9 +428,13 @@ class PrivdiffSecAggPlusWorkflow(SecAggPlusWorkflow):
             state.nid_to_neighbours,
             {nid: keys[0] for nid, keys in state.nid_to_publickeys.items()},
         )
-        if int(total[0]) <= 0:
-            log(ERROR, "The unmasked total weight is zero")
-            return False
+        expected = sum(
+            quantized_weight(self.site_weights[nid] / state.max_weight, state.quantization_range)
+            for nid in active
+        )
+        problem = check_unmasked_sum(total, len(active), expected, state.quantization_range)
+        if problem is not None:
+            raise ImpossibleAggregateError(f"impossible SecAgg+ sum: {problem}", frozenset(active))
         aggregate = weighted_mean_of_sum(total, len(active), state.clipping_range, state.quantization_range)
         del state.aggregate_ndarrays
         parameters = to_parameters([aggregate])

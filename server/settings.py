@@ -25,6 +25,7 @@ class SecAggSettings:
     reconstruction_threshold: int | str = AUTO
     clipping_range: float | str = AUTO
     initial_clipping_range: float = 8.0
+    max_clipping_range: float = 8.0  # an automatic range never grows beyond this (sites report their ranges)
     timeout_s: float | None = None
     implementation: str = "privdiff"  # privdiff: Flower's protocol, fast vector path; flower: stock
 
@@ -60,6 +61,22 @@ class DPSettings:
     enabled: bool = False
     noise_multiplier: float = 1.0
     clipping_norm: float = 0.1
+    target_delta: float = 1e-5  # epsilon is reported at this delta
+    max_epsilon: float | None = None  # the budget: training stops before a round would exceed it
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """The gate before signing (server/validation.py): sites score the candidate on their own
+    validation split against the last accepted model; the server signs only if it passes."""
+
+    enabled: bool = True
+    quorum: int | str = AUTO  # sites that must answer; auto = federation.min_sites
+    max_loss_ratio: float = 1.5  # per stage: candidate val loss <= this x the accepted model's
+    batches: int = 2  # val batches per stage and model at each site
+
+    def quorum_for(self, min_sites: int) -> int:
+        return min_sites if self.quorum == AUTO else int(self.quorum)
 
 
 @dataclass(frozen=True)
@@ -69,9 +86,11 @@ class FederationSettings:
     rounds: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 1))
     local_steps: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 1))
     round_retries: int = 1
+    max_site_weight: int = 10_000  # a site's registered weight (declared examples) is capped here
     wait_for_sites_s: float = 600.0
     secagg: SecAggSettings = field(default_factory=SecAggSettings)
     dp: DPSettings = field(default_factory=DPSettings)
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
     cpus_per_site: float = 1.0
     gpus_per_site: float = 0.0
 
@@ -94,6 +113,8 @@ class FederationSettings:
                 "enabled": self.dp.enabled,
                 "noise_multiplier": self.dp.noise_multiplier,
                 "clipping_norm": self.dp.clipping_norm,
+                "target_delta": self.dp.target_delta,
+                "max_epsilon": self.dp.max_epsilon,
             }
             if self.dp.enabled
             else {"enabled": False},
@@ -139,9 +160,15 @@ def federation_settings(cfg: DictConfig) -> FederationSettings:
         ),
         clipping_range=_auto_or(sa.get("clipping_range", AUTO), "secagg.clipping_range", float),
         initial_clipping_range=float(sa.get("initial_clipping_range", 8.0)),
+        max_clipping_range=float(sa.get("max_clipping_range", 8.0)),
         timeout_s=None if sa.get("timeout_s") is None else float(sa["timeout_s"]),
         implementation=str(sa.get("implementation", "privdiff")),
     )
+    if not 0 < secagg.initial_clipping_range <= secagg.max_clipping_range:
+        raise FederationError(
+            "federation.secagg: initial_clipping_range must be positive and at most max_clipping_range "
+            f"({secagg.initial_clipping_range} vs {secagg.max_clipping_range})"
+        )
     if secagg.implementation not in ("privdiff", "flower"):
         raise FederationError(
             f"federation.secagg.implementation must be privdiff or flower, got {secagg.implementation!r}"
@@ -153,9 +180,26 @@ def federation_settings(cfg: DictConfig) -> FederationSettings:
         enabled=bool(dp_raw.get("enabled", False)),
         noise_multiplier=float(dp_raw.get("noise_multiplier", 1.0)),
         clipping_norm=float(dp_raw.get("clipping_norm", 0.1)),
+        target_delta=float(dp_raw.get("target_delta", 1e-5)),
+        max_epsilon=None if dp_raw.get("max_epsilon") is None else float(dp_raw["max_epsilon"]),
     )
-    if dp.enabled and (dp.clipping_norm <= 0 or dp.noise_multiplier < 0):
-        raise FederationError("federation.dp: clipping_norm must be > 0 and noise_multiplier >= 0")
+    if dp.enabled and (dp.clipping_norm <= 0 or dp.noise_multiplier <= 0):
+        raise FederationError(
+            "federation.dp: clipping_norm and noise_multiplier must be > 0 (no noise, no epsilon)"
+        )
+    if dp.enabled and not (0 < dp.target_delta < 1 and (dp.max_epsilon is None or dp.max_epsilon > 0)):
+        raise FederationError(
+            "federation.dp: target_delta must be in (0, 1) and max_epsilon positive (or null)"
+        )
+    val_raw = raw.get("validation", {}) or {}
+    validation = ValidationSettings(
+        enabled=bool(val_raw.get("enabled", True)),
+        quorum=_auto_or(val_raw.get("quorum", AUTO), "validation.quorum", int),
+        max_loss_ratio=float(val_raw.get("max_loss_ratio", 1.5)),
+        batches=_positive_int(val_raw.get("batches", 2), "validation.batches", 1),
+    )
+    if validation.max_loss_ratio <= 0:
+        raise FederationError("federation.validation.max_loss_ratio must be positive")
     sim = raw.get("simulation", {}) or {}
     return FederationSettings(
         sites=sites,
@@ -163,9 +207,11 @@ def federation_settings(cfg: DictConfig) -> FederationSettings:
         rounds=rounds,
         local_steps=steps,
         round_retries=_positive_int(raw.get("round_retries", 1), "round_retries"),
+        max_site_weight=_positive_int(raw.get("max_site_weight", 10_000), "max_site_weight", 1),
         wait_for_sites_s=float(raw.get("wait_for_sites_s", 600.0)),
         secagg=secagg,
         dp=dp,
+        validation=validation,
         cpus_per_site=float(sim.get("cpus_per_site", 1.0)),
         gpus_per_site=float(sim.get("gpus_per_site", 0.0)),
     )

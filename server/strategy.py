@@ -1,10 +1,15 @@
 """FedAvg over updates, as a legacy Flower strategy (SecAgg+ in flwr 1.42 needs one).
 
-The strategy averages whatever the sites send, weighted by their number of examples; privdiff
+The strategy averages whatever the sites send, weighted by their registered weights (the
+example counts they declared at enrolment, capped: `site_weights`, never what a site reports in a
+round); privdiff
 sites send `local - global`, so its result is the averaged update, which the round loop
 (server/workflow.py) adds to the global state. Under SecAgg+ Flower has already computed the
 weighted average from the masked sum and hands every result the same aggregate, so it is taken
 as is instead of being averaged a second time.
+
+Only registered, not excluded sites are asked to train: a site whose contribution made a round
+impossible (server/secagg.py, check_unmasked_sum) is excluded by the round loop.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
+from server import protocol
 from server.npy import from_parameters, scratch, to_parameters
 
 
@@ -61,15 +67,30 @@ class UpdateFedAvg(FedAvg):
         )
         self.fit_config: dict[str, Scalar] = {}
         self.last = RoundResults()
+        self.site_weights: dict[int, int] = {}  # node id -> registered weight (set by the round loop)
+        self.excluded: set[int] = set()  # node ids left out of every round
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
         sample_size, min_num = self.num_fit_clients(client_manager.num_available())
-        clients = client_manager.sample(num_clients=sample_size, min_num_clients=min_num)
+        clients = [
+            client
+            for client in client_manager.sample(num_clients=sample_size, min_num_clients=min_num)
+            if _node_id(client) in self.site_weights and _node_id(client) not in self.excluded
+        ]
+        if len(clients) < self.min_fit_clients:
+            clients = []  # the round fails as one with too few sites does
         self.last = RoundResults(sampled=len(clients))
-        fit_ins = FitIns(parameters, dict(self.fit_config))
-        return [(client, fit_ins) for client in clients]
+        return [
+            (
+                client,
+                FitIns(
+                    parameters, {**self.fit_config, protocol.SITE_WEIGHT: self.site_weights[_node_id(client)]}
+                ),
+            )
+            for client in clients
+        ]
 
     def aggregate_fit(
         self,
@@ -83,16 +104,24 @@ class UpdateFedAvg(FedAvg):
         first = results[0][1].parameters
         if all(res.parameters is first for _, res in results):  # SecAgg+: already the weighted mean
             return first, weighted_metrics(self.last.metrics)
-        return to_parameters(weighted_mean(results)), weighted_metrics(self.last.metrics)
+        weights = [self.site_weights[_node_id(proxy)] for proxy, _ in results]
+        return to_parameters(weighted_mean(results, weights)), weighted_metrics(self.last.metrics)
 
 
-def weighted_mean(results: list[tuple[ClientProxy, FitRes]]) -> list[np.ndarray]:
-    """FedAvg: sum_i n_i u_i / sum_i n_i per array, read from the received bytes without copies
-    and accumulated in reused buffers (the caller serializes the result before the next round)."""
-    total = sum(res.num_examples for _, res in results)
+def _node_id(client: ClientProxy) -> int:
+    return int(client.cid)  # Flower's grid proxies are named by their node id
+
+
+def weighted_mean(results: list[tuple[ClientProxy, FitRes]], weights: list[int]) -> list[np.ndarray]:
+    """FedAvg: sum_i w_i u_i / sum_i w_i per array (w_i: the sites' registered weights), read from
+    the received bytes without copies and accumulated in reused buffers (the caller serializes the
+    result before the next round)."""
+    total = sum(weights)
     if total <= 0:
-        raise ValueError("the sites reported no training examples")
-    per_site = [(from_parameters(res.parameters), res.num_examples / total) for _, res in results]
+        raise ValueError("the sites' registered weights add up to 0")
+    per_site = [
+        (from_parameters(res.parameters), w / total) for (_, res), w in zip(results, weights, strict=True)
+    ]
     means = []
     for index in range(len(per_site[0][0])):
         first, weight = per_site[0][0][index].reshape(-1), per_site[0][1]

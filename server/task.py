@@ -39,6 +39,12 @@ class FederatedTask(Protocol):
 
     def num_examples(self, data: Any) -> int: ...
 
+    def load_validation_data(self, site_dir: Path, cfg: DictConfig) -> Any: ...
+
+    def validation_loss(
+        self, models: torch.nn.Module, stage: str, data: Any, cfg: DictConfig, batches: int, device: str
+    ) -> float: ...
+
     def local_train(
         self,
         models: torch.nn.Module,
@@ -120,6 +126,21 @@ class PrivdiffTask:
 
     def num_examples(self, data: Any) -> int:
         return len(data)
+
+    def load_validation_data(self, site_dir: Path, cfg: DictConfig) -> Any:
+        """The site's val split (never trained on): what the validation gate scores models on."""
+        from privdiff_core.data import open_dataset
+
+        dataset = open_dataset(site_dir, int(cfg.image_size), split="val", progress=False)
+        return dataset.load_tensors(progress=False)
+
+    def validation_loss(
+        self, models: torch.nn.Module, stage: str, data: Any, cfg: DictConfig, batches: int, device: str
+    ) -> float:
+        """Mean loss of `stage` over `batches` fixed batches (the same batches for every model)."""
+        from privdiff_core.training import evaluate_stage
+
+        return evaluate_stage(models, stage, data, cfg, batches, seed=int(cfg.seed), device=device)
 
     def local_train(
         self,

@@ -5,6 +5,13 @@ way SecAgg+ runs in flwr 1.42) grown to what privdiff needs: two stages with the
 state, a fresh `SecAggPlusWorkflow` per round (its share counts follow the sites present and
 its clipping range follows the updates), a checkpoint after every round, resume, and a last
 message that hands every site the signed anonymizer.
+
+A malicious site is contained, not trusted: its weight comes from the registry (what it declared
+when it joined, capped), every value it may add is bounded by the round's range, and an unmasked
+sum that in-range updates with the registered weights could not produce is rejected (never
+averaged in). The round then runs again without one site at a time; the site whose absence makes
+it possible is excluded from the rest of the run. When no such site exists (several attackers)
+the run stops at the last good checkpoint, unsigned. See docs/threat-model.md.
 """
 
 from __future__ import annotations
@@ -38,13 +45,15 @@ from privdiff_core.signing import load_private_key, sign_model
 from server import protocol
 from server.checkpoint import ServerState, config_fingerprint, load_checkpoint, save_checkpoint
 from server.distribution import model_version, pack_folder
-from server.errors import FederationError
+from server.errors import FederationError, ImpossibleAggregateError
 from server.npy import from_parameters, to_parameters
+from server.privacy import PrivacyLedger
 from server.secagg import FLOWER_VECTOR, PRIVDIFF_VECTOR, PrivdiffSecAggPlusWorkflow
 from server.settings import AUTO, FederationSettings
 from server.strategy import UpdateFedAvg, weighted_metrics
 from server.task import FederatedTask
 from server.updates import StateLayout, flatten_state, next_clipping_range, unflatten_state
+from server.validation import REJECTED_DIR, VERDICT_FILE, verdict
 
 ANONYMIZER_DIR = "anonymizer"
 DISTRIBUTION_FILE = "distribution.json"
@@ -81,6 +90,8 @@ class FederatedPlan:
         self.signing_key = Path(signing_key)
         self.progress = progress
         self.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+        self._ledger: PrivacyLedger | None = None  # set per run (DP only)
+        self._noised_for = 0
 
     # ----------------------------------------------------------------------------- entry point
     def __call__(self, grid: Grid, context: Context) -> None:
@@ -101,9 +112,13 @@ class FederatedPlan:
             self.progress(f"resuming {self.out_dir}: {done} of {self.settings.total_rounds} rounds done")
 
         sites = self._describe(grid, models)
+        self._register(state, sites)
         state.sites = max(state.sites, len(sites))
+        self._ledger = self._privacy_ledger(state)
+        self._noised_for = len(sites)  # the DP wrapper sizes its noise for the sites that joined
         if any(state.rounds_done.get(stage, 0) < rounds for stage, rounds in self.settings.plan):
             strategy = UpdateFedAvg(self.settings.min_sites)
+            strategy.site_weights, strategy.excluded = state.site_weights, set(state.excluded)
             legacy = LegacyContext(
                 context,
                 config=ServerConfig(num_rounds=self.settings.total_rounds),
@@ -113,13 +128,52 @@ class FederatedPlan:
             thread, stop, registered = start_update_client_manager_thread(grid, legacy.client_manager)
             registered.wait()
             try:
-                max_weight = float(max(site.examples for site in sites))
+                max_weight = float(max(state.site_weights.values()))
                 self._train(grid, legacy, strategy, models, state, max_weight)
             finally:
                 stop.set()
                 thread.join()
-        folder = self._write_anonymizer(models, state, private_key)
-        self._distribute(grid, folder, [s.node_id for s in sites if s.can_install])
+        excluded = set(state.excluded)
+        eligible = [s.node_id for s in sites if s.node_id not in excluded]
+        extra = {"validation": self._validation_gate(grid, models, state, eligible)}
+        if self._ledger is not None:
+            extra["privacy"] = self._ledger.summary(bool(state.privacy.get("budget_spent")))
+        folder = self._write_anonymizer(models, state, private_key, extra)
+        self._distribute(
+            grid, folder, [s.node_id for s in sites if s.can_install and s.node_id not in excluded]
+        )
+
+    def _privacy_ledger(self, state: ServerState) -> PrivacyLedger | None:
+        """DP runs account every accepted round (server/privacy.py); resumed from the checkpoint."""
+        if not self.settings.dp.enabled:
+            return None
+        population = int(state.privacy.get("population", max(self.settings.sites, len(state.site_weights))))
+        ledger = PrivacyLedger(self.settings.dp, population, state.privacy.get("accountant"))
+        state.privacy = {**state.privacy, "population": population, "accountant": ledger.state_dict()}
+        return ledger
+
+    def _budget_allows_a_round(self, state: ServerState, global_round: int) -> bool:
+        """False (and training stops) if the next round could take epsilon past max_epsilon,
+        counted as if only min_sites answered (the costliest round the plan accepts)."""
+        ledger = self._ledger
+        if ledger is None or not ledger.would_exceed(self.settings.min_sites, self._noised_for):
+            return True
+        state.privacy["budget_spent"] = True
+        save_checkpoint(self.out_dir, state)
+        ledger.write(self.out_dir, state.history, True)
+        self.progress(
+            f"privacy budget: round {global_round} could take epsilon past federation.dp.max_epsilon="
+            f"{self.settings.dp.max_epsilon:g} (spent {ledger.epsilon:.3g} at delta "
+            f"{self.settings.dp.target_delta:g}); training stops here"
+        )
+        return False
+
+    def _account(self, state: ServerState, entry: dict[str, Any]) -> None:
+        """Compose an accepted DP round; its epsilon goes into the history and privacy.json."""
+        if self._ledger is None:
+            return
+        entry["epsilon"] = self._ledger.record(int(entry.get("sites", 0)), self._noised_for)
+        state.privacy["accountant"] = self._ledger.state_dict()
 
     def _wrap_dp(self, strategy: UpdateFedAvg, sites: int) -> Any:
         """Flower's central-DP wrapper; the noise is sized for the sites that joined."""
@@ -183,6 +237,22 @@ class FederatedPlan:
         )
         return sites
 
+    def _register(self, state: ServerState, sites: list[SiteInfo]) -> None:
+        """Enrol sites the run has not seen: weight = declared examples, capped. A registered
+        site keeps its weight for the whole run (and across a resume), whatever it declares later.
+        Under DP every site weighs 1: the noise is sized for a plain mean of clipped updates, whose
+        sensitivity a heavier site would exceed."""
+        cap = self.settings.max_site_weight
+        for site in sites:
+            if site.node_id in state.site_weights:
+                continue
+            state.site_weights[site.node_id] = 1 if self.settings.dp.enabled else min(site.examples, cap)
+            if site.examples > cap:
+                self.progress(
+                    f"  ! site {site.node_id} declared {site.examples} examples: registered with "
+                    f"federation.max_site_weight={cap}"
+                )
+
     # ---------------------------------------------------------------------------------- train
     def _clipping_range(self, state: ServerState) -> float:
         secagg, dp = self.settings.secagg, self.settings.dp
@@ -197,7 +267,9 @@ class FederatedPlan:
             return ""
         return PRIVDIFF_VECTOR if self.settings.secagg.implementation == "privdiff" else FLOWER_VECTOR
 
-    def _fit_workflow(self, legacy: LegacyContext, clipping_range: float, max_weight: float) -> Any:
+    def _fit_workflow(
+        self, legacy: LegacyContext, clipping_range: float, max_weight: float, site_weights: dict[int, int]
+    ) -> Any:
         if not self.settings.secagg.enabled:
             return default_fit_workflow
         shares, threshold = self.settings.secagg.shares_for(legacy.client_manager.num_available())
@@ -218,6 +290,7 @@ class FederatedPlan:
             clipping_range=clipping_range,
             quantization_range=QUANTIZATION_RANGE,
             timeout=self.settings.secagg.timeout_s,
+            **({"site_weights": site_weights} if workflow is PrivdiffSecAggPlusWorkflow else {}),
         )
 
     def _train(
@@ -233,13 +306,22 @@ class FederatedPlan:
         global_round = sum(state.rounds_done.values())
         for stage, rounds in self.settings.plan:
             for stage_round in range(state.rounds_done.get(stage, 0) + 1, rounds + 1):
+                if not self._budget_allows_a_round(state, global_round + 1):
+                    return
                 global_round += 1
                 started = time.perf_counter()
                 clip = self._clipping_range(state) if self.settings.secagg.enabled else 0.0
                 discarded: list[dict[str, Any]] = []
+                rejected: list[dict[str, Any]] = []
                 while True:
-                    update, summary = self._run_round(
-                        grid, legacy, strategy, models, stage, stage_round, global_round, clip, max_weight
+                    update, summary = self._checked_round(
+                        (stage, stage_round, global_round, clip, max_weight),
+                        rejected,
+                        state,
+                        grid,
+                        legacy,
+                        strategy,
+                        models,
                     )
                     exps = [int(m.get(protocol.METRIC_RANGE_EXP, -40)) for _, m in strategy.last.metrics]
                     if not self._rerun_with_wider_range(summary, discarded):
@@ -248,7 +330,7 @@ class FederatedPlan:
                     # afresh, a large first step): redo the round with a range that holds them all.
                     # Local training is seeded by (seed, round, site), so the sites recompute the
                     # same updates; nothing of the discarded round is applied.
-                    wider = next_clipping_range(exps)
+                    wider = self._next_range(exps)
                     discarded.append({"clipping_range": clip, "clipped-values": summary["clipped-values"]})
                     self.progress(
                         f"  ! round {global_round} ({stage}): {summary['clipped-values']} update "
@@ -257,7 +339,7 @@ class FederatedPlan:
                     clip = wider
                 self._apply(models, stage, update)
                 state.rounds_done[stage] = stage_round
-                state.clipping_range = next_clipping_range(exps) if stage_round < rounds else None
+                state.clipping_range = self._next_range(exps) if stage_round < rounds else None
                 state.history.append(
                     {
                         "round": global_round,
@@ -266,13 +348,82 @@ class FederatedPlan:
                         "seconds": time.perf_counter() - started,
                         "clipping_range": clip,
                         "discarded": discarded,
+                        "rejected": rejected,
                         **summary,
                     }
                 )
+                self._account(state, state.history[-1])
                 state.models = models.state_dict()
                 state.completed = all(state.rounds_done[s] >= r for s, r in self.settings.plan)
                 save_checkpoint(self.out_dir, state)
+                if self._ledger is not None:
+                    self._ledger.write(self.out_dir, state.history, False)
                 self._report_round(state.history[-1], rounds, total)
+
+    def _next_range(self, range_exponents: list[int]) -> float:
+        """The automatic range, never beyond secagg.max_clipping_range: sites report their own
+        ranges, so one site's claim must not widen every site's influence without bound."""
+        return next_clipping_range(
+            range_exponents, bounds=(2.0**-24, self.settings.secagg.max_clipping_range)
+        )
+
+    def _checked_round(
+        self,
+        round_args: tuple[str, int, int, float, float],
+        rejected: list[dict[str, Any]],
+        state: ServerState,
+        grid: Grid,
+        legacy: LegacyContext,
+        strategy: UpdateFedAvg,
+        models: torch.nn.Module,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """`_run_round`, and when its sum is impossible: the round again without one of the summed
+        sites at a time, in node-id order, while enough sites remain. The first possible sum is
+        the round's; its missing site is excluded for the rest of the run. Every rejected sum is
+        logged and listed in `rejected` (the round's history), none is applied."""
+        stage, _, global_round, _, _ = round_args
+        try:
+            return self._run_round(grid, legacy, strategy, models, *round_args)
+        except ImpossibleAggregateError as err:
+            suspects = sorted(err.sites)
+            self._log_rejection(rejected, global_round, stage, err, None)
+        floor = max(self.settings.min_sites, 2)
+        for suspect in suspects:
+            if len(suspects) - 1 < floor:
+                break
+            strategy.excluded.add(suspect)
+            try:
+                result = self._run_round(grid, legacy, strategy, models, *round_args)
+            except ImpossibleAggregateError as err:
+                strategy.excluded.discard(suspect)
+                self._log_rejection(rejected, global_round, stage, err, suspect)
+                continue
+            state.excluded.append(suspect)
+            self.progress(
+                f"  ! round {global_round} ({stage}): without site {suspect} the sum is possible; site "
+                f"{suspect} is EXCLUDED from the rest of this run"
+            )
+            return result
+        raise FederationError(
+            f"round {global_round} ({stage}): every SecAgg+ sum was impossible, also without any single "
+            f"one of the sites {suspects} (more than one attacker, or fewer than {floor} sites left "
+            "without one): rolled back to the last good checkpoint, nothing signed; see the log"
+        )
+
+    def _log_rejection(
+        self,
+        rejected: list[dict[str, Any]],
+        global_round: int,
+        stage: str,
+        err: ImpossibleAggregateError,
+        without: int | None,
+    ) -> None:
+        rejected.append({"without": without, "sites": sorted(err.sites), "reason": err.reason})
+        self.progress(
+            f"  ! round {global_round} ({stage}): REJECTED "
+            + (f"(without site {without}) " if without is not None else "")
+            + f"{err.reason}; nothing of it is applied"
+        )
 
     def _rerun_with_wider_range(self, summary: dict[str, Any], discarded: list[dict[str, Any]]) -> bool:
         """Only an automatic range is widened, at most twice per round (the second time only if
@@ -328,7 +479,7 @@ class FederatedPlan:
             legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
                 {WorkflowKey.CURRENT_ROUND: global_round, WorkflowKey.START_TIME: time.time()}
             )
-            self._fit_workflow(legacy, clip, max_weight)(grid, legacy)
+            self._fit_workflow(legacy, clip, max_weight, strategy.site_weights)(grid, legacy)
             result = legacy.state.array_records[MAIN_PARAMS_RECORD]
             if result is not sent:
                 break
@@ -362,6 +513,8 @@ class FederatedPlan:
             + (f", {entry['dropped']} dropped" if entry.get("dropped") else "")
             + f" | {entry['seconds']:.1f} s"
         )
+        if "epsilon" in entry:
+            line += f" | DP epsilon {entry['epsilon']:.3g} (delta {self.settings.dp.target_delta:g})"
         if self.settings.secagg.enabled:
             line += f" | SecAgg+ range +-{entry['clipping_range']:.3g}"
             if entry.get("clipped-values"):
@@ -369,7 +522,67 @@ class FederatedPlan:
         self.progress(line)
 
     # ----------------------------------------------------------------------- sign + distribute
-    def _write_anonymizer(self, models: torch.nn.Module, state: ServerState, private_key: Any) -> Path:
+    def _validation_gate(
+        self, grid: Grid, models: torch.nn.Module, state: ServerState, nodes: list[int]
+    ) -> dict[str, Any]:
+        """The sites score the candidate (server/validation.py); returns the verdict for the
+        model's metadata, or keeps the candidate unsigned and stops the run."""
+        gate = self.settings.validation
+        if not gate.enabled:
+            return {"enabled": False}
+        stages = [stage for stage, _ in self.settings.plan]
+        vector = np.concatenate(
+            [
+                flatten_state(st, StateLayout.of(st))
+                for st in (self.task.stage_state(models, s) for s in self.task.stages)
+            ]
+        )
+        content = RecordDict(
+            {
+                "candidate": ArrayRecord(array_dict={"state": Array(vector)}),
+                protocol.CONFIG_RECORD: ConfigRecord(
+                    {"config-yaml": self.config_yaml, "stages": stages, "batches": gate.batches}
+                ),
+            }
+        )
+        messages = [
+            Message(content=content, dst_node_id=n, message_type=protocol.VALIDATE, group_id="validation")
+            for n in nodes
+        ]
+        scores = []
+        for reply in grid.send_and_receive(messages, timeout=self.settings.secagg.timeout_s):
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                self.progress(f"  ! site {node} did not score the candidate: {reply.error.reason}")
+                continue
+            record = dict(reply.content.config_records[protocol.CONFIG_RECORD])
+            scores.append(protocol.SiteScores.from_record(node, record, stages))
+        result = verdict(scores, stages, gate, gate.quorum_for(self.settings.min_sites))
+        summary = result.to_json()
+        if not result.passed:
+            folder = self.out_dir / REJECTED_DIR
+            shutil.rmtree(folder, ignore_errors=True)
+            self.task.save_anonymizer(
+                models, self.cfg, folder, {"config": self.config_yaml, "validation": summary}
+            )
+            tmp = folder / f".{VERDICT_FILE}.tmp"
+            tmp.write_text(json.dumps(summary, indent=2))
+            tmp.replace(folder / VERDICT_FILE)
+            raise FederationError(
+                "validation gate: the candidate was NOT signed or distributed ("
+                + "; ".join(result.reasons)
+                + f"); it is kept unsigned in {folder} for inspection"
+            )
+        losses = ", ".join(
+            f"{s} {v['candidate_loss']:.4g} (accepted {v['accepted_loss']:.4g})"
+            for s, v in result.stages.items()
+        )
+        self.progress(f"validation gate passed at {result.sites} sites: val loss {losses}")
+        return summary
+
+    def _write_anonymizer(
+        self, models: torch.nn.Module, state: ServerState, private_key: Any, extra: dict[str, Any]
+    ) -> Path:
         """save_anonymizer with the global models, signed, swapped into place atomically."""
         folder = self.out_dir / ANONYMIZER_DIR
         tmp = self.out_dir / f".{ANONYMIZER_DIR}.tmp"
@@ -381,6 +594,7 @@ class FederatedPlan:
             "config": self.config_yaml,
             "sites": state.sites,
             **self.settings.summary(),
+            **extra,
         }
         self.task.save_anonymizer(models, self.cfg, tmp, metadata)
         payload = sign_model(tmp, private_key, metadata)

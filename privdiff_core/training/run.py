@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,21 @@ def reuse_autoencoder(models: Any, source: Path) -> Path:
     return folder
 
 
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint, read without unpickling code: tensors, numbers, strings and
+    containers only (`weights_only=True`). A file that needs more was not written by privdiff
+    (or was tampered with) and is refused, since unpickling it could run any code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise TrainingError(
+            f"{path}: refusing a checkpoint that holds more than tensors and plain values (loading it "
+            "could run code); delete it, or the run folder, to start over"
+        ) from err
+    except (OSError, RuntimeError, EOFError) as err:
+        raise TrainingError(f"{path}: unreadable checkpoint ({err}); delete it to start over") from err
+
+
 def train_run(
     cfg: DictConfig,
     data_dir: str | Path,
@@ -143,7 +159,7 @@ def train_run(
     seed = int(cfg.get("seed", 0))
     state: dict[str, Any] = {"stage_index": 0, "step": 0, "trainer": None, "metrics": {}, "seconds": 0.0}
     if resuming:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        checkpoint = _load_checkpoint(ckpt_path)
         if checkpoint.get("format") != CHECKPOINT_FORMAT:
             raise TrainingError(f"{ckpt_path}: not a privdiff training checkpoint")
         models.load_state_dict(checkpoint["models"])

@@ -72,7 +72,8 @@ def test_command_has_tls_site_key_absolute_paths_and_the_venv_on_path(bundle):
     assert config["data"] == str((bundle / "data").resolve()) and config["require-secagg"] is True
     assert config["model-store"] == str((bundle / "privdiff-model-store").resolve())
     assert Path(config["model-store"]).is_dir()
-    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)  # finds flower-superexec
+    shim, venv_bin = env["PATH"].split(os.pathsep)[:2]  # the app-trust shim, then flower-superexec
+    assert (Path(shim) / "flwr-clientapp").is_file() and venv_bin == str(Path(sys.executable).parent)
     assert env["FLWR_TELEMETRY_ENABLED"] == "0" and env["FLWR_DISABLE_UPDATE_CHECK"] == "1"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -110,6 +111,20 @@ def flwr_json(args: list[str], env: dict[str, str]) -> dict:
     if start < 0:
         raise AssertionError(f"flwr {' '.join(args)} printed no JSON:\n{result.stdout}\n{result.stderr}")
     return json.loads(result.stdout[start:])
+
+
+def submit_run(app: str, connection: str, run_config: str, env: dict[str, str]) -> str:
+    """`flwr run APP CONNECTION --run-config ...` as the operator; returns the run id."""
+    submitted = flwr(["run", app, connection, "--run-config", run_config], env, timeout=300)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    return re.search(r"started run (\d+)", submitted.stdout).group(1)
+
+
+def run_ended(env: dict[str, str], run_id: str) -> str:
+    """The run's status once it has finished (finished:completed, finished:failed...), else ""."""
+    runs = {r["run-id"]: r for r in flwr_json(["ls"], env)["runs"]}
+    status = runs[run_id]["status"]
+    return status if status.startswith("finished") else ""
 
 
 def superlink_command(fed: Path, port: int) -> list[str]:

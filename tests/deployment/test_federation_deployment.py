@@ -17,11 +17,12 @@ import pytest
 from processes import (
     Processes,
     flwr,
-    flwr_json,
     free_port,
     online_nodes,
     port_open,
+    run_ended,
     site_command,
+    submit_run,
     superlink_command,
     wait_for,
 )
@@ -101,30 +102,17 @@ def test_tls_authenticated_round_signed_model_and_refusals(tmp_path):
         assert "2004" in procs.log("site_02")
         wait_for(lambda: online_nodes(operator) == registered, 120, "both registered sites online", every=3)
 
-        submitted = flwr(
-            [
-                "run",
-                ".",
-                "privdiff",
-                "--run-config",
-                f"config='tiny' signing-key='{fed / 'signing' / 'model-signing.pem'}' "
-                f"out='{tmp_path / 'run'}' overrides='federation.rounds.denoiser=0 "
-                "federation.min_sites=2 federation.sites=2 federation.wait_for_sites_s=120'",
-            ],
+        run_id = submit_run(
+            ".",
+            "privdiff",
+            f"config='tiny' signing-key='{fed / 'signing' / 'model-signing.pem'}' "
+            f"out='{tmp_path / 'run'}' overrides='federation.rounds.denoiser=0 "
+            "federation.min_sites=2 federation.sites=2 federation.wait_for_sites_s=120'",
             operator,
-            timeout=300,
         )
-        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-        run_id = re.search(r"started run (\d+)", submitted.stdout).group(1)
 
-        def finished() -> str:
-            runs = {r["run-id"]: r for r in flwr_json(["ls"], operator)["runs"]}
-            status = runs[run_id]["status"]
-            return status if status.startswith("finished") else ""
-
-        assert wait_for(finished, 900, "the federated run to finish", every=5) == "finished:completed", flwr(
-            ["log", run_id, "--show"], operator
-        ).stdout[-3000:]
+        status = wait_for(lambda: run_ended(operator, run_id), 900, "the federated run to finish", every=5)
+        assert status == "finished:completed", flwr(["log", run_id, "--show"], operator).stdout[-3000:]
 
         # the plaintext site never got in, however long it tried
         assert procs.started["plaintext"].poll() is None

@@ -143,23 +143,45 @@ def test_interrupted_run_resumes_to_the_same_weights(data, tmp_path):
     run = tmp_path / "interrupted"
     first = train_run(cfg, "unused", run, stop_after=3, **kwargs)
     assert not first.finished and first.steps_done == 3
-    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert saved["stage_index"] == 0 and saved["trainer"]["step"] == 3
     second = train_run(cfg, "unused", run, stop_after=3, **kwargs)  # crosses into the denoiser
     assert second.steps_done == 3
-    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert saved["stage_index"] == 1 and saved["trainer"]["step"] == 2
     last = train_run(cfg, "unused", run, **kwargs)
     assert last.finished and last.steps_done == 2  # continued, not restarted
 
-    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)["models"]
-    b = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["models"]
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)["models"]
+    b = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["models"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (run / "anonymizer" / "manifest.json").is_file() and (run / "config.yaml").is_file()
     assert "val_loss" in last.metrics["stages"]["denoiser"]
 
     with pytest.raises(TrainingError, match="different model config"):
         train_run(tiny_cfg("sas.enabled=false"), "unused", run, **kwargs)
+
+
+class _Planted:
+    """What a planted checkpoint smuggles in: unpickling it would call os.system."""
+
+    def __reduce__(self):  # noqa: ANN204
+        import os
+
+        return (os.system, ("touch PLANTED",))
+
+
+def test_a_planted_pickle_checkpoint_is_refused_without_running_it(data, tmp_path, monkeypatch):
+    cfg = tiny_cfg("train.autoencoder.steps=2", "train.denoiser.steps=2", "train.checkpoint_every=1")
+    kwargs = {"progress": False, "train_data": data, "val_data": data.subset(range(8))}
+    run = tmp_path / "run"
+    train_run(cfg, "unused", run, stop_after=1, **kwargs)
+    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    torch.save({**saved, "metrics": _Planted()}, run / "checkpoints" / "last.pt")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TrainingError, match="refusing a checkpoint that holds more than tensors"):
+        train_run(cfg, "unused", run, **kwargs)
+    assert not (tmp_path / "PLANTED").exists()
 
 
 @pytest.mark.slow
@@ -194,7 +216,7 @@ def test_ctrl_c_leaves_a_checkpoint_to_resume_from(data, tmp_path, monkeypatch):
     monkeypatch.setattr(StageTrainer, "step", interrupted_step)
     with pytest.raises(KeyboardInterrupt):
         train_run(cfg, "unused", tmp_path, progress=False, train_data=data)
-    saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert saved["stage_index"] == 0 and saved["trainer"]["step"] == 2
     monkeypatch.setattr(StageTrainer, "step", real_step)
     result = train_run(cfg, "unused", tmp_path, progress=False, train_data=data)

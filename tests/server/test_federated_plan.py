@@ -10,6 +10,7 @@ SecAgg+ aggregate is compared with plain FedAvg of the sites' real updates.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -17,8 +18,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from federation_checks import (
+    as_vector,
+    check_secagg_round,
+    fedavg_of,
+    float32_rounding,
+    run_plan,
+    site_records,
+    stage_vector,
+)
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
-from recording_task import DropOutMod, RecordingTask, make_federation, tiny_config
+from recording_task import DropOutMod, make_federation, tiny_config
 
 from privdiff_core.signing import (
     folder_hashes,
@@ -29,79 +39,8 @@ from privdiff_core.signing import (
 )
 from server.checkpoint import CHECKPOINT_FILE
 from server.distribution import current_model
-from server.settings import federation_settings
-from server.updates import StateLayout, flatten_state, quantization_step
-from server.workflow import QUANTIZATION_RANGE
-from simulation.engine import run_federation
 
 pytestmark = pytest.mark.slow
-
-
-def _run(cfg, fed, out: Path, *, mods=(), lines: list[str] | None = None) -> list[Path]:
-    """Run the plan; snapshot the checkpoint after every round. Returns the snapshots."""
-    snapshots: list[Path] = []
-    lines = [] if lines is None else lines
-
-    def progress(line: str) -> None:
-        lines.append(line)
-        if line.startswith("["):  # a round finished and was checkpointed
-            snapshots.append(out / f"round-{len(snapshots) + 1}.pt")
-            shutil.copy(out / CHECKPOINT_FILE, snapshots[-1])
-
-    run_federation(
-        cfg,
-        federation_settings(cfg),
-        RecordingTask(),
-        out,
-        fed.site_dirs,
-        fed.homes,
-        fed.signing_key,
-        extra_client_mods=mods,
-        progress=progress,
-    )
-    return snapshots
-
-
-def _records(folder: Path, stage: str, base: np.ndarray | None = None) -> list[dict]:
-    """What the sites recorded in `stage`; with `base`, only the round that started from it."""
-    records = [torch.load(p, weights_only=True) for p in sorted(folder.glob(f"{stage}-*.pt"))]
-    if base is not None:
-        records = [r for r in records if np.array_equal(_vector(r["before"]), base)]
-    return records
-
-
-MODEL_CONFIG = tiny_config(Path("unused"))  # the model part of every run here: tiny PrivDiff-Net
-
-
-def _float32_rounding(values: np.ndarray) -> float:
-    """The server stores global + update as float32: up to one float32 spacing off, twice."""
-    return 2 * float(np.spacing(np.float32(np.abs(values).max())))
-
-
-def _vector(state: dict[str, torch.Tensor]) -> np.ndarray:
-    return flatten_state(state, StateLayout.of(state)).astype(np.float64)
-
-
-def _stage_vector(checkpoint: Path, stage: str) -> np.ndarray:
-    task, saved = RecordingTask(), torch.load(checkpoint, weights_only=True)
-    models = task.build_models(MODEL_CONFIG)
-    models.load_state_dict(saved["models"])
-    return _vector(task.stage_state(models, stage))
-
-
-def _fedavg(records: list[dict], clipping_range: float) -> tuple[np.ndarray, np.ndarray]:
-    """Plain FedAvg of the updates the sites sent (clipped as they clip them), and the base."""
-    bases = [_vector(r["before"]) for r in records]
-    for base in bases[1:]:
-        np.testing.assert_array_equal(base, bases[0])  # every site started from the same global
-    updates = [
-        (_vector(r["after"]) - base).astype(np.float32) for r, base in zip(records, bases, strict=True)
-    ]
-    if clipping_range > 0:
-        updates = [np.clip(u, -clipping_range, clipping_range) for u in updates]
-    weights = np.array([r["examples"] for r in records], dtype=np.float64)
-    mean = sum(w * u.astype(np.float64) for w, u in zip(weights, updates, strict=True)) / weights.sum()
-    return mean, bases[0]
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +66,7 @@ def secagg_run(tmp_path_factory):
         root / "records", secagg={"initial_clipping_range": 2.0**-9}, rounds={"autoencoder": 2, "denoiser": 1}
     )
     lines: list[str] = []
-    snapshots = _run(cfg, fed, root / "run", mods=[DropOutMod(partition=2, round_=3)], lines=lines)
+    snapshots = run_plan(cfg, fed, root / "run", mods=[DropOutMod(partition=2, round_=3)], lines=lines)
     return {
         "root": root,
         "fed": fed,
@@ -135,35 +74,6 @@ def secagg_run(tmp_path_factory):
         "lines": lines,
         "history": torch.load(snapshots[-1], weights_only=True)["history"],
     }
-
-
-def _check_secagg_round(run: dict, round_: int, stage: str, sites: int) -> None:
-    """The server's aggregate of `round_` equals FedAvg of the sites' updates, up to SecAgg+'s
-    quantization: each weighted value is rounded to a grid of 2*range/2**22, so the mean of
-    `sites` updates is off by at most sites * step / (sum of weights / max weight)."""
-    snapshots, history = run["snapshots"], run["history"]
-    if round_ == 1:  # the server's initial model: the same seed builds the same network
-        task = RecordingTask()
-        start = _vector(task.stage_state(task.build_models(MODEL_CONFIG), stage))
-    else:
-        start = _stage_vector(snapshots[round_ - 2], stage)
-    records = _records(run["root"] / "records", stage, start)
-    by_site: dict[str, dict] = {}
-    for record in records:  # a rerun round (range widened) trains again from the same base
-        if record["site"] in by_site:
-            np.testing.assert_array_equal(_vector(record["after"]), _vector(by_site[record["site"]]["after"]))
-        by_site[record["site"]] = record
-    records = list(by_site.values())
-    assert len(records) == sites
-    clip = history[round_ - 1]["clipping_range"]
-    expected, base = _fedavg(records, clip)
-    aggregate = _stage_vector(snapshots[round_ - 1], stage) - base
-    step = quantization_step(clip, QUANTIZATION_RANGE)
-    max_weight = max(r["examples"] for r in _records(run["root"] / "records", "autoencoder"))
-    weight_sum = sum(r["examples"] for r in records) / max_weight
-    tolerance = sites * step / weight_sum + _float32_rounding(base)
-    np.testing.assert_allclose(aggregate, expected, rtol=0, atol=tolerance)
-    assert np.abs(expected).max() > 100 * tolerance  # the comparison is not between two near-zeros
 
 
 def test_secagg_rounds_complete_and_match_plain_fedavg(secagg_run):
@@ -174,10 +84,10 @@ def test_secagg_rounds_complete_and_match_plain_fedavg(secagg_run):
         (3, "denoiser"),
     ]
     assert len(secagg_run["snapshots"]) == 3
-    _check_secagg_round(secagg_run, 1, "autoencoder", sites=3)
-    _check_secagg_round(secagg_run, 2, "autoencoder", sites=3)
+    check_secagg_round(secagg_run, 1, "autoencoder", sites=3)
+    check_secagg_round(secagg_run, 2, "autoencoder", sites=3)
     # the virtual sites train at the simulation's own priority, not at Ray's default nice 15
-    records = _records(secagg_run["root"] / "records", "autoencoder")
+    records = site_records(secagg_run["root"] / "records", "autoencoder")
     assert {r["niceness"] for r in records} == {os.getpriority(os.PRIO_PROCESS, 0)}
 
 
@@ -186,8 +96,8 @@ def test_too_small_range_discards_the_round_and_reruns_it_with_a_wider_one(secag
     [discarded] = first["discarded"]
     assert discarded["clipping_range"] == 2.0**-9 and discarded["clipped-values"] > 0
     assert any("discarded, running it again" in line for line in secagg_run["lines"])
-    records = _records(secagg_run["root"] / "records", "autoencoder")
-    largest = max(np.abs(_vector(r["after"]) - _vector(r["before"])).max() for r in records)
+    records = site_records(secagg_run["root"] / "records", "autoencoder")
+    largest = max(np.abs(as_vector(r["after"]) - as_vector(r["before"])).max() for r in records)
     assert largest > discarded["clipping_range"]  # the updates really were larger than the range
     # the accepted round used a range that holds every update: nothing clipped, nothing lost
     assert first["clipped-values"] == 0 and first["clipping_range"] >= largest
@@ -198,13 +108,13 @@ def test_site_dropping_out_mid_round_does_not_stop_the_round(secagg_run):
     third = secagg_run["history"][2]
     assert third["stage"] == "denoiser"
     assert third["sites"] == 2 and third["dropped"] == 1
-    records = _records(secagg_run["root"] / "records", "denoiser")
+    records = site_records(secagg_run["root"] / "records", "denoiser")
     assert sorted(r["site"] for r in records) == ["site_00", "site_01"]
     # the denoiser round trained on the federation's autoencoder, not on a site's own
-    autoencoder = _stage_vector(secagg_run["snapshots"][1], "autoencoder")
+    autoencoder = stage_vector(secagg_run["snapshots"][1], "autoencoder")
     for record in records:
-        np.testing.assert_array_equal(_vector(record["frozen"]), autoencoder)
-    _check_secagg_round(secagg_run, 3, "denoiser", sites=2)
+        np.testing.assert_array_equal(as_vector(record["frozen"]), autoencoder)
+    check_secagg_round(secagg_run, 3, "denoiser", sites=2)
 
 
 def test_signed_anonymizer_reaches_sites_and_a_wrong_key_site_keeps_its_model(secagg_run):
@@ -247,39 +157,39 @@ def test_plain_fedavg_switch_and_resume_after_a_server_crash(tmp_path, monkeypat
 
     monkeypatch.setattr(workflow, "default_fit_workflow", crashing_fit)
     with pytest.raises(RuntimeError, match="lost power"):
-        _run(cfg, fed, out)
+        run_plan(cfg, fed, out)
     saved = torch.load(out / CHECKPOINT_FILE, weights_only=True)
     assert saved["rounds_done"] == {"autoencoder": 1, "denoiser": 0} and not saved["completed"]
     assert not (out / "anonymizer").exists()
     shutil.copy(out / CHECKPOINT_FILE, tmp_path / "round-1.pt")
-    records = _records(tmp_path / "records", "autoencoder")
-    expected, base = _fedavg(records, 0.0)
+    records = site_records(tmp_path / "records", "autoencoder")
+    expected, base = fedavg_of(records, 0.0)
     np.testing.assert_allclose(
-        _stage_vector(tmp_path / "round-1.pt", "autoencoder") - base,
+        stage_vector(tmp_path / "round-1.pt", "autoencoder") - base,
         expected,
         rtol=0,
-        atol=_float32_rounding(base) + 1e-6 * np.abs(expected).max(),
+        atol=float32_rounding(base) + 1e-6 * np.abs(expected).max(),
     )
 
     monkeypatch.setattr(workflow, "default_fit_workflow", real_fit)
     lines: list[str] = []
-    _run(cfg, fed, out, lines=lines)
+    run_plan(cfg, fed, out, lines=lines)
     assert any("resuming" in line and "1 of 2 rounds done" in line for line in lines)
     assert [line.split("]")[0] for line in lines if line.startswith("[")] == ["[denoiser 1/1"]
-    assert len(_records(tmp_path / "records", "autoencoder")) == 3  # round 1 was not trained again
+    assert len(site_records(tmp_path / "records", "autoencoder")) == 3  # round 1 was not trained again
     history = torch.load(out / CHECKPOINT_FILE, weights_only=True)["history"]
     assert [h["round"] for h in history] == [1, 2]
-    denoiser = _records(tmp_path / "records", "denoiser")
+    denoiser = site_records(tmp_path / "records", "denoiser")
     for record in denoiser:  # round 2 built on the checkpointed round-1 autoencoder
         np.testing.assert_array_equal(
-            _vector(record["frozen"]), _stage_vector(tmp_path / "round-1.pt", "autoencoder")
+            as_vector(record["frozen"]), stage_vector(tmp_path / "round-1.pt", "autoencoder")
         )
-    expected, base = _fedavg(denoiser, 0.0)
+    expected, base = fedavg_of(denoiser, 0.0)
     np.testing.assert_allclose(
-        _stage_vector(out / CHECKPOINT_FILE, "denoiser") - base,
+        stage_vector(out / CHECKPOINT_FILE, "denoiser") - base,
         expected,
         rtol=0,
-        atol=_float32_rounding(base) + 1e-6 * np.abs(expected).max(),
+        atol=float32_rounding(base) + 1e-6 * np.abs(expected).max(),
     )
     verify_model(out / "anonymizer", _public(fed.public_key))
     assert verify_model(out / "anonymizer", _public(fed.public_key))["metadata"]["secagg"] is False
@@ -297,20 +207,51 @@ def test_central_dp_with_flowers_own_secagg_vector_path(tmp_path):
         secagg={"implementation": "flower"},
         dp={"enabled": True, "noise_multiplier": multiplier, "clipping_norm": norm},
     )
-    snapshots = _run(cfg, fed, tmp_path / "run")
+    snapshots = run_plan(cfg, fed, tmp_path / "run")
     [entry] = torch.load(snapshots[-1], weights_only=True)["history"]
     assert entry["clipping_range"] == 2.0 ** np.ceil(np.log2(norm)) and entry["clipped-values"] == 0
-    records = _records(tmp_path / "records", "autoencoder")
-    bases = [_vector(r["before"]) for r in records]
-    updates = [_vector(r["after"]) - base for r, base in zip(records, bases, strict=True)]
+    records = site_records(tmp_path / "records", "autoencoder")
+    bases = [as_vector(r["before"]) for r in records]
+    updates = [as_vector(r["after"]) - base for r, base in zip(records, bases, strict=True)]
     assert min(np.linalg.norm(u) for u in updates) > norm  # the clipping had work to do
     clipped = [u * min(1.0, norm / np.linalg.norm(u)) for u in updates]
-    weights = np.array([r["examples"] for r in records], dtype=np.float64)
-    fedavg = sum(w * u for w, u in zip(weights, clipped, strict=True)) / weights.sum()
-    noise = _stage_vector(snapshots[-1], "autoencoder") - bases[0] - fedavg
+    fedavg = sum(clipped) / len(clipped)  # under DP every site weighs the same (its sensitivity)
+    noise = stage_vector(snapshots[-1], "autoencoder") - bases[0] - fedavg
     sigma = multiplier * norm / 3  # Flower's compute_stdv: noise_multiplier * clipping_norm / sampled sites
     assert abs(noise.mean()) < 4 * sigma / np.sqrt(noise.size)
     assert 0.8 * sigma < noise.std() < 1.2 * sigma  # ~250 values: the estimate is within ~5% (1 sd)
     payload = verify_model(tmp_path / "run" / "anonymizer", _public(fed.public_key))
-    expected = {"enabled": True, "noise_multiplier": multiplier, "clipping_norm": norm}
+    expected = {
+        "enabled": True,
+        "noise_multiplier": multiplier,
+        "clipping_norm": norm,
+        "target_delta": 1e-5,
+        "max_epsilon": None,
+    }
     assert payload["metadata"]["dp"] == expected
+    # epsilon of one Gaussian release at this multiplier, from Flower's RDP accountant
+    privacy = payload["metadata"]["privacy"]
+    assert privacy["releases"] == 1 and privacy["delta"] == 1e-5 and privacy["budget_spent"] is False
+    assert privacy["epsilon"] == pytest.approx(entry["epsilon"]) and 10 < privacy["epsilon"] < 100
+    audit = json.loads((tmp_path / "run" / "privacy.json").read_text())
+    assert audit["rounds"] == [{"round": 1, "stage": "autoencoder", "epsilon": entry["epsilon"]}]
+
+
+def test_dp_training_stops_when_the_next_round_would_exceed_the_budget(tmp_path):
+    """noise_multiplier 1: one round costs epsilon 4.7, two 7.1 (delta 1e-5, RDP). With
+    max_epsilon 6 the second round never runs; the model of round 1 is signed, saying so.
+    privdiff's own SecAgg+ vector path carries the DP round."""
+    fed = make_federation(tmp_path / "fed", 3)
+    cfg = tiny_config(
+        tmp_path / "records",
+        rounds={"autoencoder": 2, "denoiser": 0},
+        dp={"enabled": True, "noise_multiplier": 1.0, "clipping_norm": 0.05, "max_epsilon": 6.0},
+    )
+    lines: list[str] = []
+    run_plan(cfg, fed, tmp_path / "run", lines=lines)
+    saved = torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)
+    assert saved["rounds_done"] == {"autoencoder": 1, "denoiser": 0} and saved["privacy"]["budget_spent"]
+    assert any("privacy budget: round 2 could take epsilon past" in line for line in lines)
+    privacy = verify_model(tmp_path / "run" / "anonymizer", _public(fed.public_key))["metadata"]["privacy"]
+    assert privacy["budget_spent"] is True and privacy["releases"] == 1
+    assert 4 < privacy["epsilon"] <= 6.0 and privacy["max_epsilon"] == 6.0

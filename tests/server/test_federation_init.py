@@ -31,7 +31,7 @@ def federation(tmp_path_factory):
 def test_private_keys_are_readable_by_the_owner_only(federation):
     out, _ = federation
     private = [
-        out / "ca" / "ca.key",
+        out.parent / "federation-ca-OFFLINE" / "ca.key",
         out / "superlink" / "server.key",
         out / "signing" / "model-signing.pem",
         out / "sites" / "site_00" / "auth_key",
@@ -39,6 +39,22 @@ def test_private_keys_are_readable_by_the_owner_only(federation):
     ]
     for path in private:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_the_ca_key_is_written_outside_the_federation_folder(federation):
+    """The server runs from (and operators copy) the federation folder: the CA key is not in it."""
+    out, _ = federation
+    ca_key = out.parent / "federation-ca-OFFLINE" / "ca.key"
+    key = serialization.load_pem_private_key(ca_key.read_bytes(), None)
+    ca = x509.load_pem_x509_certificate((out / "ca" / "ca.crt").read_bytes())
+    assert key.public_key().public_numbers() == ca.public_key().public_numbers()
+    secret = ca_key.read_bytes()
+    assert not [p for p in out.rglob("*") if p.is_file() and secret in p.read_bytes()]
+    (out.parent / "again-ca-OFFLINE").mkdir()
+    (out.parent / "again-ca-OFFLINE" / "ca.key").write_text("an earlier federation's CA key")
+    with pytest.raises(FederationError, match="never overwritten"):
+        init(out.parent / "again", sites=1, host="h", public_port=1, superlink_port=2, config="demo")
+    assert (out.parent / "again-ca-OFFLINE" / "ca.key").read_text() == "an earlier federation's CA key"
 
 
 def test_the_superlink_certificate_is_signed_by_the_ca_for_every_name_sites_use(federation):

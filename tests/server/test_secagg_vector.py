@@ -7,6 +7,7 @@ summing, unmasking and dequantizing are privdiff's. No Ray: every site is a SecA
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -18,7 +19,9 @@ from server.errors import FederationError
 from server.secagg import (
     MODULUS,
     _receive_shares,
+    check_unmasked_sum,
     mask_update,
+    quantized_weight,
     remove_masks,
     weighted_mean_of_sum,
 )
@@ -76,16 +79,23 @@ def _federation(
     return states
 
 
-def _aggregate(
-    states: dict, updates: dict[int, np.ndarray], examples: dict[int, int], active: set[int]
+def _unmasked_sum(
+    states: dict,
+    updates: dict[int, np.ndarray],
+    examples: dict[int, int],
+    active: set[int],
+    tamper: Callable[[int, np.ndarray], None] | None = None,
 ) -> np.ndarray:
-    """Masked uploads of the active sites, their sum mod 2**32, unmasking, the weighted mean."""
+    """Masked uploads of the active sites (`tamper(nid, upload)` may rewrite one after masking,
+    as a malicious site can), their sum mod 2**32, unmasked: [sum q(w_i), sum q(w_i u_i)...]."""
     total = None
     for nid in sorted(active):
         state = states[nid]
         neighbours = _receive_shares(state, state.forwarded)
         head, body = mask_update(updates[nid].copy(), examples[nid], state, neighbours)
         upload = np.concatenate([head, body])
+        if tamper is not None:
+            tamper(nid, upload)
         total = upload.copy() if total is None else total + upload  # uint32: wraps modulo 2**32
     dead = set(states) - active
     shares: dict[int, list[bytes]] = {nid: [] for nid in states}
@@ -107,6 +117,14 @@ def _aggregate(
         {nid: s.neighbours for nid, s in states.items()},
         {nid: s.pk1 for nid, s in states.items()},
     )
+    return total
+
+
+def _aggregate(
+    states: dict, updates: dict[int, np.ndarray], examples: dict[int, int], active: set[int]
+) -> np.ndarray:
+    """Unmasked sum of the active sites' uploads, dequantized to the weighted mean."""
+    total = _unmasked_sum(states, updates, examples, active)
     return weighted_mean_of_sum(total, len(active), states[min(states)].clipping_range, LEVELS).copy()
 
 
@@ -181,3 +199,63 @@ def test_more_examples_than_max_weight_fails_instead_of_overflowing(three_sites)
     state = states[101]
     with pytest.raises(FederationError, match="max_weight"):
         mask_update(updates[101].copy(), 11, state, _receive_shares(state, state.forwarded))
+
+
+def _registered_total(examples: dict[int, int], active: set[int], max_weight: float) -> int:
+    return sum(quantized_weight(examples[n] / max_weight, LEVELS) for n in active)
+
+
+def test_honest_sums_are_possible_even_at_the_edges_of_the_range(three_sites):
+    clipping_range, updates, examples = three_sites
+    states = _federation(3, threshold=2, clipping_range=clipping_range, max_weight=40.0)
+    edges = {
+        nid: np.full_like(u, (-1) ** i * 10 * clipping_range) for i, (nid, u) in enumerate(updates.items())
+    }
+    for values, active in ((updates, {101, 102, 103}), (edges, {101, 102, 103}), (updates, {101, 103})):
+        total = _unmasked_sum(states, values, examples, active)
+        assert (
+            check_unmasked_sum(total, len(active), _registered_total(examples, active, 40.0), LEVELS) is None
+        )
+
+
+@pytest.mark.parametrize(
+    ("attack", "message"),
+    [
+        # the issue's attack: 2**28 levels added to every masked value after masking
+        (lambda upload: upload[1:].__iadd__(np.uint32(2**28)), "beyond 3 x the clipping range"),
+        # a shift below zero wraps round to near 2**32: caught by the same bound
+        (lambda upload: upload[1:].__isub__(np.uint32(2 * LEVELS)), "beyond 3 x the clipping range"),
+        (lambda upload: upload[:1].__iadd__(np.uint32(LEVELS)), "summed weight"),  # weight inflated
+        (lambda upload: upload[:1].__isub__(np.uint32(5)), "summed weight"),  # weight lowered a little
+    ],
+)
+def test_a_site_rewriting_its_masked_upload_makes_the_sum_impossible(three_sites, attack, message):
+    clipping_range, updates, examples = three_sites
+    states = _federation(3, threshold=2, clipping_range=clipping_range, max_weight=40.0)
+    active = {101, 102, 103}
+
+    def tamper(nid: int, upload: np.ndarray) -> None:
+        if nid == 102:
+            attack(upload)
+
+    total = _unmasked_sum(states, updates, examples, active, tamper)
+    problem = check_unmasked_sum(total, 3, _registered_total(examples, active, 40.0), LEVELS)
+    assert problem is not None and message in problem
+
+
+def test_a_sum_of_sites_without_weight_is_refused_not_divided_by_zero(three_sites):
+    clipping_range, updates, examples = three_sites
+    states = _federation(3, threshold=2, clipping_range=clipping_range, max_weight=40.0)
+    nothing = dict.fromkeys(examples, 0)
+    total = _unmasked_sum(states, updates, nothing, {101, 102, 103})
+    assert "no registered weight" in check_unmasked_sum(total, 3, 0, LEVELS)
+
+
+def test_a_weight_other_than_the_registered_one_is_refused(three_sites):
+    """A site that weights by more examples than it registered (honest masking, wrong weight)."""
+    clipping_range, updates, examples = three_sites
+    states = _federation(3, threshold=2, clipping_range=clipping_range, max_weight=40.0)
+    claimed = examples | {103: 40}
+    total = _unmasked_sum(states, updates, claimed, {101, 102, 103})
+    problem = check_unmasked_sum(total, 3, _registered_total(examples, {101, 102, 103}, 40.0), LEVELS)
+    assert problem is not None and "summed weight" in problem

@@ -40,6 +40,12 @@ def test_a_threshold_above_the_shares_is_refused():
         ({"secagg": {"clipping_range": "wide"}}, "secagg.clipping_range"),
         ({"secagg": {"implementation": "homemade"}}, "implementation"),
         ({"dp": {"enabled": True, "clipping_norm": 0}}, "clipping_norm"),
+        ({"dp": {"enabled": True, "noise_multiplier": 0}}, "no noise, no epsilon"),
+        ({"dp": {"enabled": True, "target_delta": 1.0}}, "target_delta"),
+        ({"secagg": {"initial_clipping_range": 16.0}}, "max_clipping_range"),
+        ({"max_site_weight": 0}, "max_site_weight"),
+        ({"validation": {"max_loss_ratio": 0}}, "validation.max_loss_ratio"),
+        ({"validation": {"quorum": "most"}}, "validation.quorum"),
     ],
 )
 def test_bad_settings_name_the_key_to_fix(override, message):
@@ -51,3 +57,17 @@ def test_bad_settings_name_the_key_to_fix(override, message):
 def test_a_config_without_a_federation_section_is_refused():
     with pytest.raises(FederationError, match="federation"):
         federation_settings(OmegaConf.create({"seed": 0}))
+
+
+def test_a_sites_claimed_update_range_cannot_widen_the_range_past_the_cap(tmp_path):
+    """Sites report their own range exponents; one claiming 2**30 gets max_clipping_range."""
+    from server.task import PrivdiffTask
+    from server.workflow import FederatedPlan
+
+    cfg = OmegaConf.merge(
+        load_config("tiny"),
+        {"federation": {"secagg": {"initial_clipping_range": 1.0, "max_clipping_range": 4.0}}},
+    )
+    plan = FederatedPlan(cfg, federation_settings(cfg), PrivdiffTask(), tmp_path, tmp_path / "key.pem")
+    assert plan._next_range([30, -3]) == 4.0
+    assert plan._next_range([-3]) == 2.0**-2  # an honest range is left as it is

@@ -173,6 +173,24 @@ class SynthArrays:
     split: np.ndarray  # (N,) str
     view: np.ndarray  # (N,) str, PA / AP
 
+    def to_tensors(self):
+        """The images in [-1, 1] with their labels, every label known, as a `CXRTensors` (what
+        training and the anonymizer take)."""
+        import torch
+
+        from privdiff_core.data import CXRTensors
+
+        labels = torch.from_numpy(self.labels.astype(np.float32))
+        return CXRTensors(
+            image=torch.from_numpy(self.images).unsqueeze(1) * 2 - 1,
+            age_group=torch.from_numpy(self.age_group).long(),
+            sex=torch.from_numpy(self.sex).long(),
+            labels=labels,
+            label_mask=torch.ones_like(labels, dtype=torch.bool),
+            patient_ids=list(self.patient_ids),
+            uids=[str(i) for i in range(len(labels))],
+        )
+
     def select(self, mask: np.ndarray) -> SynthArrays:
         """The rows where `mask` is true."""
         index = np.flatnonzero(mask)

@@ -14,7 +14,6 @@ from PIL import Image
 from privdiff_core.anonymizer import Anonymizer, AnonymizerInputError, Conditions, ModelFolderError
 from privdiff_core.cli import main
 from privdiff_core.config import load_config
-from privdiff_core.data import CXRTensors
 from privdiff_core.model import ConditionsError
 from privdiff_core.synth import SynthParams, generate_arrays
 from privdiff_core.training import build_models, local_train, save_anonymizer
@@ -28,17 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny model trained a few steps per stage on synthetic phantoms, and its saved folder."""
-    arrays = generate_arrays(SynthParams(sites=1, patients=10, images_per_patient=3, size=32))
-    labels = torch.from_numpy(arrays.labels.astype(np.float32))
-    data = CXRTensors(
-        image=torch.from_numpy(arrays.images).unsqueeze(1) * 2 - 1,
-        age_group=torch.from_numpy(arrays.age_group).long(),
-        sex=torch.from_numpy(arrays.sex).long(),
-        labels=labels,
-        label_mask=torch.ones_like(labels, dtype=torch.bool),
-        patient_ids=list(arrays.patient_ids),
-        uids=[str(i) for i in range(len(labels))],
-    )
+    data = generate_arrays(SynthParams(sites=1, patients=10, images_per_patient=3, size=32)).to_tensors()
     cfg = load_config("tiny", ["device=cpu", "anonymize.ddim_steps=5"])
     models = build_models(cfg)
     with torch.random.fork_rng():

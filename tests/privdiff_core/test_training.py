@@ -8,7 +8,6 @@ import torch
 from privdiff_core.anonymizer import Anonymizer
 from privdiff_core.cli import main
 from privdiff_core.config import load_config
-from privdiff_core.data import CXRTensors
 from privdiff_core.synth import SynthParams, generate_arrays, generate_federation
 from privdiff_core.training import (
     STAGES,
@@ -27,18 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 @pytest.fixture(scope="module")
 def data():
     """Synthetic CXR phantoms (2 sites x 12 patients x 3 images, 32 px) as CXRTensors."""
-    arrays = generate_arrays(SynthParams(sites=2, patients=12, images_per_patient=3, size=32))
-    n = len(arrays.patient_ids)
-    labels = torch.from_numpy(arrays.labels.astype(np.float32))
-    return CXRTensors(
-        image=torch.from_numpy(arrays.images).unsqueeze(1) * 2 - 1,
-        age_group=torch.from_numpy(arrays.age_group).long(),
-        sex=torch.from_numpy(arrays.sex).long(),
-        labels=labels,
-        label_mask=torch.ones_like(labels, dtype=torch.bool),
-        patient_ids=list(arrays.patient_ids),
-        uids=[str(i) for i in range(n)],
-    )
+    return generate_arrays(SynthParams(sites=2, patients=12, images_per_patient=3, size=32)).to_tensors()
 
 
 def tiny_cfg(*overrides):

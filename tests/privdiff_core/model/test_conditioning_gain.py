@@ -11,10 +11,8 @@ import copy
 
 import numpy as np
 import pytest
-import torch
 
 from privdiff_core.config import load_config
-from privdiff_core.data import CXRTensors
 from privdiff_core.model.conditioning import Conditions
 from privdiff_core.model.diagnostics import conditioning_gain, other_patient_index
 from privdiff_core.synth import SynthParams, generate_arrays
@@ -30,20 +28,7 @@ PRE_FIX = [
 ]
 
 
-def tensors(arrays) -> CXRTensors:
-    labels = torch.from_numpy(arrays.labels.astype(np.float32))
-    return CXRTensors(
-        image=torch.from_numpy(arrays.images).unsqueeze(1) * 2 - 1,
-        age_group=torch.from_numpy(arrays.age_group).long(),
-        sex=torch.from_numpy(arrays.sex).long(),
-        labels=labels,
-        label_mask=torch.ones_like(labels, dtype=torch.bool),
-        patient_ids=list(arrays.patient_ids),
-        uids=[str(i) for i in range(len(labels))],
-    )
-
-
-def uses_its_conditions(models, held_out: CXRTensors) -> bool:
+def uses_its_conditions(models, held_out) -> bool:
     gain = conditioning_gain(models, held_out.images, Conditions.from_samples(held_out), held_out.patient_ids)
     diagnosis = gain["diagnosis"]
     return diagnosis.gain > 0 and diagnosis.own_advantage > 0
@@ -62,7 +47,7 @@ def test_conditioning_gain_separates_the_undertrained_denoiser_from_a_trained_on
     pid = np.array(arrays.patient_ids)
     held = set(sorted(set(pid))[::5])
     is_test = np.array([p in held for p in pid])
-    train, test = tensors(arrays.select(~is_test)), tensors(arrays.select(is_test))
+    train, test = arrays.select(~is_test).to_tensors(), arrays.select(is_test).to_tensors()
 
     fixed_cfg = load_config("tiny", ["device=cpu"])
     autoencoder = build_models(fixed_cfg)

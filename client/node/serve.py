@@ -134,6 +134,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--gallery", type=Path, metavar="DIR", help="the site's own films: outputs matching one are held back"
     )
     release.add_argument("--no-residual-check", action="store_true", help="skip the residual-risk check")
+    release.add_argument(
+        "--clean-burned-in",
+        action="store_true",
+        help="also release films whose header says text is burned in (the OCR check decides)",
+    )
+    release.add_argument(
+        "--no-text-check", action="store_true", help="skip the OCR check (then no Clean Pixel Data claim)"
+    )
     release.add_argument("--batch-size", type=int, metavar="B", help="images per anonymizer batch")
     release.add_argument("--workers", type=int, default=2, help="reader processes (default 2)")
     release.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model")
@@ -298,6 +306,8 @@ def _serve(args: argparse.Namespace) -> int:
         out=node_dir / RELEASE_DIR,
         site_secret=secret_path,
         residual_check=not args.no_residual_check,
+        clean_burned_in=args.clean_burned_in,
+        text_check=not args.no_text_check,
         progress=False,
         **{name: getattr(args, name) for name in same_as_release},
     )

@@ -139,14 +139,21 @@ def measure_release(
     settings = Namespace(images=count, batch_size=batch, workers=args.workers, device="cpu")
     load_before = load_average()
     print(f"  release: {count} files, batch {batch}", flush=True)
+    cpu_start = time.process_time()
     bare = anonymizer_only(anonymizer, images, keys, batch)
+    bare_cpu, cpu_start = time.process_time() - cpu_start, time.process_time()
     release = release_once(folder, work / "in", work, settings, risk=True)
+    release_cpu = time.process_time() - cpu_start
     return {
         "images": count,
         "batch": batch,
         "anonymizer_images_per_s": bare,
         "release_images_per_s": release,
         "release_over_anonymizer": release / bare,
+        # CPU-seconds of this process (all threads) per image: what load from others barely moves
+        "anonymizer_cpu_s_per_image": bare_cpu / count,
+        "release_cpu_s_per_image": release_cpu / count,
+        "release_cpu_over_anonymizer_cpu": release_cpu / bare_cpu,
         "load_average_before": load_before,
         "load_average_after": load_average(),
     }
@@ -177,15 +184,17 @@ def table(models: list[dict[str, Any]]) -> str:
             )
     rows += [
         "",
-        "| model | px | release batch | files | anonymizer img/s | release img/s | release / anonymizer |",
-        "|---|---|---|---|---|---|---|",
+        "| model | px | release batch | files | anonymizer img/s | release img/s | release / anonymizer | "
+        "anonymizer CPU-s/img | release CPU-s/img | release / anonymizer CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in models:
         r = m["release"]
         rows.append(
             f"| {m['model']} | {m['image_size']} | {r['batch']} | {r['images']} | "
             f"{r['anonymizer_images_per_s']:.3f} | {r['release_images_per_s']:.3f} | "
-            f"{r['release_over_anonymizer']:.2f} |"
+            f"{r['release_over_anonymizer']:.2f} | {r['anonymizer_cpu_s_per_image']:.2f} | "
+            f"{r['release_cpu_s_per_image']:.2f} | {r['release_cpu_over_anonymizer_cpu']:.2f} |"
         )
     generative = {label for m in models for label in [m["modes"]["generative"]]}
     rows += ["", *[f"generative: {label}" for label in sorted(generative)]]

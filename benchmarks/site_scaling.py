@@ -8,6 +8,8 @@ engine, 1 local step per round, round 1 untimed, median of the others) for a mod
 a variant (plain FedAvg, SecAgg+ privdiff, SecAgg+ Flower stock), a number of sites and a dropout
 fraction. Points run cheapest first (tiny before demo, fewer sites first); once --budget seconds
 have passed, the rest are recorded as not run, so the sweep is bounded on a shared machine.
+--resume keeps the points --out already holds and runs only the missing ones of the grid given,
+with a budget of its own (the fits then cover all of them).
 
 Then, per model, variant and dropout, straight-line fits over the sites n:
 - round time = a + b n (s): b is what one more site adds to a round;
@@ -25,6 +27,7 @@ Writes JSON and a Markdown table beside it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import tempfile
@@ -52,6 +55,10 @@ def grid(models: list[str], sites: list[int], dropouts: list[float], variants: l
     ]
 
 
+def point_key(point: dict[str, Any]) -> tuple:
+    return (point["model"], point["sites"], point["dropout"], point["variant"])
+
+
 def line_fit(xs: list[float], ys: list[float]) -> dict[str, float] | None:
     """Least-squares y = a + b x and its largest residual relative to y (None under 2 points)."""
     if len(set(xs)) < 2:
@@ -59,6 +66,14 @@ def line_fit(xs: list[float], ys: list[float]) -> dict[str, float] | None:
     b, a = np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)
     residual = max(abs(a + b * x - y) / abs(y) for x, y in zip(xs, ys, strict=True) if y)
     return {"a": float(a), "b": float(b), "max_relative_residual": float(residual), "points": len(xs)}
+
+
+def growth_exponent(xs: list[float], ys: list[float]) -> float | None:
+    """p of y ~ x^p, least squares in log-log (None under 2 points or a non-positive y): 1 is
+    linear in the sites, above 1 grows faster than the sites do."""
+    if len(set(xs)) < 2 or min(ys) <= 0:
+        return None
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
 
 
 def fits(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -75,6 +90,7 @@ def fits(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "dropout": key[2],
             "sites": n,
             "round_s": line_fit(n, [r["round_s_median"] for r in rows]),
+            "round_s_exponent": growth_exponent(n, [r["round_s_median"] for r in rows]),
             "server_peak_mb": line_fit(n, [r["server_peak_rss_mb"] for r in rows]),
         }
         if VARIANTS[key[1]][0]:  # SecAgg+: what grows with the neighbourhood
@@ -128,25 +144,31 @@ def table(results: list[dict[str, Any]], fitted: list[dict[str, Any]]) -> str:
         "",
         "Fits over the sites n (a + b n; worst residual relative to the point):",
         "",
-        "| model | variant | dropout | round s: a + b n | server MB: a + b n | key-sharing bytes/site: "
-        "c0 + c1 k | SecAgg+ extra s: fit vs n / vs n k (worst residual) |",
-        "|---|---|---|---|---|---|---|",
+        "| model | variant | dropout | round s: a + b n | round s ~ n^p: p | server MB: a + b n | "
+        "key-sharing bytes/site: c0 + c1 k | SecAgg+ extra s: fit vs n / vs n k (worst residual) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
 
     def show(fit: dict | None, unit: str = "") -> str:
         if fit is None:
             return "-"
-        return f"{fit['a']:.3g} + {fit['b']:.3g} {unit} ({fit['max_relative_residual']:.0%})"
+        if fit["points"] == 2:
+            return f"{fit['a']:.3g} + {fit['b']:.3g} {unit} (2 points)"
+        worst = fit["max_relative_residual"]
+        return f"{fit['a']:.3g} + {fit['b']:.3g} {unit} ({fit['points']} points, worst {worst:.0%})"
 
     for f in fitted:
         extra = "-"
         if f.get("extra_vs_n"):
+            n_fit, nk_fit = f["extra_vs_n"], f["extra_vs_n_k"]
             extra = (
-                f"n: {f['extra_vs_n']['max_relative_residual']:.0%} / "
-                f"n k: {f['extra_vs_n_k']['max_relative_residual']:.0%}"
+                "2 points"
+                if n_fit["points"] == 2
+                else f"n: {n_fit['max_relative_residual']:.0%} / n k: {nk_fit['max_relative_residual']:.0%}"
             )
         rows.append(
             f"| {f['model']} | {f['variant']} | {f['dropout']:.0%} | {show(f['round_s'], 'n')} | "
+            f"{'-' if f['round_s_exponent'] is None else format(f['round_s_exponent'], '.2f')} | "
             f"{show(f['server_peak_mb'], 'n')} | {show(f.get('key_sharing_bytes'), 'k')} | {extra} |"
         )
     return "\n".join(rows)
@@ -164,7 +186,15 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds per point; the first is not timed")
     parser.add_argument("--budget", type=float, default=1800.0, help="seconds; later points are not run")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/site_scaling.json"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results/site_scaling.json"),
+        help="JSON (and .md beside it)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the points --out already holds; run only the others"
+    )
     args = parser.parse_args()
     try:
         points = grid(
@@ -190,6 +220,18 @@ def main() -> None:
         "results": [],
         "fits": [],
     }
+    if args.resume and args.out.is_file():  # keep what an earlier sweep measured; run the rest
+        earlier = json.loads(args.out.read_text())
+        measured = [r for r in earlier["results"] if "round_s_median" in r]
+        done = {point_key(r) for r in measured}
+        points = [p for p in points if point_key(p) not in done]
+        wanted = {point_key(p) for p in points}
+        payload["results"] = measured + [
+            r for r in earlier["results"] if "not_run" in r and point_key(r) not in wanted
+        ]
+        payload["resumed_from"] = {
+            k: earlier.get(k) for k in ("load_average_before", "elapsed_s", "budget_s")
+        }
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="site-scaling-") as tmp:
         for point in points:
@@ -210,6 +252,7 @@ def main() -> None:
             payload["load_average_after"] = load_average()
             payload["elapsed_s"] = time.perf_counter() - started
             write_report(args.out, payload, table(payload["results"], payload["fits"]))
+    payload["fits"] = fits(payload["results"])
     write_report(args.out, payload, table(payload["results"], payload["fits"]))
     print(table(payload["results"], payload["fits"]))
     print(f"wrote {args.out}")

@@ -185,6 +185,7 @@ def main() -> None:
         "--variants", default=",".join(VARIANTS), help=f"comma-separated: {', '.join(VARIANTS)}"
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds per point; the first is not timed")
+    parser.add_argument("--retries", type=int, default=1, help="reruns of a point that failed (default 1)")
     parser.add_argument("--budget", type=float, default=1800.0, help="seconds; later points are not run")
     parser.add_argument(
         "--out",
@@ -240,13 +241,25 @@ def main() -> None:
                 payload["results"].append({**point, "not_run": f"budget of {args.budget:g} s spent"})
                 continue
             print(f"== {point} (at {elapsed:.0f} s)", flush=True)
-            try:
-                result = run_variant(
-                    point["model"], point["variant"], args.rounds, Path(tmp), point["sites"], point["dropout"]
-                )
-            except Exception as err:  # a failed point is a result too (e.g. a neighbourhood lost its quorum)
-                traceback.print_exc()
-                result = {**point, "not_run": f"failed: {type(err).__name__}: {err}"}
+            failures = []
+            for _ in range(1 + args.retries):  # Ray's start-up can time out on an overloaded machine
+                try:
+                    result = run_variant(
+                        point["model"],
+                        point["variant"],
+                        args.rounds,
+                        Path(tmp),
+                        point["sites"],
+                        point["dropout"],
+                    )
+                    break
+                except (
+                    Exception
+                ) as err:  # a failed point is a result too (e.g. a neighbourhood lost its quorum)
+                    traceback.print_exc()
+                    failures.append(f"{type(err).__name__}: {err}")
+                    result = {**point, "not_run": f"failed: {failures[-1]}"}
+            result["failed_attempts"] = failures
             payload["results"].append(result)
             payload["fits"] = fits(payload["results"])
             payload["load_average_after"] = load_average()

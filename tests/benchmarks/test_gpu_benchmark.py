@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -32,18 +31,17 @@ def _run(args: list[str], tmp_path: Path, timeout: float) -> subprocess.Complete
 @no_gpu
 def test_without_a_gpu_the_script_stops_at_once_with_one_clear_line(tmp_path):
     out = tmp_path / "gpu.json"
-    started = time.perf_counter()
-    result = _run([sys.executable, str(SCRIPT), "--out", str(out)], tmp_path, timeout=120)
+    result = _run([sys.executable, str(SCRIPT), "--out", str(out)], tmp_path, timeout=300)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "no CUDA GPU" in lines[0] and "--dry-run" in lines[0]
     assert not out.exists()
-    assert time.perf_counter() - started < 60  # it stops before building any model
+    assert "==" not in result.stdout  # it stopped before the first section, before any model
 
 
 @no_gpu
 def test_gpu_sh_refuses_before_installing_anything_without_a_gpu(tmp_path):
-    result = _run(["bash", str(ROOT / "benchmarks" / "gpu.sh")], tmp_path, timeout=120)
+    result = _run(["bash", str(ROOT / "benchmarks" / "gpu.sh")], tmp_path, timeout=300)
     assert result.returncode == 2
     assert "no CUDA GPU" in result.stderr
     assert "dependencies" not in result.stdout + result.stderr  # pip never ran

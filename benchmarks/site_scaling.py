@@ -13,7 +13,8 @@ with a budget of its own (the fits then cover all of them).
 
 Then, per model, variant and dropout, straight-line fits over the sites n:
 - round time = a + b n (s): b is what one more site adds to a round;
-- server peak memory = a + b n (MB, the ServerApp and simulation driver process);
+- server memory = a + b n (MB the run added to the peak resident set of the process that runs the
+  ServerApp and the simulation driver);
 - SecAgg+ bytes a site sends beyond its masked update = c0 + c1 k, k = the neighbourhood
   (num_shares: all sites up to 5, else 2 ceil(log2 n) + 1): c1 is the key-sharing bytes per
   neighbour, the term that grows with the neighbourhood, beside the update's fixed 4 bytes/param;
@@ -91,7 +92,11 @@ def fits(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "sites": n,
             "round_s": line_fit(n, [r["round_s_median"] for r in rows]),
             "round_s_exponent": growth_exponent(n, [r["round_s_median"] for r in rows]),
-            "server_peak_mb": line_fit(n, [r["server_peak_rss_mb"] for r in rows]),
+            # peak over the process's resident set at the start of the run: what the run added
+            # (the absolute peak also carries what earlier runs in this process left resident)
+            "server_added_mb": line_fit(
+                n, [r["server_peak_rss_mb"] - r["server_resident_before_mb"] for r in rows]
+            ),
         }
         if VARIANTS[key[1]][0]:  # SecAgg+: what grows with the neighbourhood
             k = [r["num_shares"] for r in rows]
@@ -123,14 +128,14 @@ def table(results: list[dict[str, Any]], fitted: list[dict[str, Any]]) -> str:
         "them, so time grows with the sites' queued work). Load averages per point are in the JSON.",
         "",
         "| model | sites | dropout | dropped | variant | round (s, median) | sent/site (MB) | "
-        "received/site (MB) | server peak RSS (MB) | load 1m before/after |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "received/site (MB) | server peak RSS (MB) | server peak over start (MB) | load 1m before/after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if "round_s_median" not in r:
             rows.append(
                 f"| {r['model']} | {r['sites']} | {r['dropout']:.0%} | - | {r['variant']} | "
-                f"not run: {r['not_run']} | - | - | - | - |"
+                f"not run: {r['not_run']} | - | - | - | - | - |"
             )
             continue
         rows.append(
@@ -138,13 +143,14 @@ def table(results: list[dict[str, Any]], fitted: list[dict[str, Any]]) -> str:
             f"{r['variant']} | "
             f"{r['round_s_median']:.2f} | {r['sent_bytes_per_site'] / MB:.2f} | "
             f"{r['received_bytes_per_site'] / MB:.2f} | {r['server_peak_rss_mb']:.0f} | "
+            f"{r['server_peak_rss_mb'] - r['server_resident_before_mb']:.0f} | "
             f"{r['load_average_before'][0]:.2f}/{r['load_average_after'][0]:.2f} |"
         )
     rows += [
         "",
         "Fits over the sites n (a + b n; worst residual relative to the point):",
         "",
-        "| model | variant | dropout | round s: a + b n | round s ~ n^p: p | server MB: a + b n | "
+        "| model | variant | dropout | round s: a + b n | round s ~ n^p: p | server MB added: a + b n | "
         "key-sharing bytes/site: c0 + c1 k | SecAgg+ extra s: fit vs n / vs n k (worst residual) |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -169,7 +175,7 @@ def table(results: list[dict[str, Any]], fitted: list[dict[str, Any]]) -> str:
         rows.append(
             f"| {f['model']} | {f['variant']} | {f['dropout']:.0%} | {show(f['round_s'], 'n')} | "
             f"{'-' if f['round_s_exponent'] is None else format(f['round_s_exponent'], '.2f')} | "
-            f"{show(f['server_peak_mb'], 'n')} | {show(f.get('key_sharing_bytes'), 'k')} | {extra} |"
+            f"{show(f['server_added_mb'], 'n')} | {show(f.get('key_sharing_bytes'), 'k')} | {extra} |"
         )
     return "\n".join(rows)
 

@@ -60,6 +60,13 @@ def point_key(point: dict[str, Any]) -> tuple:
     return (point["model"], point["sites"], point["dropout"], point["variant"])
 
 
+def grid_order(point: dict[str, Any]) -> tuple:
+    """Where a point stands in the tables: models by size, then sites, dropout, variant."""
+    sizes = ("tiny", "demo", "dense50m")
+    model = sizes.index(point["model"]) if point["model"] in sizes else len(sizes)
+    return (model, point["sites"], point["dropout"], list(VARIANTS).index(point["variant"]))
+
+
 def line_fit(xs: list[float], ys: list[float]) -> dict[str, float] | None:
     """Least-squares y = a + b x and its largest residual relative to y (None under 2 points)."""
     if len(set(xs)) < 2:
@@ -271,6 +278,7 @@ def main() -> None:
             payload["load_average_after"] = load_average()
             payload["elapsed_s"] = time.perf_counter() - started
             write_report(args.out, payload, table(payload["results"], payload["fits"]))
+    payload["results"].sort(key=grid_order)
     payload["fits"] = fits(payload["results"])
     write_report(args.out, payload, table(payload["results"], payload["fits"]))
     print(table(payload["results"], payload["fits"]))

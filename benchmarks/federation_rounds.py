@@ -11,6 +11,14 @@ to the expectation of 4 bytes per parameter (float32, plain) vs 8 (int64, SecAgg
 
     python benchmarks/federation_rounds.py --out benchmarks/results/federation_rounds.json
     python benchmarks/federation_rounds.py --models dense50m --rounds 4   # one model only
+    python benchmarks/federation_rounds.py --models tiny --sites 10 --dropout 0.2   # 2 of 10 drop out
+
+With --dropout, that fraction of the sites (rounded, at least one) fails in every round: under
+SecAgg+ after key sharing (the server must rebuild their masks from the survivors' shares), in
+plain FedAvg on the training message; min_sites is lowered so the round still counts. Each result
+also holds the peak resident memory of this process during the run (the ServerApp and the
+simulation driver; the virtual sites live in Ray worker processes) and the load average before and
+after. benchmarks/site_scaling.py sweeps sites and dropout with this script's run_variant.
 
 Models: tiny / demo = PrivDiff-Net's denoiser stage (its UNet and tokens; the frozen VAE travels
 along) from configs/tiny.yaml / demo.yaml on synthetic sites; dense50m = 12 dense 2048x2048
@@ -34,6 +42,7 @@ from typing import Any
 from unittest import mock
 
 import torch
+from measure import load_average, peak_rss, reset_peak_rss, write_report
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -133,6 +142,36 @@ class ByteCounter:
         return reply
 
 
+class DropOut:
+    """ClientApp mod: the listed sites fail in every round, mid-round. Under SecAgg+ they fail on
+    the masked-upload stage, after handing out their key shares (the costly case: the server
+    rebuilds their masks); in plain FedAvg they fail on the training message itself."""
+
+    def __init__(self, partitions: set[int]) -> None:
+        self.partitions = frozenset(partitions)
+
+    def __call__(self, msg, context, call_next):
+        from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+
+        site = int(context.node_config["partition-id"])
+        if site in self.partitions and msg.metadata.message_type == "train":
+            configs = msg.content.config_records
+            stage = configs[RECORD_KEY_CONFIGS].get(Key.STAGE) if RECORD_KEY_CONFIGS in configs else None
+            if stage in (None, Stage.COLLECT_MASKED_VECTORS):
+                raise RuntimeError(f"site {site} dropped out (benchmark)")
+        return call_next(msg, context)
+
+
+def dropped_partitions(sites: int, dropout: float) -> set[int]:
+    """round(dropout * sites) sites (at least one when dropout > 0), spread evenly over the ids."""
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    count = max(1, round(dropout * sites)) if dropout > 0 else 0
+    if sites - count < 2:
+        raise ValueError(f"dropout {dropout} of {sites} sites leaves fewer than 2 in a round")
+    return {int(i * sites / count) for i in range(count)}
+
+
 VARIANTS = {  # name -> (SecAgg+ on, its implementation)
     "plain": (False, "privdiff"),
     "secagg-flower": (True, "flower"),
@@ -141,7 +180,15 @@ VARIANTS = {  # name -> (SecAgg+ on, its implementation)
 }
 
 
-def model_config(name: str, rounds: int, variant: str) -> DictConfig:
+def model_config(
+    name: str,
+    rounds: int,
+    variant: str,
+    sites: int = SITES,
+    min_sites: int | None = None,
+    device: str = "cpu",
+    gpus_per_site: float = 0.0,
+) -> DictConfig:
     base = "tiny" if name == "dense50m" else name
     secagg, implementation = VARIANTS[variant]
     cfg = load_config(
@@ -152,10 +199,11 @@ def model_config(name: str, rounds: int, variant: str) -> DictConfig:
             "federation.local_steps.denoiser=1",
             f"federation.secagg.enabled={str(secagg).lower()}",
             f"federation.secagg.implementation={implementation}",
-            f"federation.sites={SITES}",
-            f"federation.min_sites={SITES}",
+            f"federation.sites={sites}",
+            f"federation.min_sites={sites if min_sites is None else min_sites}",
             "federation.validation.enabled=false",  # the gate runs once after the rounds: not a round cost
-            "device=cpu",
+            f"federation.simulation.gpus_per_site={gpus_per_site}",
+            f"device={device}",
         ],
     )
     if name == "dense50m":
@@ -163,43 +211,56 @@ def model_config(name: str, rounds: int, variant: str) -> DictConfig:
     return cfg
 
 
-def site_folders(name: str, cfg: DictConfig, root: Path) -> list[Path]:
+def site_folders(name: str, cfg: DictConfig, root: Path, sites: int = SITES) -> list[Path]:
     if name == "dense50m":
-        sites = [root / f"site_{i:02d}" for i in range(SITES)]
-        for site in sites:
+        folders = [root / f"site_{i:02d}" for i in range(sites)]
+        for site in folders:
             site.mkdir(parents=True, exist_ok=True)
-        return sites
+        return folders
     from privdiff_core.synth import SynthParams, generate_federation
 
-    data = root / f"federation-{cfg.image_size}"
+    data = root / f"federation-{cfg.image_size}-{sites}"
     if not data.is_dir():
         generate_federation(
             data,
-            SynthParams(sites=SITES, patients=8, images_per_patient=2, size=int(cfg.image_size)),
+            SynthParams(sites=sites, patients=8, images_per_patient=2, size=int(cfg.image_size)),
             progress=False,
         )
     return sorted(p for p in data.iterdir() if p.is_dir())
 
 
-def run_variant(name: str, variant: str, rounds: int, work: Path) -> dict[str, Any]:
+def run_variant(
+    name: str,
+    variant: str,
+    rounds: int,
+    work: Path,
+    sites: int = SITES,
+    dropout: float = 0.0,
+    device: str = "cpu",
+    gpus_per_site: float = 0.0,
+) -> dict[str, Any]:
     from simulation.engine import run_federation
 
-    cfg = model_config(name, rounds, variant)
+    dropping = dropped_partitions(sites, dropout)
+    cfg = model_config(name, rounds, variant, sites, sites - len(dropping), device, gpus_per_site)
     secagg = VARIANTS[variant][0]
     task = DenseTask() if name == "dense50m" else PrivdiffTask()
     models = task.build_models(cfg)
     parameters = sum(t.numel() for t in task.stage_state(models, "denoiser").values())
     frozen = sum(t.numel() for t in task.stage_state(models, "autoencoder").values())
     del models
-    out = work / f"{name}-{variant}"
+    out = work / f"{name}-{variant}-{sites}-{len(dropping)}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     generate_signing_key(out / "sign.pem", out / "sign.pub")
-    sites = site_folders(name, cfg, work / "data")
-    homes = [out / "homes" / s.name for s in sites]  # no public key: the benchmark ships no model
+    folders = site_folders(name, cfg, work / "data", sites)
+    homes = [out / "homes" / s.name for s in folders]  # no public key: the benchmark ships no model
     for home in homes:
         home.mkdir(parents=True)
     counter = out / "bytes.jsonl"
+    mods = [ByteCounter(counter), *([DropOut(dropping)] if dropping else [])]
+    load_before = load_average()
+    resident = reset_peak_rss()
     started = time.perf_counter()
     # the server runs in this process: the unchecked variant swaps the check for a no-op
     unchecked = mock.patch.object(server.secagg, "check_unmasked_sum", lambda *args: None)
@@ -209,28 +270,34 @@ def run_variant(name: str, variant: str, rounds: int, work: Path) -> dict[str, A
             federation_settings(cfg),
             task,
             out,
-            sites,
+            folders,
             homes,
             out / "sign.pem",
-            extra_client_mods=[ByteCounter(counter)],
+            extra_client_mods=mods,
             progress=lambda line: print(f"    {line}", flush=True),
         )
     total = time.perf_counter() - started
+    peak = peak_rss()
     history = torch.load(out / "checkpoint.pt", weights_only=True)["history"]
     timed = [h["seconds"] for h in history[1:]] or [history[0]["seconds"]]
     messages = [json.loads(line) for line in counter.read_text().splitlines()]
     trained = [m for m in messages if m["type"] == "train" and m["group"] == str(rounds)]  # the last round
-    per_site_sent = statistics.mean(
-        sum(m["sent"] for m in trained if m["partition"] == p) for p in range(SITES)
-    )
+    survivors = [p for p in range(sites) if p not in dropping]  # a dropped site's answers never arrive
+    per_site_sent = statistics.mean(sum(m["sent"] for m in trained if m["partition"] == p) for p in survivors)
     per_site_received = statistics.mean(
-        sum(m["received"] for m in trained if m["partition"] == p) for p in range(SITES)
+        sum(m["received"] for m in trained if m["partition"] == p) for p in survivors
     )
     return {
         "model": name,
         "variant": variant,
         "loadavg_after": os.getloadavg(),  # a shared machine: how busy it was
         "secagg": secagg,
+        "sites": sites,
+        "dropout": dropout,
+        "dropped_sites": sorted(dropping),
+        "dropped_per_round": [h.get("dropped", 0) for h in history],
+        "sites_per_round": [h.get("sites") for h in history],
+        "num_shares": federation_settings(cfg).secagg.shares_for(sites)[0] if secagg else None,
         "parameters": parameters,
         "frozen_parameters": frozen,
         "round_s_median": statistics.median(timed),
@@ -240,6 +307,11 @@ def run_variant(name: str, variant: str, rounds: int, work: Path) -> dict[str, A
         "received_bytes_per_site": per_site_received,
         # float32 plain, int64 in Flower's SecAgg+, uint32 in privdiff's vector path
         "expected_sent_bytes": parameters * (8 if variant == "secagg-flower" else 4),
+        "server_resident_before_mb": resident / 1e6,
+        "server_peak_rss_mb": peak / 1e6,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "device": device,
     }
 
 
@@ -252,13 +324,18 @@ def overhead(by: dict[str, dict[str, Any]]) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     rows = [
-        "| model | parameters | plain round (s) | SecAgg+ Flower stock (s) | SecAgg+ privdiff (s) | "
+        "| model | sites | dropout | parameters | plain round (s) | SecAgg+ Flower stock (s) | "
+        "SecAgg+ privdiff (s) | "
         "stock / plain | privdiff / plain | sent/site plain (MB) | sent/site stock (MB) | "
         "sent/site privdiff (MB) | privdiff without sum check (s) | check overhead |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|" + "---|" * 14,
     ]
-    for name in dict.fromkeys(r["model"] for r in results):
-        by = {r["variant"]: r for r in results if r["model"] == name}
+    for name, sites, dropout in dict.fromkeys((r["model"], r["sites"], r["dropout"]) for r in results):
+        by = {
+            r["variant"]: r
+            for r in results
+            if (r["model"], r["sites"], r["dropout"]) == (name, sites, dropout)
+        }
         if "plain" not in by:
             continue
         plain = by["plain"]
@@ -270,7 +347,8 @@ def table(results: list[dict[str, Any]]) -> str:
             return f"{by[variant]['round_s_median'] / plain['round_s_median']:.2f}x" if variant in by else "-"
 
         rows.append(
-            f"| {name} | {plain['parameters'] / 1e6:.2f}M | {cell('plain', 'round_s_median')} | "
+            f"| {name} | {sites} | {dropout:.0%} | {plain['parameters'] / 1e6:.2f}M | "
+            f"{cell('plain', 'round_s_median')} | "
             f"{cell('secagg-flower', 'round_s_median')} | {cell('secagg', 'round_s_median')} | "
             f"{ratio('secagg-flower')} | {ratio('secagg')} | "
             f"{cell('plain', 'sent_bytes_per_site', 1e6, '{:.1f}')} | "
@@ -282,18 +360,14 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def write_results(out: Path, results: list[dict[str, Any]]) -> None:
-    """The JSON and the Markdown table, each written to a temporary name and renamed."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """The JSON and the Markdown table (measure.write_report: atomic)."""
     payload = {
         "machine": platform.platform(),
-        "sites": SITES,
+        "sites": sorted({r["sites"] for r in results}),
         "results": results,
         "goal": "SecAgg+ round <= 1.5x plain at ~50M parameters",
     }
-    for path, text in ((out, json.dumps(payload, indent=2)), (out.with_suffix(".md"), table(results) + "\n")):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+    write_report(out, payload, table(results))
 
 
 def main() -> None:
@@ -307,16 +381,24 @@ def main() -> None:
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help=f"comma-separated: {', '.join(VARIANTS)}"
     )
+    parser.add_argument("--sites", type=int, default=SITES, help=f"virtual sites (default {SITES})")
+    parser.add_argument(
+        "--dropout", type=float, default=0.0, help="fraction of sites that fail mid-round (default 0)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/federation_rounds.json"))
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp folder)")
     args = parser.parse_args()
+    try:
+        dropped_partitions(args.sites, args.dropout)
+    except ValueError as err:
+        parser.error(str(err))
     torch.set_num_threads(1)
     work = args.work or Path(tempfile.mkdtemp(prefix="federation-rounds-"))
     results = []
     for name in args.models.split(","):
         for variant in args.variants.split(","):  # all variants of a model back to back: drift hits all
             print(f"== {name}, {variant}", flush=True)
-            results.append(run_variant(name, variant, args.rounds, work))
+            results.append(run_variant(name, variant, args.rounds, work, args.sites, args.dropout))
             write_results(args.out, results)  # after every variant: an interrupted run keeps what it measured
     print(table(results))
     print(f"wrote {args.out}")

@@ -70,6 +70,15 @@ def model_folder(args: argparse.Namespace, workdir: Path) -> Path:
     return save_anonymizer(build_models(cfg), cfg, workdir / "anonymizer")
 
 
+def decoded_images(paths: list[Path], size: int) -> tuple[torch.Tensor, list[str]]:
+    """The files decoded as the release decodes them, (N, 1, size, size) in [-1, 1], and the
+    per-image seed keys the release uses (each file's patient folder)."""
+    images = torch.from_numpy(
+        np.stack([to_signed(square_resize(dicom_pixels(read_dicom_dataset(p)), size)) for p in paths])
+    ).unsqueeze(1)
+    return images, [p.parent.name for p in paths]
+
+
 def anonymizer_only(anonymizer: Anonymizer, images: torch.Tensor, keys: list[str], batch: int) -> float:
     started = time.perf_counter()
     for start in range(0, len(images), batch):
@@ -128,10 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         model = model_folder(args, workdir)
         anonymizer = Anonymizer.load(model, device=args.device)
         size = anonymizer.image_size
-        images = torch.from_numpy(
-            np.stack([to_signed(square_resize(dicom_pixels(read_dicom_dataset(p)), size)) for p in paths])
-        ).unsqueeze(1)
-        keys = [p.parent.name for p in paths]
+        images, keys = decoded_images(paths, size)
         anonymizer_only(anonymizer, images[: args.batch_size], keys, args.batch_size)  # warm-up
         results: dict[str, list[float]] = {"anonymizer": [], "release": [], "release, no risk check": []}
         for _ in range(args.repeats):

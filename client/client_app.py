@@ -179,6 +179,33 @@ def _frozen_layout(task: FederatedTask, models: torch.nn.Module, stage: str) -> 
     return [(s, StateLayout.of(task.stage_state(models, s))) for s in earlier]
 
 
+# Adam's moments stay on the site between rounds (Flower keeps context.state per node): a fresh
+# optimizer every round trains the federated model far worse than central training. A state is
+# kept per (stage, round) it came from, and a round starts from the latest one of an EARLIER
+# round: a round the server rejects and runs again (server/workflow.py) then starts where its
+# first attempt did, not from that attempt's moments.
+_OPTIMIZER_PREFIX = "optimizer."
+
+
+def _optimizer_rounds(context: Context, stage: str) -> dict[int, str]:
+    prefix = f"{_OPTIMIZER_PREFIX}{stage}.round-"
+    return {int(key[len(prefix) :]): key for key in context.state.array_records if key.startswith(prefix)}
+
+
+def _earlier_optimizer_state(context: Context, stage: str, round_: int) -> dict[str, torch.Tensor]:
+    earlier = [r for r in _optimizer_rounds(context, stage) if r < round_]
+    if not earlier:
+        return {}
+    return context.state.array_records[_optimizer_rounds(context, stage)[max(earlier)]].to_torch_state_dict()
+
+
+def _keep_optimizer_state(context: Context, stage: str, round_: int, state: dict[str, torch.Tensor]) -> None:
+    context.state[f"{_OPTIMIZER_PREFIX}{stage}.round-{round_}"] = ArrayRecord(state)
+    for r, key in _optimizer_rounds(context, stage).items():
+        if r < round_ - 1:  # a rerun of this round needs the one before it, nothing older
+            del context.state[key]
+
+
 def _is_train(msg: Message) -> bool:
     return msg.metadata.message_type.split(".")[0] == MessageType.TRAIN
 
@@ -295,12 +322,7 @@ def make_client_app(
         seed = int.from_bytes(
             hashlib.sha256(f"{fit.seed}:{fit.round}:{site.seed_id}".encode()).digest()[:4], "little"
         )
-        # Adam's moments stay on the site between rounds (Flower keeps context.state per node):
-        # a fresh optimizer every round trains the federated model far worse than central training.
-        optimizer_key = f"optimizer.{fit.stage}"
-        optimizer_state = (
-            context.state[optimizer_key].to_torch_state_dict() if optimizer_key in context.state else {}
-        )
+        optimizer_state = _earlier_optimizer_state(context, fit.stage, fit.round)
         result = task.local_train(
             models,
             fit.stage,
@@ -312,7 +334,7 @@ def make_client_app(
             optimizer_state=optimizer_state,
         )
         if optimizer_state:
-            context.state[optimizer_key] = ArrayRecord(optimizer_state)
+            _keep_optimizer_state(context, fit.stage, fit.round, optimizer_state)
         local = flatten_state(task.stage_state(models, fit.stage), layout)
         metrics = {
             protocol.METRIC_LOSS: float(result["loss"]),

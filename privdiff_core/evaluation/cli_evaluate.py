@@ -29,8 +29,8 @@ on other patients; details in report.md):
                       patient above a threshold with 1% false alarms on validation films
 
 --model takes a folder written by `privdiff train` (or its anonymizer/ sub-folder), optionally
-named NAME=PATH; repeat it to compare models. --strengths 0.3,0.6 evaluates each model at those
-anonymize strengths (how far the latent is noised): its privacy/utility curve. --modes
+named NAME=PATH; repeat it to compare models. --strengths 0.3,0.6 evaluates each model in img2img
+mode at those strengths (how far the latent is noised): its privacy/utility curve. --modes
 img2img,generative evaluates each model in those anonymize modes (models that have them).
 --methods adds built-in methods: dp_pix and deformation (the paper's baselines), identity and
 noise (sanity references), oracle (synthetic data only: each film's findings re-rendered on a
@@ -159,12 +159,15 @@ def model_methods(
     methods = []
     for name, path in models:
         for mode in modes:
-            for strength in strengths:
+            # A strength is an img2img setting: the generative mode is evaluated once, and a
+            # strength given without a mode runs img2img whatever the model's default mode.
+            for strength in [None] if mode == "generative" else strengths:
                 method_name = name if mode is None else f"{name}_{mode}"
                 if strength is not None:
                     method_name += f"_s{round(strength * 100)}"
+                run_mode = "img2img" if mode is None and strength is not None else mode
                 method = AnonymizerMethod(
-                    method_name, name, path, conditions, batch, strength, mode=mode, model_name=name
+                    method_name, name, path, conditions, batch, strength, mode=run_mode, model_name=name
                 )
                 # The label needs the model's manifest, which the method has just read.
                 method.label = model_label(name, method.architecture)

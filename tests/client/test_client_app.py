@@ -70,7 +70,7 @@ def _message(content: RecordDict, message_type: str) -> Message:
     return Message(content=content, dst_node_id=SITE_NODE, message_type=message_type, group_id="1")
 
 
-def _train_message(cfg, stage: str, clipping_range: float) -> tuple[Message, np.ndarray]:
+def _train_message(cfg, stage: str, clipping_range: float, round_: int = 1) -> tuple[Message, np.ndarray]:
     task = PrivdiffTask()
     models = task.build_models(cfg)
     state = task.stage_state(models, stage)
@@ -81,8 +81,8 @@ def _train_message(cfg, stage: str, clipping_range: float) -> tuple[Message, np.
         arrays.append(flatten_state(frozen, StateLayout.of(frozen)))
     fit = protocol.FitConfig(
         stage=stage,
-        round=1,
-        stage_round=1,
+        round=round_,
+        stage_round=round_,
         local_steps=1,
         layout=layout.fingerprint,
         clipping_range=clipping_range,
@@ -132,14 +132,23 @@ def test_a_round_answers_local_minus_global_and_nothing_else(site, cfg, stage):
 
 def test_a_site_keeps_its_optimizer_state_between_rounds_and_never_sends_it(site, cfg):
     app, context = _simulated(site)
-    message, _ = _train_message(cfg, "autoencoder", clipping_range=0.0)
-    reply = app(message, context)
-    kept = context.state["optimizer.autoencoder"].to_torch_state_dict()
-    assert kept and int(kept["0.step"]) == 1  # Adam's moments after the round's one step
+
+    def train(round_: int):
+        message, _ = _train_message(cfg, "autoencoder", clipping_range=0.0, round_=round_)
+        return app(message, context)
+
+    def steps() -> dict[str, int]:
+        records = context.state.array_records
+        return {key: int(records[key].to_torch_state_dict()["0.step"]) for key in records}
+
+    reply = train(1)
+    assert steps() == {"optimizer.autoencoder.round-1": 1}  # Adam's moments after the round's one step
     assert set(reply.content.array_records) == {"fitres.parameters"}  # the state stays on the site
-    message, _ = _train_message(cfg, "autoencoder", clipping_range=0.0)
-    app(message, context)
-    assert int(context.state["optimizer.autoencoder"].to_torch_state_dict()["0.step"]) == 2
+    train(1)  # the server ran round 1 again (a rejected sum): it starts afresh, as the first attempt did
+    assert steps() == {"optimizer.autoencoder.round-1": 1}
+    train(2)
+    train(3)  # continues round 2's state; round 1's is no longer needed
+    assert steps() == {"optimizer.autoencoder.round-2": 2, "optimizer.autoencoder.round-3": 3}
 
 
 def test_an_update_beyond_the_range_is_clipped_and_counted(site, cfg):

@@ -53,7 +53,7 @@ def test_the_ca_key_is_written_outside_the_federation_folder(federation):
     (out.parent / "again-ca-OFFLINE").mkdir()
     (out.parent / "again-ca-OFFLINE" / "ca.key").write_text("an earlier federation's CA key")
     with pytest.raises(FederationError, match="never overwritten"):
-        init(out.parent / "again", sites=1, host="h", public_port=1, superlink_port=2, config="demo")
+        init(Kit(out.parent / "again", sites=1, host="h", public_port=1, superlink_port=2, config="demo"))
     assert (out.parent / "again-ca-OFFLINE" / "ca.key").read_text() == "an earlier federation's CA key"
 
 

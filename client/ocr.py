@@ -23,7 +23,6 @@ Words found are never logged or stored (they may be a name): callers get them on
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,6 +121,6 @@ def burned_in_text_check() -> BurnedInTextCheck:
             "the burned-in text check needs Tesseract: `apt-get install tesseract-ocr` (and `pip install "
             f"pytesseract`), or release with --no-text-check, which drops the Clean Pixel Data claim ({err})"
         ) from None
-    # Tesseract's OpenMP threads would compete with the model for the same cores: one each.
-    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    # No OMP_THREAD_LIMIT here: set in this process's environment it leaked into every process
+    # started after the first OCR check (a SuperNode's ClientApp then trained 50x slower).
     return BurnedInTextCheck()

@@ -60,14 +60,14 @@ def test_models_are_evaluated_in_every_mode_and_strength(folder):
     cfg = load_config("tiny")
     methods = model_methods(cfg, [("privdiff", str(folder))], [None, 0.8], parse_modes("img2img,generative"))
     names = [m.name for m in methods]
-    assert names == [
-        "privdiff_img2img",
-        "privdiff_img2img_s80",
-        "privdiff_generative",
-        "privdiff_generative_s80",
-    ]
-    assert methods[3].label.endswith("generative, strength 0.8")
+    # A strength is an img2img setting: the generative mode is evaluated once, without one.
+    assert names == ["privdiff_img2img", "privdiff_img2img_s80", "privdiff_generative"]
+    assert methods[1].label.endswith("img2img, strength 0.8")
+    assert "strength" not in methods[2].settings and methods[2].settings["mode"] == "generative"
     assert methods[1].curve == methods[0].curve != methods[2].curve
+    # A strength without a mode runs img2img, whatever the model's default mode.
+    (plain,) = model_methods(cfg, [("privdiff", str(folder))], [0.8])
+    assert plain.name == "privdiff_s80" and plain.settings["mode"] == "img2img"
     assert parse_modes(None) == [None]
     for bad in ("sketch", "img2img,img2img", ""):
         with pytest.raises(MethodError, match="--modes"):

@@ -51,4 +51,11 @@ def build_unet(
 
 
 def configure_processors(unet: UNet2DConditionModel, cfg: DictConfig, layout: TokenLayout) -> None:
-    install_attention_processors(unet, layout, sas=bool(cfg.sas.enabled), eps=float(cfg.sas.eps))
+    install_attention_processors(
+        unet,
+        layout,
+        sas=bool(cfg.sas.enabled),
+        eps=float(cfg.sas.eps),
+        # Absent from configs of models trained before the option: the paper's projection.
+        keep_mean=bool(cfg.sas.get("keep_mean", False)),
+    )

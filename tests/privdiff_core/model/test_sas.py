@@ -198,3 +198,21 @@ def test_processor_rejects_wrong_token_count_and_self_attention():
         attn.processor(attn, torch.randn(1, 16, 32))
     with pytest.raises(ValueError, match="at least 2 tokens"):
         TokenLayout(identity=1)
+
+
+def test_keep_mean_projects_off_the_centered_sensitive_maps_and_keeps_each_findings_level():
+    g = torch.Generator().manual_seed(3)
+    F_s = softmax_blocks(g, 2, n=128, sizes=(4, 4, 2))
+    A_diag = softmax_blocks(g, 2, n=128, sizes=(14,))
+    maps_t = torch.cat([F_s, A_diag], -1).mT
+    kept = sas_project_joint(maps_t, 10, 1e-8, keep_mean=True).mT  # (2, 128, 14)
+    centered = F_s - F_s.mean(-2, keepdim=True)
+    torch.testing.assert_close(kept, naive_projection(A_diag, centered, 1e-8))
+    # The paper's projection wipes the all-ones direction (rows sum to ~0); centered, every
+    # position still attends with total weight one and each finding keeps its spatial mean.
+    paper = sas_project_joint(maps_t, 10, 1e-8).mT
+    assert paper.sum(-1).abs().max() < 1e-5
+    torch.testing.assert_close(kept.sum(-1), torch.ones(2, 128, dtype=torch.float64))
+    torch.testing.assert_close(kept.mean(-2), A_diag.mean(-2))
+    # What varies with the sensitive attention is still removed.
+    assert (centered.mT @ kept).norm() / (centered.mT @ A_diag).norm() < 1e-4

@@ -9,16 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from privdiff_core.evaluation.attackers import (
-    AttackerSettings,
-    train_demographics,
-    train_diagnosis,
-    train_verifier_attacker,
-)
+from privdiff_core import verification
+from privdiff_core.evaluation import attackers
 from privdiff_core.fitting import FitBudget, fit
-from privdiff_core.synth import SynthParams, generate_arrays
-from privdiff_core.synth.biometrics import train_classifier
-from privdiff_core.verification import VerifierTraining, make_pairs, train_verifier
+from privdiff_core.synth import SynthParams, biometrics, generate_arrays
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -48,21 +42,30 @@ def test_every_network_trains_to_the_weights_of_the_loops_it_replaced():
     ).to_tensors()
     x, pids = data.images, data.patient_ids
     got = {
-        "verification.train_verifier": train_verifier(
-            x, pids, VerifierTraining(embed_dim=16, steps=4, batch_size=8, seed=3), progress=False
+        "verification.train_verifier": verification.train_verifier(
+            x,
+            pids,
+            verification.VerifierTraining(embed_dim=16, steps=4, batch_size=8, seed=3),
+            progress=False,
         ),
-        "biometrics.train_classifier": train_classifier(
+        "biometrics.train_classifier": biometrics.train_classifier(
             x, data.sex.numpy(), 2, steps=4, seed=3, batch_size=8, progress=False
         ),
     }
-    settings = AttackerSettings(embed_dim=16, widths=(8, 16), steps=4, batch_size=8, eval_every=2, seed=3)
-    val_pairs = make_pairs(pids, 20, np.random.default_rng(0))
-    model, log = train_verifier_attacker(x, x, tuple(pids), settings, val=(x, x, val_pairs), progress=False)
+    settings = attackers.AttackerSettings(
+        embed_dim=16, widths=(8, 16), steps=4, batch_size=8, eval_every=2, seed=3
+    )
+    val_pairs = verification.make_pairs(pids, 20, np.random.default_rng(0))
+    model, log = attackers.train_verifier_attacker(
+        x, x, tuple(pids), settings, val=(x, x, val_pairs), progress=False
+    )
     got["attackers.verifier"] = model
     assert (log.best_step, log.best_val, log.steps_run) == (4, 0.85, 4)
-    got["attackers.diagnosis"], _ = train_diagnosis(x, data.labels, data.label_mask, settings, progress=False)
+    got["attackers.diagnosis"], _ = attackers.train_diagnosis(
+        x, data.labels, data.label_mask, settings, progress=False
+    )
     val = (x, data.age_group, data.sex)
-    got["attackers.demographics"], _ = train_demographics(
+    got["attackers.demographics"], _ = attackers.train_demographics(
         x, data.age_group, data.sex, settings, val=val, progress=False
     )
     assert {name: weights_hash(model) for name, model in got.items()} == PINNED_WEIGHTS

@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from privdiff_core.anonymizer import Anonymizer, find_model_folder
 from privdiff_core.model.attribute_encoder import AttributeEncoder
 from privdiff_core.model.conditioning import ConditionEncoder, Conditions
-from privdiff_core.model.folder import MODEL_INDEX_FILE, ModelFolderError, read_manifest
+from privdiff_core.model.folder import MODEL_INDEX_FILE, ModelFolderError, read_manifest, save_models
 from privdiff_core.model.privdiff_net import PrivDiffModels
 from privdiff_core.model.unet import SASUNet2DConditionModel
 
@@ -70,6 +70,14 @@ class PrivDiffPipeline(DiffusionPipeline):
             )
         kwargs.setdefault("low_cpu_mem_usage", False)  # the fast path needs `accelerate`, not installed
         return super().from_pretrained(folder, **kwargs)
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> None:
+        """Write a complete anonymizer folder (manifest with hashes, model_index.json), atomically:
+        the folder `privdiff train` writes, which both this class and `Anonymizer.load` open."""
+        if kwargs:
+            raise TypeError(f"PrivDiffPipeline.save_pretrained takes no options, got {sorted(kwargs)}")
+        anonymizer = self.anonymizer()
+        save_models(anonymizer.models, anonymizer.cfg, save_directory)
 
     def anonymizer(self) -> Anonymizer:
         """The components as an `Anonymizer` (shared modules, no copies), on the pipeline's device."""

@@ -96,6 +96,17 @@ def test_from_pretrained_gives_the_same_pixels_as_the_anonymizer(tiny_model):
     assert PrivDiffPipeline.from_pretrained(folder.parent).config.privdiff_config["image_size"] == 32
 
 
+def test_save_pretrained_writes_a_folder_both_loaders_open(tiny_model, tmp_path):
+    folder, images, _ = tiny_model
+    PrivDiffPipeline.from_pretrained(folder).save_pretrained(tmp_path / "again")
+    again = PrivDiffPipeline.from_pretrained(tmp_path / "again")
+    assert pixel_hash(again(images, seed=SEED, mode="img2img").images) == PINNED_PIXELS["img2img"]
+    assert (
+        pixel_hash(Anonymizer.load(tmp_path / "again").anonymize(images, seed=SEED, mode="generative"))
+        == (PINNED_PIXELS["generative"])
+    )
+
+
 def test_model_index_names_importable_classes_and_the_resolved_config(tiny_model):
     folder, _, _ = tiny_model
     index = json.loads((folder / "model_index.json").read_text())

@@ -26,7 +26,13 @@ from omegaconf import OmegaConf
 from privdiff_core.anonymizer import Anonymizer, find_model_folder
 from privdiff_core.model.attribute_encoder import AttributeEncoder
 from privdiff_core.model.conditioning import ConditionEncoder, Conditions
-from privdiff_core.model.folder import MODEL_INDEX_FILE, ModelFolderError, read_manifest, save_models
+from privdiff_core.model.folder import (
+    MODEL_INDEX_FILE,
+    ModelFolderError,
+    place_models,
+    read_manifest,
+    save_models,
+)
 from privdiff_core.model.privdiff_net import PrivDiffModels
 from privdiff_core.model.unet import SASUNet2DConditionModel
 
@@ -94,7 +100,7 @@ class PrivDiffPipeline(DiffusionPipeline):
         if thresholds is not None:
             models.finding_thresholds.copy_(torch.tensor(thresholds, dtype=torch.float32))
         models.sampler_config = dict(self.scheduler.config)
-        return Anonymizer.from_models(models.to(self.device), cfg)
+        return Anonymizer.from_models(place_models(models, self.device), cfg)
 
     @torch.no_grad()
     def __call__(

@@ -226,8 +226,13 @@ def load_models(
     thresholds = json.loads((folder / "encoder" / "config.json").read_text()).get("finding_thresholds")
     if thresholds is not None:  # folders written before thresholds were measured keep 0.5
         models.finding_thresholds.copy_(torch.tensor(thresholds, dtype=torch.float32))
+    return place_models(models, device), cfg, manifest
+
+
+def place_models(models: PrivDiffModels, device: str | torch.device) -> PrivDiffModels:
+    """Models on `device` in eval mode, as every loader puts them (the same layout, the same pixels)."""
     models.to(device).eval()
     if torch.device(device).type == "cuda":  # convolutions run faster in channels_last on GPUs
         models.unet.to(memory_format=torch.channels_last)
         models.vae.to(memory_format=torch.channels_last)
-    return models, cfg, manifest
+    return models

@@ -13,9 +13,12 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline
 from safetensors.torch import load_file
 
-from privdiff_core.anonymizer import Anonymizer, Conditions, ModelFolderError
+from privdiff_core.anonymizer import Anonymizer, Conditions, ModelFolderError, seed_for
+from privdiff_core.anonymizer.files import write_png
 from privdiff_core.anonymizer.pipeline import PrivDiffPipeline
+from privdiff_core.cli import main
 from privdiff_core.config import load_config
+from privdiff_core.data.images import read_image_tensor
 from privdiff_core.model import SASAttnProcessor
 from privdiff_core.model.attribute_encoder import AttributeEncoder
 from privdiff_core.model.conditioning import ConditionEncoder
@@ -94,6 +97,23 @@ def test_from_pretrained_gives_the_same_pixels_as_the_anonymizer(tiny_model):
     assert pixel_hash(out) == PINNED_PIXELS["generative"]
     # A `privdiff train` run folder (holding anonymizer/) opens the same way.
     assert PrivDiffPipeline.from_pretrained(folder.parent).config.privdiff_config["image_size"] == 32
+
+
+def test_the_pipeline_writes_the_pngs_of_privdiff_anonymize(tiny_model, tmp_path):
+    """`privdiff anonymize` on PNG files and the pipeline on the same files, same seeds: same bytes."""
+    folder, images, _ = tiny_model
+    source = tmp_path / "in"
+    for i, image in enumerate(images):
+        write_png(image[0].numpy(), source / f"film_{i}.png")
+    args = ["anonymize", "--model", str(folder), "--in", str(source), "--out", str(tmp_path / "cli")]
+    assert main([*args, "--seed", "7", "--device", "cpu", "--no-progress"]) == 0
+    pipe = PrivDiffPipeline.from_pretrained(folder)
+    files = sorted(source.glob("*.png"))
+    batch = torch.stack([read_image_tensor(path, 32) for path in files])
+    out = pipe(batch, seed=[seed_for(7, path.name) for path in files]).images
+    for path, image in zip(files, out, strict=True):
+        write_png(image[0].numpy(), tmp_path / "pipe" / path.name)
+        assert (tmp_path / "pipe" / path.name).read_bytes() == (tmp_path / "cli" / path.name).read_bytes()
 
 
 def test_save_pretrained_writes_a_folder_both_loaders_open(tiny_model, tmp_path):

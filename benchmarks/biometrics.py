@@ -27,6 +27,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,7 @@ def evaluation_real_column(root: Path, config: str, threads_progress: bool) -> d
     splits = load_splits(cfg, root, progress=False)
     settings = EvaluationSettings.from_config(cfg, progress=threads_progress)
     real = evaluate_real(build_context(splits, settings, cache_dir=None))
-    run = real["runs"][0]
+    run = asdict(real.runs[0])
     return {
         "config": config,
         "splits": splits.summary(),

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from privdiff_core.fitting import FitBudget, fit
 from privdiff_core.nets import SiameseVerifier
 
 
@@ -47,16 +47,13 @@ def make_pairs(patient_ids: Sequence[str], n_pairs: int, rng: np.random.Generato
 
 
 @dataclass
-class VerifierTraining:
+class VerifierTraining(FitBudget):
     """Settings for `train_verifier` (the `verifier` sections of the configs)."""
 
     backbone: str = "small"
     embed_dim: int = 128
     steps: int = 1000
     batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
 
 
 def train_verifier(
@@ -78,23 +75,16 @@ def train_verifier(
         raise ValueError("images_second must be aligned with images (same shape)")
     if len(patient_ids) != len(images):
         raise ValueError(f"{len(patient_ids)} patient ids for {len(images)} images")
-    torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
+    torch.manual_seed(settings.seed)  # the initial weights too: else they depend on what ran before
     model = SiameseVerifier(settings.backbone, settings.embed_dim).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
-    model.train()
-    bar = tqdm(range(settings.steps), desc="verifier", disable=not progress, leave=False)
-    for _ in bar:
+
+    def batch_loss(rng: np.random.Generator) -> torch.Tensor:
         pairs = torch.from_numpy(make_pairs(patient_ids, settings.batch_size, rng))
-        x1 = images[pairs[:, 0]].to(device)
-        x2 = second[pairs[:, 1]].to(device)
-        loss = loss_fn(model(x1, x2), pairs[:, 2].float().to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
+        logits = model(images[pairs[:, 0]].to(device), second[pairs[:, 1]].to(device))
+        return loss_fn(logits, pairs[:, 2].float().to(device))
+
+    fit(model, batch_loss, settings, cosine=False, desc="verifier", progress=progress)
     return model
 
 

@@ -8,7 +8,7 @@ held-out patients; the re-identification attacker is also *retrained* on anonymi
 Modules (each one job):
   protocol      patient-disjoint cohorts, subsampling by patient, seeds
   metrics       ROC AUC with bootstrap CI, per-finding AUC, accuracy against chance (scikit-learn)
-  attackers     training loop for the verifier and the classifiers, with validation-based selection
+  attackers     the verifier and the classifiers, trained by `privdiff_core.fitting.fit`
   judges        the attackers/judges trained on real images, cached per run
   quality       SSIM and the Fréchet distance on the diagnosis network's features
   methods       what can be evaluated: a trained anonymizer (in a mode, at a strength), its VAE
@@ -20,6 +20,8 @@ Modules (each one job):
   limits        every method's distance to the oracle's floor, real diagnosis and the ceiling
   baselines/    DP-Pix (Fan 2018) and the flow-field deformation baseline (PriCheXy-Net)
   engine        runs one method through every attack and judge
+  results       the measurements as dataclasses (engine writes them; report, limits, figures read
+                them; report.json and cached results are their `asdict`)
   report        report.json + report.md (tables shaped like the paper's Tables 1-3)
   figures       privacy-utility scatter, sample grid, t-SNE of attacker embeddings
   cli_evaluate  `privdiff evaluate`;  cli_ablate  `privdiff ablate`

@@ -1,28 +1,28 @@
 """Training the attackers and judges: the Siamese verifier, the diagnosis classifier and the
 demographic (age-group + sex) classifier.
 
-One loop (`fit`) trains them all: fresh random batches each step, AdamW, a tqdm bar, and the
-checkpoint with the best *validation* score kept (validation patients are disjoint from the
-test patients, so choosing the checkpoint on them is fair and makes the attacker as strong as
-its budget allows). The verifier builds on `privdiff_core.verification` (same balanced pairs,
-same network and scoring); what it adds is backbone widths, a warm start from another verifier
-(the adaptive attacker starts from the real-trained one), and validation-based selection.
+One loop (`privdiff_core.fitting.fit`, here with an `AttackerSettings` budget) trains them all:
+fresh random batches each step, AdamW with cosine decay, and the checkpoint with the best
+*validation* score kept (validation patients are disjoint from the test patients, so choosing the
+checkpoint on them is fair and makes the attacker as strong as its budget allows). The verifier
+builds on `privdiff_core.verification` (same balanced pairs, same network and scoring); what it
+adds is backbone widths, a warm start from another verifier (the adaptive attacker starts from
+the real-trained one), and validation-based selection.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from privdiff_core.attributes import NUM_AGE_GROUPS, NUM_FINDINGS, NUM_SEXES
+from privdiff_core.fitting import FitBudget, FitLog, fit
 from privdiff_core.nets import ImageClassifier, SiameseVerifier, finding_pos_weight, jitter
 from privdiff_core.verification import embed_all, make_pairs, pair_scores
 
@@ -30,20 +30,14 @@ from .metrics import accuracy_vs_chance, per_finding_auc
 
 
 @dataclass
-class AttackerSettings:
+class AttackerSettings(FitBudget):
     """Network and budget of one attacker (the `evaluate.verifier` / `evaluate.classifier` sections)."""
 
     backbone: str = "small"
     embed_dim: int = 128
     widths: tuple[int, ...] | None = None
-    steps: int = 500
     batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    eval_every: int = 100
-    patience: int = 0  # evaluations without improvement before stopping early; 0 = never stop early
     augment: bool = False  # diagnosis judge: random shifts and exposure changes of each training batch
-    seed: int = 0
 
     @classmethod
     def from_config(cls, section, **overrides) -> AttackerSettings:
@@ -52,74 +46,6 @@ class AttackerSettings:
             values["widths"] = tuple(int(w) for w in values["widths"])
         values.update(overrides)
         return cls(**values)
-
-
-@dataclass
-class FitLog:
-    """What a training run did: the selected step and its validation score, the loss curve."""
-
-    best_step: int = 0
-    best_val: float | None = None
-    steps_run: int = 0
-    losses: list[float] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        tail = self.losses[-20:]
-        return {
-            "best_step": self.best_step,
-            "best_val": self.best_val,
-            "steps_run": self.steps_run,
-            "final_loss": float(np.mean(tail)) if tail else None,
-        }
-
-
-def fit(
-    model: nn.Module,
-    batch_loss: Callable[[np.random.Generator], torch.Tensor],
-    settings: AttackerSettings,
-    validate: Callable[[], float] | None = None,
-    desc: str = "attacker",
-    progress: bool = True,
-) -> FitLog:
-    """Train `model` on `batch_loss(rng)` for `settings.steps`; keep the best-validating weights."""
-    torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    # Cosine decay to zero over the budget: the last steps fine-tune, so the budget is used fully.
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, settings.steps))
-    log = FitLog()
-    best_state = None
-    stale = 0
-    bar = tqdm(range(settings.steps), desc=desc, disable=not progress, leave=False)
-    for step in bar:
-        model.train()
-        loss = batch_loss(rng)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        log.losses.append(float(loss.item()))
-        log.steps_run = step + 1
-        last = step + 1 == settings.steps
-        if validate is not None and ((step + 1) % max(1, settings.eval_every) == 0 or last):
-            model.eval()
-            score = float(validate())
-            if log.best_val is None or score > log.best_val:
-                log.best_val, log.best_step, stale = score, step + 1, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{score:.3f}")
-            if settings.patience and stale >= settings.patience:
-                break
-        elif step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:
-        log.best_step = log.steps_run
-    model.eval()
-    return log
 
 
 # ---------------------------------------------------------------- re-identification (verifier)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
 from privdiff_core.cli import add_config_arguments
+
+if TYPE_CHECKING:
+    from privdiff_core.evaluation.results import Report
 
 HELP = "measure re-identification, age/sex leakage, diagnosis utility and image quality; write a report"
 
@@ -240,25 +244,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(report: dict, out_dir) -> None:
-    real = report["real"]["summary"]
-    print(f"re-identification AUC on real images: {real['reid_auc']['mean']:.3f}  (0.5 = chance)")
-    print(f"diagnosis mean AUC on real images:    {real['diagnosis_mean_auc']['mean']:.3f}")
-    for name, res in report["methods"].items():
-        s = res["summary"]
-        diag = s["diagnosis_mean_auc"]["mean"]
-        hard, memorized = s["reid_hard_adaptive_auc"]["mean"], s["memorization_rate"]["mean"]
+def print_summary(report: Report, out_dir) -> None:
+    real = report.real.summary
+    print(f"re-identification AUC on real images: {real.reid_auc.mean:.3f}  (0.5 = chance)")
+    print(f"diagnosis mean AUC on real images:    {real.diagnosis_mean_auc.mean:.3f}")
+    for name, res in report.methods.items():
+        s = res.summary
+        diag = s.diagnosis_mean_auc.mean
+        hard, memorized = s.reid_hard_adaptive_auc.mean, s.memorization_rate.mean
         print(
-            f"{name:>12}: re-ID AUC retrained {s['reid_adaptive_auc']['mean']:.3f}, naive "
-            f"{s['reid_naive_auc']['mean']:.3f}, hard negatives {'–' if hard is None else f'{hard:.3f}'}; "
+            f"{name:>12}: re-ID AUC retrained {s.reid_adaptive_auc.mean:.3f}, naive "
+            f"{s.reid_naive_auc.mean:.3f}, hard negatives {'–' if hard is None else f'{hard:.3f}'}; "
             f"diagnosis AUC {'–' if diag is None else f'{diag:.3f}'}; "
-            f"SSIM {res['quality']['ssim_mean']:.3f}; "
+            f"SSIM {res.quality.ssim_mean:.3f}; "
             f"memorized {'–' if memorized is None else f'{100 * memorized:.1f}%'}"
         )
-    limits = report.get("limits") or {}
-    if limits.get("oracle"):
+    limits = report.limits
+    if limits.oracle:
         print(
-            f"limits: privacy floor (oracle re-ID AUC) {limits['privacy_floor']:.3f}, utility ceiling "
-            f"(oracle diagnosis AUC) {limits['utility_ceiling']:.3f}"
+            f"limits: privacy floor (oracle re-ID AUC) {limits.privacy_floor:.3f}, utility ceiling "
+            f"(oracle diagnosis AUC) {limits.utility_ceiling:.3f}"
         )
-    print(f"report: {out_dir}/report.md ({report['timing']['total_s']:.0f} s)")
+    print(f"report: {out_dir}/report.md ({report.timing['total_s']:.0f} s)")

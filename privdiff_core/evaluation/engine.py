@@ -34,10 +34,11 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from privdiff_core.attributes import AGE_GROUPS, FINDINGS, SEXES
+from privdiff_core.attributes import AGE_GROUPS, SEXES
 
 from .attackers import (
     AttackerSettings,
+    FitLog,
     demographics_report,
     diagnosis_report,
     embeddings,
@@ -48,9 +49,32 @@ from .attackers import (
 from .judges import Judges, RunPlan, load_or_train_judges, plan_runs
 from .linkage import MEMORIZATION_FPR, memorization_rate, memorization_threshold, retrieval_at_1
 from .methods import Method
-from .metrics import auc_with_ci, mean_std
+from .metrics import auc_with_ci
 from .protocol import Cohort, EvalSplits, derive_seed, subsample_patients
 from .quality import frechet_distance, ssim_per_image
+from .results import (
+    Accuracy,
+    AdaptiveDemographics,
+    AdaptiveReid,
+    AucCI,
+    CohortSize,
+    Demographics,
+    Diagnosis,
+    Memorization,
+    MethodInfo,
+    MethodResult,
+    MethodRun,
+    MethodTiming,
+    NaiveReid,
+    Quality,
+    RealResult,
+    RealRun,
+    Retrieval,
+    StrongestReid,
+    TrainingLog,
+    summarize_method,
+    summarize_real,
+)
 
 ADAPTIVE_INITS = ("real", "scratch")
 
@@ -163,15 +187,17 @@ def build_context(splits: EvalSplits, settings: EvaluationSettings, cache_dir: P
     )
 
 
-def _pair_auc(ctx: EvalContext, cohort: Cohort, pairs: np.ndarray, scores: np.ndarray, seed: int) -> dict:
+def _pair_auc(ctx: EvalContext, cohort: Cohort, pairs: np.ndarray, scores: np.ndarray, seed: int) -> AucCI:
     """AUC of verification scores with a CI from resampling the cohort's patients (see auc_with_ci)."""
     codes = {p: k for k, p in enumerate(sorted(cohort.patients))}
     patient = np.array([codes[p] for p in cohort.patient_ids])
     groups = (patient[pairs[:, 0]], patient[pairs[:, 1]])
-    return auc_with_ci(pairs[:, 2], scores, ctx.settings.bootstrap, ctx.settings.ci_level, seed, groups)
+    return AucCI(
+        **auc_with_ci(pairs[:, 2], scores, ctx.settings.bootstrap, ctx.settings.ci_level, seed, groups)
+    )
 
 
-def _hard_auc(ctx: EvalContext, verifier, first: torch.Tensor, plan: RunPlan, seed: int) -> dict | None:
+def _hard_auc(ctx: EvalContext, verifier, first: torch.Tensor, plan: RunPlan, seed: int) -> AucCI | None:
     """Re-ID AUC of `verifier` on the run's hard pairs (first[i] vs the real test film j), or None
     when the test set has no matched negatives at all."""
     pairs = plan.hard_test_pairs
@@ -182,85 +208,52 @@ def _hard_auc(ctx: EvalContext, verifier, first: torch.Tensor, plan: RunPlan, se
     return _pair_auc(ctx, test, pairs, scores, seed)
 
 
-def _linkage(
-    ctx: EvalContext, plan: RunPlan, judge: Judges, first: torch.Tensor, name: str, adaptive=None
-) -> dict:
-    """Hard-negative AUC, retrieval precision@1 and memorization of films `first` (aligned with
-    the test cohort): for the real-trained verifier, and for `adaptive` when given."""
-    test, dev, seed = ctx.splits.test, ctx.settings.device, derive_seed(plan.seed, "boot_hard", name)
-    out = {
-        "reid_hard_naive": _hard_auc(ctx, judge.verifier, first, plan, seed),
-        "retrieval_naive": retrieval_at_1(judge.verifier, first, test.images, test.patient_ids, dev),
-        "memorization": memorization_rate(
-            judge.verifier, first, ctx.splits.train.images, ctx.memorization_thresholds[plan.run], dev
-        ),
-    }
-    if adaptive is not None:
-        out["reid_hard_adaptive"] = _hard_auc(ctx, adaptive, first, plan, seed)
-        out["retrieval_adaptive"] = retrieval_at_1(adaptive, first, test.images, test.patient_ids, dev)
-    return out
+def _retrieval(ctx: EvalContext, verifier, first: torch.Tensor) -> Retrieval:
+    test = ctx.splits.test
+    return Retrieval(**retrieval_at_1(verifier, first, test.images, test.patient_ids, ctx.settings.device))
 
 
-def evaluate_real(ctx: EvalContext) -> dict:
+def _memorization(ctx: EvalContext, plan: RunPlan, verifier, first: torch.Tensor) -> Memorization:
+    threshold = ctx.memorization_thresholds[plan.run]
+    return Memorization(
+        **memorization_rate(verifier, first, ctx.splits.train.images, threshold, ctx.settings.device)
+    )
+
+
+def _diagnosis(model, images: torch.Tensor, cohort: Cohort, device: str) -> Diagnosis:
+    return Diagnosis(**diagnosis_report(model, images, cohort.labels, cohort.label_mask, device))
+
+
+def _demographics(model, images: torch.Tensor, cohort: Cohort, device: str) -> Demographics:
+    report = demographics_report(model, images, cohort.age_group, cohort.sex, device)
+    return Demographics(age=Accuracy(**report["age"]), sex=Accuracy(**report["sex"]))
+
+
+def _training(log: FitLog) -> TrainingLog:
+    return TrainingLog(**log.as_dict())
+
+
+def evaluate_real(ctx: EvalContext) -> RealResult:
     """The 'real data, unanonymized' column: every judge on real test images."""
     test, dev = ctx.splits.test, ctx.settings.device
     runs = []
     for plan, judge in zip(ctx.plans, ctx.judges, strict=True):
         scores = verifier_scores(judge.verifier, test.images, test.images, plan.test_pairs, dev)
         runs.append(
-            {
-                "run": plan.run,
-                "reid": _pair_auc(ctx, test, plan.test_pairs, scores, derive_seed(plan.seed, "boot", "real")),
-                "diagnosis": diagnosis_report(
-                    judge.diagnosis, test.images, test.labels, test.label_mask, dev
+            RealRun(
+                run=plan.run,
+                reid=_pair_auc(ctx, test, plan.test_pairs, scores, derive_seed(plan.seed, "boot", "real")),
+                diagnosis=_diagnosis(judge.diagnosis, test.images, test, dev),
+                demographics=_demographics(judge.demographics, test.images, test, dev),
+                judge_training={name: TrainingLog(**log) for name, log in judge.logs.items()},
+                reid_hard_naive=_hard_auc(
+                    ctx, judge.verifier, test.images, plan, derive_seed(plan.seed, "boot_hard", "real")
                 ),
-                "demographics": demographics_report(
-                    judge.demographics, test.images, test.age_group, test.sex, dev
-                ),
-                "judge_training": judge.logs,
-                **_linkage(ctx, plan, judge, test.images, "real"),
-            }
+                retrieval_naive=_retrieval(ctx, judge.verifier, test.images),
+                memorization=_memorization(ctx, plan, judge.verifier, test.images),
+            )
         )
-    return {"runs": runs, "summary": _summarize(runs, adaptive=False)}
-
-
-def _summarize(runs: list[dict], adaptive: bool) -> dict:
-    def pick(*path):
-        out = []
-        for r in runs:
-            v = r
-            for p in path:
-                v = None if v is None else v.get(p)
-            out.append(v)
-        return out
-
-    demo = "demographics_naive" if adaptive else "demographics"
-    summary = {
-        "reid_naive_auc" if adaptive else "reid_auc": mean_std(
-            pick("reid_naive" if adaptive else "reid", "auc")
-        ),
-        "diagnosis_mean_auc": mean_std(pick("diagnosis", "mean_auc")),
-        "age_accuracy": mean_std(pick(demo, "age", "accuracy")),
-        "sex_accuracy": mean_std(pick(demo, "sex", "accuracy")),
-        "age_chance": mean_std(pick(demo, "age", "chance")),
-        "sex_chance": mean_std(pick(demo, "sex", "chance")),
-        "per_finding_auc": {
-            name: mean_std([r["diagnosis"]["per_finding"].get(name) for r in runs]) for name in FINDINGS
-        },
-        "skipped_findings": runs[0]["diagnosis"]["skipped"] if runs else {},
-        "reid_hard_naive_auc": mean_std(pick("reid_hard_naive", "auc")),
-        "retrieval_naive_p1": mean_std(pick("retrieval_naive", "precision_at_1")),
-        "retrieval_chance": mean_std(pick("retrieval_naive", "chance")),
-        "memorization_rate": mean_std(pick("memorization", "rate")),
-    }
-    if adaptive:
-        summary["reid_adaptive_auc"] = mean_std(pick("reid_adaptive", "auc"))
-        summary["reid_strongest_auc"] = mean_std(pick("reid_strongest", "auc"))
-        summary["age_accuracy_adaptive"] = mean_std(pick("demographics_adaptive", "age", "accuracy"))
-        summary["sex_accuracy_adaptive"] = mean_std(pick("demographics_adaptive", "sex", "accuracy"))
-        summary["reid_hard_adaptive_auc"] = mean_std(pick("reid_hard_adaptive", "auc"))
-        summary["retrieval_adaptive_p1"] = mean_std(pick("retrieval_adaptive", "precision_at_1"))
-    return summary
+    return RealResult(runs=runs, summary=summarize_real(runs))
 
 
 def _anonymize(method: Method, cohort: Cohort, split: str, ctx: EvalContext) -> torch.Tensor:
@@ -272,22 +265,25 @@ def _anonymize(method: Method, cohort: Cohort, split: str, ctx: EvalContext) -> 
     return out.float().clamp(-1.0, 1.0)
 
 
-def evaluate_method(method: Method, ctx: EvalContext, workdir: Path | None = None) -> tuple[dict, dict]:
+def evaluate_method(
+    method: Method, ctx: EvalContext, workdir: Path | None = None
+) -> tuple[MethodResult, dict]:
     """All measurements of one method; returns (result for the report, arrays for the figures)."""
     s, dev = ctx.settings, ctx.settings.device
     splits, train = ctx.splits, ctx.adaptive_train
-    timing: dict[str, float] = {}
     t0 = time.perf_counter()
     method.prepare(splits, dev, s.progress, workdir)
-    timing["prepare_s"] = time.perf_counter() - t0
+    prepare_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     anon_test = _anonymize(method, splits.test, "test", ctx)
     anon_val = _anonymize(method, splits.val, "val", ctx)
     anon_train = _anonymize(method, train, "train", ctx)
-    n_anonymized = len(anon_test) + len(anon_val) + len(anon_train)
-    timing["anonymize_s"] = time.perf_counter() - t0
-    timing["anonymized_images"] = n_anonymized
+    timing = MethodTiming(
+        prepare_s=prepare_s,
+        anonymize_s=time.perf_counter() - t0,
+        anonymized_images=len(anon_test) + len(anon_val) + len(anon_train),
+    )
 
     t0 = time.perf_counter()
     test, val = splits.test, splits.val
@@ -320,9 +316,9 @@ def evaluate_method(method: Method, ctx: EvalContext, workdir: Path | None = Non
         retrained = _pair_auc(ctx, test, plan.test_pairs, adaptive_scores, boot)
         adaptive_val = log.best_val if log.best_val is not None else -1.0
         strongest = (
-            {**retrained, "attacker": "adaptive"}
+            StrongestReid(**asdict(retrained), attacker="adaptive")
             if adaptive_val >= naive_val
-            else {**naive, "attacker": "naive"}
+            else StrongestReid(**asdict(naive), attacker="naive")
         )
 
         c_settings = replace(
@@ -341,44 +337,46 @@ def evaluate_method(method: Method, ctx: EvalContext, workdir: Path | None = Non
             desc=f"run {plan.run}: adaptive age+sex ({method.name})",
             progress=s.progress,
         )
+        hard_seed = derive_seed(plan.seed, "boot_hard", method.name)
         runs.append(
-            {
-                "run": plan.run,
-                "reid_naive": {**naive, "val_auc": float(naive_val)},
-                "reid_adaptive": {**retrained, "training": log.as_dict()},
-                "reid_strongest": strongest,
-                "diagnosis": diagnosis_report(judge.diagnosis, anon_test, test.labels, test.label_mask, dev),
-                "demographics_naive": demographics_report(
-                    judge.demographics, anon_test, test.age_group, test.sex, dev
+            MethodRun(
+                run=plan.run,
+                reid_naive=NaiveReid(**asdict(naive), val_auc=float(naive_val)),
+                reid_adaptive=AdaptiveReid(**asdict(retrained), training=_training(log)),
+                reid_strongest=strongest,
+                diagnosis=_diagnosis(judge.diagnosis, anon_test, test, dev),
+                demographics_naive=_demographics(judge.demographics, anon_test, test, dev),
+                demographics_adaptive=AdaptiveDemographics(
+                    **vars(_demographics(demo_adaptive, anon_test, test, dev)), training=_training(demo_log)
                 ),
-                "demographics_adaptive": {
-                    **demographics_report(demo_adaptive, anon_test, test.age_group, test.sex, dev),
-                    "training": demo_log.as_dict(),
-                },
-                **_linkage(ctx, plan, judge, anon_test, method.name, adaptive),
-            }
+                reid_hard_naive=_hard_auc(ctx, judge.verifier, anon_test, plan, hard_seed),
+                retrieval_naive=_retrieval(ctx, judge.verifier, anon_test),
+                memorization=_memorization(ctx, plan, judge.verifier, anon_test),
+                reid_hard_adaptive=_hard_auc(ctx, adaptive, anon_test, plan, hard_seed),
+                retrieval_adaptive=_retrieval(ctx, adaptive, anon_test),
+            )
         )
         if plan.run == 0:
             adaptive_models = {"verifier": adaptive, "demographics": demo_adaptive}
-    timing["attacks_s"] = time.perf_counter() - t0
+    timing.attacks_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     quality = image_quality(ctx, anon_test)
-    timing["quality_s"] = time.perf_counter() - t0
+    timing.quality_s = time.perf_counter() - t0
 
     artifacts = figure_arrays(ctx, anon_test, adaptive_models)
-    result = {
-        "method": method.describe(),
-        "runs": runs,
-        "summary": _summarize(runs, adaptive=True),
-        "quality": quality,
-        "timing": timing,
-        "adaptive_train": {"images": len(train), "patients": len(train.patients)},
-    }
+    result = MethodResult(
+        method=MethodInfo(**method.describe()),
+        runs=runs,
+        summary=summarize_method(runs),
+        quality=quality,
+        timing=timing,
+        adaptive_train=CohortSize(images=len(train), patients=len(train.patients)),
+    )
     return result, artifacts
 
 
-def image_quality(ctx: EvalContext, anon_test: torch.Tensor) -> dict:
+def image_quality(ctx: EvalContext, anon_test: torch.Tensor) -> Quality:
     """SSIM vs the original, and FD on the diagnosis network's features, with a real-vs-real floor.
 
     The floor is the same distance between two disjoint samples of *real* images of the same
@@ -392,14 +390,14 @@ def image_quality(ctx: EvalContext, anon_test: torch.Tensor) -> dict:
     reference = ctx.adaptive_train.images[: len(test)]
     ref_feat = embeddings(net, reference, dev)
     backbone = ctx.settings.classifier.backbone
-    return {
-        "ssim_mean": float(ssim.mean()),
-        "ssim_std": float(ssim.std()),
-        "fd_name": f"FD-{backbone}",
-        "fd": frechet_distance(real_feat, anon_feat),
-        "fd_real_reference": frechet_distance(ref_feat, real_feat),
-        "fd_samples": int(len(test)),
-    }
+    return Quality(
+        ssim_mean=float(ssim.mean()),
+        ssim_std=float(ssim.std()),
+        fd_name=f"FD-{backbone}",
+        fd=frechet_distance(real_feat, anon_feat),
+        fd_real_reference=frechet_distance(ref_feat, real_feat),
+        fd_samples=int(len(test)),
+    )
 
 
 def figure_arrays(ctx: EvalContext, anon_test: torch.Tensor, adaptive: dict) -> dict:

@@ -10,69 +10,58 @@ done when it is close to both; `limits` computes the distances, `limits_md` writ
 
 from __future__ import annotations
 
+from .results import Limits, MeanStd, MethodLimits, MethodResult, RealResult, Report, Summary
+
 ORACLE_KIND = "oracle"
-
-
-def _mean(summary: dict, key: str) -> float | None:
-    value = summary.get(key)
-    return None if not value else value.get("mean")
 
 
 def _minus(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def limits(real: dict, methods: dict) -> dict:
+def limits(real: RealResult, methods: dict[str, MethodResult]) -> Limits:
     """The limits and each method's distance to them (fractions of AUC; positive = worse)."""
-    oracle = next((name for name, r in methods.items() if r["method"]["kind"] == ORACLE_KIND), None)
+    oracle = next((name for name, r in methods.items() if r.method.kind == ORACLE_KIND), None)
     floor = ceiling = None
     if oracle is not None:
-        floor = _mean(methods[oracle]["summary"], "reid_adaptive_auc")
-        ceiling = _mean(methods[oracle]["summary"], "diagnosis_mean_auc")
-    real_diag = _mean(real["summary"], "diagnosis_mean_auc")
+        floor = methods[oracle].summary.reid_adaptive_auc.mean
+        ceiling = methods[oracle].summary.diagnosis_mean_auc.mean
+    real_diag = real.summary.diagnosis_mean_auc.mean
     rows = {}
     for name, result in methods.items():
-        s = result["summary"]
-        reid, diag = _mean(s, "reid_adaptive_auc"), _mean(s, "diagnosis_mean_auc")
-        rows[name] = {
-            "reid_adaptive_auc": reid,
-            "reid_above_floor": _minus(reid, floor),
-            "diagnosis_auc": diag,
-            "diagnosis_below_real": _minus(real_diag, diag),
-            "diagnosis_below_ceiling": _minus(ceiling, diag),
-        }
-    return {
-        "oracle": oracle,
-        "privacy_floor": floor,
-        "utility_ceiling": ceiling,
-        "real_diagnosis": real_diag,
-        "methods": rows,
-    }
+        reid, diag = result.summary.reid_adaptive_auc.mean, result.summary.diagnosis_mean_auc.mean
+        rows[name] = MethodLimits(
+            reid_adaptive_auc=reid,
+            reid_above_floor=_minus(reid, floor),
+            diagnosis_auc=diag,
+            diagnosis_below_real=_minus(real_diag, diag),
+            diagnosis_below_ceiling=_minus(ceiling, diag),
+        )
+    return Limits(
+        oracle=oracle, privacy_floor=floor, utility_ceiling=ceiling, real_diagnosis=real_diag, methods=rows
+    )
 
 
-def _pct(ms: dict | None) -> str:
-    if not ms or ms.get("mean") is None:
+def _pct(ms: MeanStd) -> str:
+    if ms.mean is None:
         return "–"
-    text = f"{100 * ms['mean']:.1f}"
-    return text + (f" ± {100 * ms['std']:.1f}" if ms.get("runs", 1) > 1 else "")
+    text = f"{100 * ms.mean:.1f}"
+    return text + (f" ± {100 * ms.std:.1f}" if ms.runs > 1 else "")
 
 
 def _points(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:+.1f}"
 
 
-def _p1(summary: dict, key: str) -> str:
-    return f"{_pct(summary.get(key))} (chance {_pct(summary.get('retrieval_chance'))})"
+def _p1(summary: Summary, precision: MeanStd) -> str:
+    return f"{_pct(precision)} (chance {_pct(summary.retrieval_chance)})"
 
 
-def limits_md(report: dict) -> list[str]:
+def limits_md(report: Report) -> list[str]:
     """The 'Distance to the limits' section of report.md."""
-    lim = report.get("limits")
-    if not lim:
-        return []
-    real = report["real"]["summary"]
+    lim, real = report.limits, report.real.summary
     lines = ["## Distance to the limits", ""]
-    if lim["oracle"] is None:
+    if lim.oracle is None:
         lines += [
             "No oracle in this report (it needs a synthetic federation and `--methods oracle`): "
             "distances to the privacy floor and the utility ceiling cannot be given.",
@@ -80,9 +69,9 @@ def limits_md(report: dict) -> list[str]:
         ]
     else:
         lines += [
-            f"Privacy floor (the oracle's retrained re-ID AUC): {100 * lim['privacy_floor']:.1f}; utility "
-            f"ceiling (the oracle's diagnosis AUC): {100 * lim['utility_ceiling']:.1f}; real data's "
-            f"diagnosis AUC: {100 * lim['real_diagnosis']:.1f}. 'Above floor' and 'below real / ceiling' "
+            f"Privacy floor (the oracle's retrained re-ID AUC): {100 * lim.privacy_floor:.1f}; utility "
+            f"ceiling (the oracle's diagnosis AUC): {100 * lim.utility_ceiling:.1f}; real data's "
+            f"diagnosis AUC: {100 * lim.real_diagnosis:.1f}. 'Above floor' and 'below real / ceiling' "
             "are in AUC points: 0 means the method reaches that limit; a negative 'above floor' means "
             "the method hides more than the oracle does (usually by destroying findings).",
             "",
@@ -101,34 +90,34 @@ def limits_md(report: dict) -> list[str]:
     rows = [
         [
             "Real data (unanonymized)",
-            _pct(real["reid_auc"]),
+            _pct(real.reid_auc),
             "",
-            _pct(real.get("reid_hard_naive_auc")),
-            _p1(real, "retrieval_naive_p1"),
-            _pct(real["diagnosis_mean_auc"]),
+            _pct(real.reid_hard_naive_auc),
+            _p1(real, real.retrieval_naive_p1),
+            _pct(real.diagnosis_mean_auc),
             "",
             "",
-            _pct(real.get("memorization_rate")),
+            _pct(real.memorization_rate),
         ]
     ]
-    for name, result in report["methods"].items():
-        s, d = result["summary"], lim["methods"][name]
+    for name, result in report.methods.items():
+        s, d = result.summary, lim.methods[name]
         rows.append(
             [
-                result["method"]["label"],
-                _pct(s["reid_adaptive_auc"]),
-                _points(d["reid_above_floor"]),
-                _pct(s.get("reid_hard_adaptive_auc")),
-                _p1(s, "retrieval_adaptive_p1"),
-                _pct(s["diagnosis_mean_auc"]),
-                _points(d["diagnosis_below_real"]),
-                _points(d["diagnosis_below_ceiling"]),
-                _pct(s.get("memorization_rate")),
+                result.method.label,
+                _pct(s.reid_adaptive_auc),
+                _points(d.reid_above_floor),
+                _pct(s.reid_hard_adaptive_auc),
+                _p1(s, s.retrieval_adaptive_p1),
+                _pct(s.diagnosis_mean_auc),
+                _points(d.diagnosis_below_real),
+                _points(d.diagnosis_below_ceiling),
+                _pct(s.memorization_rate),
             ]
         )
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
-    fpr = report["settings"].get("memorization_fpr")
+    fpr = report.settings.memorization_fpr
     lines += [
         "Hard negatives: the other patient of each negative pair has the same sex, age group and site "
         "as the anonymized film, so only the person is left to tell them apart. Precision@1: for each "
@@ -141,9 +130,7 @@ def limits_md(report: dict) -> list[str]:
         f"trained on), crosses a threshold that real validation films (patients no model saw) cross "
         f"against the same training films at {100 * fpr / 2:g}% each ({100 * fpr:g}% at most together). "
         "The real row is that rate for real test films: the level of chance resemblance, which a "
-        "method that copies no one stays near."
-        if fpr is not None
-        else "",
+        "method that copies no one stays near.",
         "",
     ]
     return lines

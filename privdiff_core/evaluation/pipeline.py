@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from .methods import Method
 from .protocol import SPLITS, Cohort, EvalSplits, derive_seed, subsample_patients
 from .quality import refuse_inception_fid
 from .report import now, package_versions, write_report
+from .results import CohortSize, MethodResult, RealResult, Report, from_dict
 
 
 class EvaluationError(PrivdiffError):
@@ -133,8 +135,8 @@ def run_evaluation(
     data_root: str = "",
     progress: bool = True,
     notes: list[str] | None = None,
-) -> dict:
-    """Evaluate every method against the same judges and write the report. Returns the report dict."""
+) -> Report:
+    """Evaluate every method against the same judges and write the report; returns it."""
     require_sections(cfg, "evaluate", "baselines")
     refuse_inception_fid(cfg.evaluate.get("inception_weights"))
     if not methods:
@@ -151,83 +153,95 @@ def run_evaluation(
     real = evaluate_real(ctx)
     judges_s = time.perf_counter() - t0
 
-    results, arrays = {}, {}
+    results: dict[str, MethodResult] = {}
+    arrays: dict[str, dict] = {}
     for method in methods:
         folder = out / "methods" / method.name
         key = _method_key(method, ctx, settings)
         cached = folder / "result.json"
-        if cached.is_file() and (folder / "arrays.npz").is_file():
-            stored = json.loads(cached.read_text())
-            if stored.get("key") == key:
-                print(f"privdiff: {method.name}: finished earlier, reusing {cached}")
-                results[method.name] = stored["result"]
-                with np.load(folder / "arrays.npz") as npz:
-                    arrays[method.name] = {k: npz[k] for k in npz.files}
-                continue
+        finished = _cached_result(cached, key) if (folder / "arrays.npz").is_file() else None
+        if finished is not None:
+            print(f"privdiff: {method.name}: finished earlier, reusing {cached}")
+            results[method.name] = finished
+            with np.load(folder / "arrays.npz") as npz:
+                arrays[method.name] = {k: npz[k] for k in npz.files}
+            continue
         t_method = time.perf_counter()
         result, method_arrays = evaluate_method(method, ctx, out / "work")
-        result["timing"]["total_s"] = time.perf_counter() - t_method
+        result.timing.total_s = time.perf_counter() - t_method
         folder.mkdir(parents=True, exist_ok=True)
         _write_npz(folder / "arrays.npz", method_arrays)
-        _write_json(cached, {"key": key, "result": result})  # last: marks the method finished
+        _write_json(cached, {"key": key, "result": asdict(result)})  # last: marks the method finished
         results[method.name], arrays[method.name] = result, method_arrays
 
     figure_files, silhouettes = draw_figures(out, real, results, arrays, settings.seed)
-    report = {
-        "created": now(),
-        "command": command,
-        "data": {
+    report = Report(
+        created=now(),
+        command=command,
+        data={
             "root": str(data_root),
             "image_size": splits.test.image_size,
             "fingerprint": splits.fingerprint(),
             "splits": splits.summary(),
         },
-        "settings": settings.as_dict(),
-        "seeds": {"base": settings.seed, "runs": [p.seed for p in ctx.plans]},
-        "anonymizer_conditions": str(cfg.evaluate.anonymizer_conditions),
-        "adaptive_train": {"images": len(ctx.adaptive_train), "patients": len(ctx.adaptive_train.patients)},
-        "judges_from_cache": ctx.judges_from_cache,
-        "real": real,
-        "methods": results,
-        "limits": limits(real, results),
-        "figures": figure_files,
-        "tsne_silhouettes": silhouettes,
-        "notes": _standard_notes(cfg) + list(notes or []),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "versions": package_versions(),
-        "timing": {"judges_s": judges_s, "total_s": time.perf_counter() - start},
-    }
+        settings=settings,
+        seeds={"base": settings.seed, "runs": [p.seed for p in ctx.plans]},
+        anonymizer_conditions=str(cfg.evaluate.anonymizer_conditions),
+        adaptive_train=CohortSize(images=len(ctx.adaptive_train), patients=len(ctx.adaptive_train.patients)),
+        judges_from_cache=ctx.judges_from_cache,
+        real=real,
+        methods=results,
+        limits=limits(real, results),
+        figures=figure_files,
+        tsne_silhouettes=silhouettes,
+        notes=_standard_notes(cfg) + list(notes or []),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        versions=package_versions(),
+        timing={"judges_s": judges_s, "total_s": time.perf_counter() - start},
+    )
     write_report(out, report)
     return report
 
 
-def draw_figures(out: Path, real: dict, results: dict, arrays: dict, seed: int) -> tuple[dict, dict]:
-    real_s = real["summary"]
+def _cached_result(path: Path, key: str) -> MethodResult | None:
+    """A method's finished result when its key matches; None (evaluate again) when it is missing,
+    unreadable, for other settings, or written by a version whose result fields differ."""
+    try:
+        stored = json.loads(path.read_text())
+        if stored.get("key") != key:
+            return None
+        return from_dict(MethodResult, stored["result"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def draw_figures(
+    out: Path, real: RealResult, results: dict[str, MethodResult], arrays: dict, seed: int
+) -> tuple[dict, dict]:
+    real_s = real.summary
     points = [
         {
             "label": "Real data (unanonymized)",
             "kind": "real",
-            "reid": real_s["reid_auc"]["mean"],
-            "reid_std": real_s["reid_auc"]["std"],
-            "diag": real_s["diagnosis_mean_auc"]["mean"],
-            "diag_std": real_s["diagnosis_mean_auc"]["std"],
+            "reid": real_s.reid_auc.mean,
+            "reid_std": real_s.reid_auc.std,
+            "diag": real_s.diagnosis_mean_auc.mean,
+            "diag_std": real_s.diagnosis_mean_auc.std,
         }
     ]
     for result in results.values():
-        s = result["summary"]
+        s = result.summary
         points.append(
             {
-                "label": result["method"]["label"],
-                "kind": result["method"]["kind"],
-                "reid": s["reid_adaptive_auc"]["mean"],
-                "reid_std": s["reid_adaptive_auc"]["std"],
-                "reid_naive": s["reid_naive_auc"]["mean"],
-                "diag": s["diagnosis_mean_auc"]["mean"]
-                if s["diagnosis_mean_auc"]["mean"] is not None
-                else 0.5,
-                "diag_std": s["diagnosis_mean_auc"]["std"],
-                "curve": result["method"].get("curve"),
-                "strength": result["method"]["settings"].get("strength"),
+                "label": result.method.label,
+                "kind": result.method.kind,
+                "reid": s.reid_adaptive_auc.mean,
+                "reid_std": s.reid_adaptive_auc.std,
+                "reid_naive": s.reid_naive_auc.mean,
+                "diag": s.diagnosis_mean_auc.mean if s.diagnosis_mean_auc.mean is not None else 0.5,
+                "diag_std": s.diagnosis_mean_auc.std,
+                "curve": result.method.curve,
+                "strength": result.method.settings.get("strength"),
             }
         )
     files = {
@@ -240,15 +254,16 @@ def draw_figures(out: Path, real: dict, results: dict, arrays: dict, seed: int) 
     }
     first = next(iter(arrays.values()))
     # The oracle right under the inputs: what an ideal anonymizer makes of the same films.
-    order = sorted(arrays, key=lambda name: results[name]["method"]["kind"] != "oracle")
-    rows = [(results[name]["method"]["label"], arrays[name]["sample_anonymized"]) for name in order]
+    order = sorted(arrays, key=lambda name: results[name].method.kind != "oracle")
+    rows = [(results[name].method.label, arrays[name]["sample_anonymized"]) for name in order]
     files["Inputs, the oracle and every method on the same test films (paper Fig. 4)"] = figures.sample_grid(
         first["sample_original"], rows, out / "samples.png"
     ).name
     silhouettes = {}
     for name, a in arrays.items():
-        path, sil = figures.tsne_figure(a, results[name]["method"]["label"], out / f"tsne_{name}.png", seed)
-        files[f"t-SNE of attacker embeddings, {results[name]['method']['label']} (paper Fig. 5)"] = path.name
+        label = results[name].method.label
+        path, sil = figures.tsne_figure(a, label, out / f"tsne_{name}.png", seed)
+        files[f"t-SNE of attacker embeddings, {label} (paper Fig. 5)"] = path.name
         silhouettes[name] = sil
     return files, silhouettes
 

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import sys
+from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 from privdiff_core.attributes import FINDINGS
 
 from .limits import limits_md
+from .results import AucCI, MeanStd, MethodResult, MethodSummary, Report
 
 NOT_COMPARABLE = (
     "from the paper, ChestX-ray14/CheXpert, not comparable one to one: different data, image size, "
@@ -84,20 +86,18 @@ def package_versions() -> dict[str, str | None]:
 # ------------------------------------------------------------------ formatting
 
 
-def _pct(ms: dict | None, digits: int = 1) -> str:
-    """'81.8 ± 0.6' from a mean_std dict of fractions; '–' when missing; no ± for a single run."""
-    if not ms or ms.get("mean") is None:
+def _pct(ms: MeanStd, digits: int = 1) -> str:
+    """'81.8 ± 0.6' from a mean ± std of fractions; '–' when missing; no ± for a single run."""
+    if ms.mean is None:
         return "–"
-    mean = 100 * ms["mean"]
-    if ms.get("runs", 1) > 1:
-        return f"{mean:.{digits}f} ± {100 * ms['std']:.{digits}f}"
+    mean = 100 * ms.mean
+    if ms.runs > 1:
+        return f"{mean:.{digits}f} ± {100 * ms.std:.{digits}f}"
     return f"{mean:.{digits}f}"
 
 
-def _ci(run: dict | None) -> str:
-    if not run:
-        return "–"
-    return f"{100 * run['auc']:.1f} [{100 * run['ci_low']:.1f}, {100 * run['ci_high']:.1f}]"
+def _ci(run: AucCI) -> str:
+    return f"{100 * run.auc:.1f} [{100 * run.ci_low:.1f}, {100 * run.ci_high:.1f}]"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -124,24 +124,24 @@ def _verdict_reid(auc: float, low: float, high: float) -> str:
 # ------------------------------------------------------------------ markdown
 
 
-def _methods(report: dict) -> list[tuple[str, dict]]:
-    return list(report["methods"].items())
+def _methods(report: Report) -> list[tuple[str, MethodResult]]:
+    return list(report.methods.items())
 
 
-def _label(result: dict) -> str:
-    return result["method"]["label"]
+def _label(result: MethodResult) -> str:
+    return result.method.label
 
 
-def _summary_md(report: dict) -> list[str]:
-    real = report["real"]["summary"]
-    real_run = report["real"]["runs"][0]["reid"]
-    runs = report["settings"]["runs"]
+def _summary_md(report: Report) -> list[str]:
+    real = report.real.summary
+    real_run = report.real.runs[0].reid
+    runs = report.settings.runs
     ci_note = "95% CI" if runs == 1 else "95% CI of the first run"
 
     def pc(value: float | None) -> str:
         return "–" if value is None else f"{100 * value:.0f}%"
 
-    real_diag = real["diagnosis_mean_auc"]["mean"]
+    real_diag = real.diagnosis_mean_auc.mean
     lines = ["## Summary in plain language", ""]
     lines.append(
         "An attacker who holds another chest X-ray of a person (for example from an earlier visit) "
@@ -150,25 +150,25 @@ def _summary_md(report: dict) -> list[str]:
     )
     lines.append("")
     lines.append(
-        f"- **Before anonymization**: the attacker reaches AUC {real['reid_auc']['mean']:.2f} "
-        f"({ci_note} {real_run['ci_low']:.2f}–{real_run['ci_high']:.2f}). "
-        f"Age group is guessed right {pc(real['age_accuracy']['mean'])} of the time (always guessing the "
-        f"most common group: {pc(real['age_chance']['mean'])}), sex {pc(real['sex_accuracy']['mean'])} "
-        f"(chance {pc(real['sex_chance']['mean'])}). A diagnosis network reaches a mean AUC of "
+        f"- **Before anonymization**: the attacker reaches AUC {real.reid_auc.mean:.2f} "
+        f"({ci_note} {real_run.ci_low:.2f}–{real_run.ci_high:.2f}). "
+        f"Age group is guessed right {pc(real.age_accuracy.mean)} of the time (always guessing the "
+        f"most common group: {pc(real.age_chance.mean)}), sex {pc(real.sex_accuracy.mean)} "
+        f"(chance {pc(real.sex_chance.mean)}). A diagnosis network reaches a mean AUC of "
         f"{real_diag:.2f} over the findings."
     )
     for _, res in _methods(report):
-        s = res["summary"]
-        r0 = res["runs"][0]["reid_adaptive"]
-        diag = s["diagnosis_mean_auc"]["mean"]
+        s = res.summary
+        r0 = res.runs[0].reid_adaptive
+        diag = s.diagnosis_mean_auc.mean
         diag_text = "–" if diag is None else f"{diag:.2f}"
         lines.append(
             f"- **{_label(res)}**: an attacker retrained on anonymized images reaches AUC "
-            f"{s['reid_adaptive_auc']['mean']:.2f} ({ci_note} {r0['ci_low']:.2f}–{r0['ci_high']:.2f}): "
-            f"{_verdict_reid(r0['auc'], r0['ci_low'], r0['ci_high'])}. Strongest attacker (chosen on "
-            f"validation patients): AUC {s['reid_strongest_auc']['mean']:.2f}. Age group "
-            f"{pc(_best(s, 'age'))} and sex {pc(_best(s, 'sex'))} correct (chance "
-            f"{pc(s['age_chance']['mean'])} / {pc(s['sex_chance']['mean'])}). Diagnosis AUC on anonymized "
+            f"{s.reid_adaptive_auc.mean:.2f} ({ci_note} {r0.ci_low:.2f}–{r0.ci_high:.2f}): "
+            f"{_verdict_reid(r0.auc, r0.ci_low, r0.ci_high)}. Strongest attacker (chosen on "
+            f"validation patients): AUC {s.reid_strongest_auc.mean:.2f}. Age group "
+            f"{pc(s.best_accuracy('age').mean)} and sex {pc(s.best_accuracy('sex').mean)} correct (chance "
+            f"{pc(s.age_chance.mean)} / {pc(s.sex_chance.mean)}). Diagnosis AUC on anonymized "
             f"images: {diag_text} (real: {real_diag:.2f})."
         )
     lines += [
@@ -181,38 +181,30 @@ def _summary_md(report: dict) -> list[str]:
     return lines
 
 
-def _best(summary: dict, attr: str) -> float:
-    vals = [summary[f"{attr}_accuracy"]["mean"], summary[f"{attr}_accuracy_adaptive"]["mean"]]
-    vals = [v for v in vals if v is not None]
-    return max(vals) if vals else float("nan")
-
-
-def _table1_md(report: dict) -> list[str]:
-    real = report["real"]["summary"]
+def _table1_md(report: Report) -> list[str]:
+    real = report.real.summary
     methods = _methods(report)
     header = ["Task", "Real data (unanonymized)"] + [_label(r) for _, r in methods]
     rows = [
-        ["Identification ↓ (attacker retrained on anonymized)", _pct(real["reid_auc"])]
-        + [_pct(r["summary"]["reid_adaptive_auc"]) for _, r in methods],
-        ["Identification (naive attacker, trained on real)", _pct(real["reid_auc"])]
-        + [_pct(r["summary"]["reid_naive_auc"]) for _, r in methods],
-        ["Identification (strongest attacker, chosen on validation)", _pct(real["reid_auc"])]
-        + [_pct(r["summary"]["reid_strongest_auc"]) for _, r in methods],
-        ["Classification ↑ (mean AUC over findings)", _pct(real["diagnosis_mean_auc"])]
-        + [_pct(r["summary"]["diagnosis_mean_auc"]) for _, r in methods],
+        ["Identification ↓ (attacker retrained on anonymized)", _pct(real.reid_auc)]
+        + [_pct(r.summary.reid_adaptive_auc) for _, r in methods],
+        ["Identification (naive attacker, trained on real)", _pct(real.reid_auc)]
+        + [_pct(r.summary.reid_naive_auc) for _, r in methods],
+        ["Identification (strongest attacker, chosen on validation)", _pct(real.reid_auc)]
+        + [_pct(r.summary.reid_strongest_auc) for _, r in methods],
+        ["Classification ↑ (mean AUC over findings)", _pct(real.diagnosis_mean_auc)]
+        + [_pct(r.summary.diagnosis_mean_auc) for _, r in methods],
     ]
     lines = ["## Table 1: privacy and utility (ours)", ""]
     lines += [
-        f"AUC in %, mean ± std over {report['settings']['runs']} independent run(s) (attackers retrained, "
+        f"AUC in %, mean ± std over {report.settings.runs} independent run(s) (attackers retrained, "
         "pairs redrawn). Chance is 50.0 for every row.",
         "",
     ]
     lines += _table(header, rows)
     lines += ["Re-identification AUC of run 0 with its 95% bootstrap confidence interval:", ""]
-    rows = [["Real data (unanonymized)", _ci(report["real"]["runs"][0]["reid"]), "–"]]
-    rows += [
-        [_label(r), _ci(r["runs"][0]["reid_adaptive"]), _ci(r["runs"][0]["reid_naive"])] for _, r in methods
-    ]
+    rows = [["Real data (unanonymized)", _ci(report.real.runs[0].reid), "–"]]
+    rows += [[_label(r), _ci(r.runs[0].reid_adaptive), _ci(r.runs[0].reid_naive)] for _, r in methods]
     lines += _table(["Method", "retrained attacker", "naive attacker"], rows)
     lines += [f"### Table 1 {NOT_COMPARABLE}", ""]
     header = ["Task"] + list(PAPER_TABLE1)
@@ -230,21 +222,21 @@ def _table1_md(report: dict) -> list[str]:
     return lines
 
 
-def _table2_md(report: dict) -> list[str]:
+def _table2_md(report: Report) -> list[str]:
     rows_src = [(name, r) for name, r in _methods(report) if name in ABLATION_ROWS]
     if not rows_src:
         return []
     # Ordered as our numbers fall (most identifiable first), whatever the paper's order was.
-    rows_src.sort(key=lambda item: -(item[1]["summary"]["reid_adaptive_auc"]["mean"] or 0))
+    rows_src.sort(key=lambda item: -(item[1].summary.reid_adaptive_auc.mean or 0))
     lines = ["## Table 2: ablation (ours)", "", "Rows sorted by our identification AUC, highest first.", ""]
     rows = [
         [
             f"{ABLATION_ROWS[name]} ({_label(r)})",
-            _pct(r["summary"]["reid_adaptive_auc"]),
-            _pct(r["summary"]["reid_naive_auc"]),
-            _pct(r["summary"]["diagnosis_mean_auc"]),
-            _pct(_ms_best(r["summary"], "age")),
-            _pct(_ms_best(r["summary"], "sex")),
+            _pct(r.summary.reid_adaptive_auc),
+            _pct(r.summary.reid_naive_auc),
+            _pct(r.summary.diagnosis_mean_auc),
+            _pct(r.summary.best_accuracy("age")),
+            _pct(r.summary.best_accuracy("sex")),
         ]
         for name, r in rows_src
     ]
@@ -267,15 +259,8 @@ def _table2_md(report: dict) -> list[str]:
     return lines
 
 
-def _ms_best(summary: dict, attr: str) -> dict:
-    a, b = summary[f"{attr}_accuracy"], summary[f"{attr}_accuracy_adaptive"]
-    if b.get("mean") is not None and (a.get("mean") is None or b["mean"] >= a["mean"]):
-        return b
-    return a
-
-
-def _table3_md(report: dict) -> list[str]:
-    real = report["real"]["summary"]
+def _table3_md(report: Report) -> list[str]:
+    real = report.real.summary
     lines = ["## Table 3: age-group and sex attackers (ours)", ""]
     lines += [
         "Accuracy in %. 'trained on real' = attacker trained on real images applied to anonymized "
@@ -291,18 +276,18 @@ def _table3_md(report: dict) -> list[str]:
         "Sex: retrained",
     ]
     rows = [
-        ["Real data (unanonymized)", _pct(real["age_accuracy"]), "–", _pct(real["sex_accuracy"]), "–"],
-        ["Chance (most common class)", _pct(real["age_chance"]), "", _pct(real["sex_chance"]), ""],
+        ["Real data (unanonymized)", _pct(real.age_accuracy), "–", _pct(real.sex_accuracy), "–"],
+        ["Chance (most common class)", _pct(real.age_chance), "", _pct(real.sex_chance), ""],
     ]
     for _, r in _methods(report):
-        s = r["summary"]
+        s: MethodSummary = r.summary
         rows.append(
             [
                 _label(r),
-                _pct(s["age_accuracy"]),
-                _pct(s["age_accuracy_adaptive"]),
-                _pct(s["sex_accuracy"]),
-                _pct(s["sex_accuracy_adaptive"]),
+                _pct(s.age_accuracy),
+                _pct(s.age_accuracy_adaptive),
+                _pct(s.sex_accuracy),
+                _pct(s.sex_accuracy_adaptive),
             ]
         )
     lines += _table(header, rows)
@@ -314,11 +299,11 @@ def _table3_md(report: dict) -> list[str]:
     return lines
 
 
-def _quality_md(report: dict) -> list[str]:
+def _quality_md(report: Report) -> list[str]:
     methods = _methods(report)
     if not methods:
         return []
-    fd_name = methods[0][1]["quality"]["fd_name"]
+    fd_name = methods[0][1].quality.fd_name
     lines = ["## Image quality", ""]
     lines += [
         f"SSIM of each test image against its anonymized version (mean ± std over images). {fd_name}: "
@@ -330,9 +315,9 @@ def _quality_md(report: dict) -> list[str]:
     rows = [
         [
             _label(r),
-            f"{r['quality']['ssim_mean']:.3f} ± {r['quality']['ssim_std']:.3f}",
-            f"{r['quality']['fd']:.3g}",
-            f"{r['quality']['fd_real_reference']:.3g}",
+            f"{r.quality.ssim_mean:.3f} ± {r.quality.ssim_std:.3f}",
+            f"{r.quality.fd:.3g}",
+            f"{r.quality.fd_real_reference:.3g}",
         ]
         for _, r in methods
     ]
@@ -345,21 +330,21 @@ def _quality_md(report: dict) -> list[str]:
     return lines
 
 
-def _findings_md(report: dict) -> list[str]:
-    real = report["real"]["summary"]
+def _findings_md(report: Report) -> list[str]:
+    real = report.real.summary
     methods = _methods(report)
     lines = ["## Diagnosis AUC per finding", ""]
     header = ["Finding", "Real data"] + [_label(r) for _, r in methods]
     rows = []
     for name in FINDINGS:
-        if real["per_finding_auc"][name]["mean"] is None:
+        if real.per_finding_auc[name].mean is None:
             continue
         rows.append(
-            [name, _pct(real["per_finding_auc"][name])]
-            + [_pct(r["summary"]["per_finding_auc"][name]) for _, r in methods]
+            [name, _pct(real.per_finding_auc[name])]
+            + [_pct(r.summary.per_finding_auc[name]) for _, r in methods]
         )
     lines += _table(header, rows)
-    skipped = real.get("skipped_findings") or {}
+    skipped = real.skipped_findings
     if skipped:
         lines += [
             "Left out of every mean (no AUC exists): "
@@ -370,42 +355,42 @@ def _findings_md(report: dict) -> list[str]:
     return lines
 
 
-def _setup_md(report: dict) -> list[str]:
-    s = report["settings"]
-    data = report["data"]
+def _setup_md(report: Report) -> list[str]:
+    s = report.settings
+    data = report.data
     lines = ["## Set-up", ""]
     lines.append(f"- Data: `{data['root']}` ({data['image_size']} px), fingerprint `{data['fingerprint']}`.")
     for split, info in data["splits"].items():
         lines.append(f"  - {split}: {info['images']} images of {info['patients']} patients")
     lines.append("  - No patient is in two splits (checked).")
-    v, c = s["verifier"], s["classifier"]
-    start = "the real-trained attackers" if s["adaptive_init"] == "real" else "scratch"
+    v, c = s.verifier, s.classifier
+    start = "the real-trained attackers" if s.adaptive_init == "real" else "scratch"
     lines += [
-        f"- Runs: {s['runs']}; test pairs per run: {s['test_pairs']} (balanced, i != j); validation pairs: "
-        f"{s['val_pairs']}; bootstrap resamples: {s['bootstrap']} ({int(100 * s['ci_level'])}% CI).",
-        f"- Verifier: Siamese {v['backbone']} (embed {v['embed_dim']}, widths {v['widths']}), "
-        f"{v['steps']} steps of {v['batch_size']} pairs; classifiers: {c['backbone']}, {c['steps']} steps.",
+        f"- Runs: {s.runs}; test pairs per run: {s.test_pairs} (balanced, i != j); validation pairs: "
+        f"{s.val_pairs}; bootstrap resamples: {s.bootstrap} ({int(100 * s.ci_level)}% CI).",
+        f"- Verifier: Siamese {v.backbone} (embed {v.embed_dim}, widths {v.widths}), "
+        f"{v.steps} steps of {v.batch_size} pairs; classifiers: {c.backbone}, {c.steps} steps.",
         f"- Adaptive attackers: start from {start}, "
-        f"{s['adaptive_verifier_steps']} verifier / {s['adaptive_classifier_steps']} classifier steps on "
-        f"anonymized images of {report['adaptive_train']['images']} training images "
-        f"({report['adaptive_train']['patients']} patients); checkpoints chosen on anonymized validation "
+        f"{s.adaptive_verifier_steps} verifier / {s.adaptive_classifier_steps} classifier steps on "
+        f"anonymized images of {report.adaptive_train.images} training images "
+        f"({report.adaptive_train.patients} patients); checkpoints chosen on anonymized validation "
         "images.",
-        f"- Anonymizer conditions: {report.get('anonymizer_conditions', 'n/a')}.",
-        f"- Seed {s['seed']}; wall time {report['timing']['total_s']:.0f} s "
-        f"(judges {report['timing']['judges_s']:.0f} s"
-        + ("".join(f", {k} {v['timing']['total_s']:.0f} s" for k, v in report["methods"].items()))
+        f"- Anonymizer conditions: {report.anonymizer_conditions}.",
+        f"- Seed {s.seed}; wall time {report.timing['total_s']:.0f} s "
+        f"(judges {report.timing['judges_s']:.0f} s"
+        + ("".join(f", {k} {m.timing.total_s:.0f} s" for k, m in report.methods.items()))
         + ").",
-        "- Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v) + ".",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items() if v) + ".",
         "",
     ]
     return lines
 
 
-def render_markdown(report: dict) -> str:
+def render_markdown(report: Report) -> str:
     lines = [
         "# privdiff evaluation report",
         "",
-        f"Created {report['created']} by `{report['command']}`.",
+        f"Created {report.created} by `{report.command}`.",
         "",
     ]
     lines += _summary_md(report)
@@ -415,12 +400,12 @@ def render_markdown(report: dict) -> str:
     lines += _table3_md(report)
     lines += _quality_md(report)
     lines += _findings_md(report)
-    if report.get("figures"):
+    if report.figures:
         lines += ["## Figures", ""]
-        lines += [f"- {title}: ![{title}]({name})" for title, name in report["figures"].items()]
+        lines += [f"- {title}: ![{title}]({name})" for title, name in report.figures.items()]
         lines.append("")
-    if report.get("notes"):
-        lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
+    if report.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
     lines += _setup_md(report)
     return "\n".join(lines)
 
@@ -431,12 +416,12 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def write_report(out_dir: Path, report: dict) -> tuple[Path, Path]:
+def write_report(out_dir: Path, report: Report) -> tuple[Path, Path]:
     """report.json then report.md, each written to a temporary name and renamed (never half-written)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "report.json", out_dir / "report.md"
     markdown = render_markdown(report)  # render first: a formatting error leaves the old report intact
-    _atomic_write(json_path, json.dumps(report, indent=2, default=_jsonable))
+    _atomic_write(json_path, json.dumps(asdict(report), indent=2, default=_jsonable))
     _atomic_write(md_path, markdown)
     return json_path, md_path
 

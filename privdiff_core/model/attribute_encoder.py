@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
 from torch.nn import functional as F
 
 from privdiff_core.attributes import NUM_AGE_GROUPS, NUM_FINDINGS, NUM_SEXES, UNKNOWN
@@ -24,10 +25,22 @@ from privdiff_core.nets import ImageClassifier, SiameseVerifier
 ATTRIBUTE_SIZES = {"age": NUM_AGE_GROUPS, "sex": NUM_SEXES, "diagnosis": NUM_FINDINGS}
 
 
-class AttributeEncoder(nn.Module):
-    """Identity verifier + multi-task attribute classifier on (B, 1, S, S) images in [-1, 1]."""
+class AttributeEncoder(ModelMixin, ConfigMixin):
+    """Identity verifier + multi-task attribute classifier on (B, 1, S, S) images in [-1, 1].
 
-    def __init__(self, backbone: str = "small", embed_dim: int = 128, widths: Sequence[int] | None = None):
+    A diffusers model (`save_pretrained` / `from_pretrained`, config.json beside the weights).
+    `finding_thresholds` only travels in the config: where each finding's estimate counts as present,
+    measured in training (`PrivDiffModels.finding_thresholds` holds the live copy).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        backbone: str = "small",
+        embed_dim: int = 128,
+        widths: Sequence[int] | None = None,
+        finding_thresholds: Sequence[float] | None = None,
+    ):
         super().__init__()
         widths = tuple(widths) if widths else None
         self.embed_dim = embed_dim

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from privdiff_core.attributes import NUM_AGE_GROUPS, NUM_FINDINGS, NUM_SEXES, UNKNOWN
@@ -270,9 +272,13 @@ class IdentityTokens(nn.Module):
         return k * tokens + (1 - k) * self.null
 
 
-class ConditionEncoder(nn.Module):
-    """ConditionState -> encoder_hidden_states (B, L_id + 4 + 2 + 14, embed_dim) in CATEGORIES order."""
+class ConditionEncoder(ModelMixin, ConfigMixin):
+    """ConditionState -> encoder_hidden_states (B, L_id + 4 + 2 + 14, embed_dim) in CATEGORIES order.
 
+    A diffusers model (`save_pretrained` / `from_pretrained`, config.json beside the weights).
+    """
+
+    @register_to_config
     def __init__(self, identity_embed_dim: int, embed_dim: int, identity_tokens: int):
         super().__init__()
         self.layout = TokenLayout(identity=identity_tokens)

@@ -1,17 +1,22 @@
 """A trained anonymizer on disk: one folder anyone in the diffusers ecosystem can open.
 
     FOLDER/
+      model_index.json  diffusers pipeline index: `PrivDiffPipeline` and where each component's
+                        class lives, plus the resolved config (`privdiff_config`)
       vae/           config.json + diffusion_pytorch_model.safetensors (AutoencoderKL; its
                      scaling_factor / shift_factor are our measured latent scale and shift)
-      unet/          config.json + diffusion_pytorch_model.safetensors (UNet2DConditionModel; the
-                     SAS processors' key projections are in the same file)
-      encoder/       config.json + model.safetensors (AttributeEncoder)
-      conditioning/  config.json + model.safetensors (ConditionEncoder: the category tokens)
+      unet/          config.json + diffusion_pytorch_model.safetensors (SASUNet2DConditionModel:
+                     the SAS settings are in its config, the processors' key projections in the file)
+      encoder/       config.json + diffusion_pytorch_model.safetensors (AttributeEncoder)
+      conditioning/  config.json + diffusion_pytorch_model.safetensors (ConditionEncoder: the tokens)
+      scheduler/     scheduler_config.json (the DDIM sampler)
       manifest.json  format, resolved config, package versions, SHA-256 of every file above
 
-`UNet2DConditionModel.from_pretrained` silently drops processor parameters, so loading rebuilds
-the UNet from its config, installs the processors the manifest's config names, and loads the
-weights with strict=True. The folder is written under a temporary name and renamed into place.
+`PrivDiffPipeline.from_pretrained(FOLDER)` (privdiff_core.anonymizer.pipeline) opens it with
+diffusers' own loader. `load_models` reads it without diffusers' pipeline machinery and also
+reads folders of format 1 (written before the pipeline existed: no model_index.json, no
+scheduler/, encoder and conditioning weights in model.safetensors). The folder is written under
+a temporary name and renamed into place.
 """
 
 from __future__ import annotations
@@ -24,21 +29,28 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import diffusers
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import privdiff_core
 from privdiff_core.errors import PrivdiffError
+from privdiff_core.model import components
 from privdiff_core.model.privdiff_net import PrivDiffModels
-from privdiff_core.model.unet import configure_processors
+from privdiff_core.model.tokens import TokenLayout
+from privdiff_core.model.unet import SASUNet2DConditionModel, sas_settings
 from privdiff_core.signing import SIGNATURE_FILE, sha256_file
 
 MANIFEST_FILE = "manifest.json"
-MANIFEST_FORMAT = "privdiff-anonymizer/1"
-WEIGHT_FOLDERS = ("vae", "unet", "encoder", "conditioning")
-_WEIGHTS = "model.safetensors"
+MANIFEST_FORMAT = "privdiff-anonymizer/2"
+# Format 1: the same models, encoder/ and conditioning/ as plain safetensors, no pipeline index.
+READABLE_FORMATS = ("privdiff-anonymizer/1", MANIFEST_FORMAT)
+MODEL_INDEX_FILE = "model_index.json"
+PIPELINE_CLASS = "PrivDiffPipeline"  # privdiff_core.anonymizer.pipeline
+WEIGHT_FOLDERS = ("vae", "unet", "encoder", "conditioning", "scheduler")
+_LEGACY_WEIGHTS = "model.safetensors"
 _DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
@@ -56,11 +68,32 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _save_module(module: torch.nn.Module, folder: Path, config: dict[str, Any]) -> None:
-    folder.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    save_file(state, folder / _WEIGHTS)
-    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+def _component_entry(component: object) -> list[str]:
+    """model_index.json's [library, class] of a component: diffusers' own classes by package name,
+    ours by `model.components`, the one module diffusers imports to load them."""
+    name = type(component).__name__
+    if getattr(components, name, None) is type(component):
+        return [components.LIBRARY, name]
+    if type(component).__module__.split(".")[0] != "diffusers":
+        raise TypeError(f"{name} is neither a diffusers class nor in {components.LIBRARY}")
+    return ["diffusers", name]
+
+
+def _write_model_index(models: PrivDiffModels, cfg: DictConfig, scheduler: object, folder: Path) -> None:
+    components = {
+        "vae": models.vae,
+        "unet": models.unet,
+        "encoder": models.encoder,
+        "conditioning": models.conditioner,
+        "scheduler": scheduler,
+    }
+    index = {
+        "_class_name": PIPELINE_CLASS,
+        "_diffusers_version": diffusers.__version__,
+        **{name: _component_entry(component) for name, component in components.items()},
+        "privdiff_config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    (folder / MODEL_INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True))
 
 
 def save_models(
@@ -79,29 +112,14 @@ def save_models(
     )
     models.vae.save_pretrained(tmp / "vae", safe_serialization=True)
     models.unet.save_pretrained(tmp / "unet", safe_serialization=True)
-    enc = cfg.encoder
-    _save_module(
-        models.encoder,
-        tmp / "encoder",
-        {
-            "class": "AttributeEncoder",
-            "backbone": str(enc.backbone),
-            "embed_dim": int(enc.embed_dim),
-            # where each finding's estimate counts as present (measured in training)
-            "finding_thresholds": [float(t) for t in models.finding_thresholds],
-        },
+    models.encoder.register_to_config(
+        finding_thresholds=[float(t) for t in models.finding_thresholds]  # measured in training
     )
-    layout = models.conditioner.layout
-    _save_module(
-        models.conditioner,
-        tmp / "conditioning",
-        {
-            "class": "ConditionEncoder",
-            "embed_dim": int(cfg.conditioning.embed_dim),
-            "token_order": ["identity", "age", "sex", "diagnosis"],
-            "token_lengths": list(layout.lengths),
-        },
-    )
+    models.encoder.save_pretrained(tmp / "encoder", safe_serialization=True)
+    models.conditioner.save_pretrained(tmp / "conditioning", safe_serialization=True)
+    scheduler = models.sample_scheduler()
+    scheduler.save_pretrained(tmp / "scheduler")
+    _write_model_index(models, cfg, scheduler, tmp)
     files = {
         path.relative_to(tmp).as_posix(): sha256_file(path)
         for path in sorted(tmp.rglob("*"))
@@ -138,8 +156,12 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise ModelFolderError(f"{path}: unreadable manifest ({err})") from err
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise ModelFolderError(f"{path}: not a {MANIFEST_FORMAT} manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") not in READABLE_FORMATS:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ModelFolderError(
+            f"{path}: manifest format {found!r} is not one this privdiff reads "
+            f"({', '.join(READABLE_FORMATS)})"
+        )
     files = manifest.get("files", {})
     for name, digest in sorted(files.items()):
         file = folder / name
@@ -150,7 +172,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
                 f"{folder}: file {name} does not match its manifest hash (corrupted or changed)"
             )
     for sub in WEIGHT_FOLDERS:
-        for file in sorted((folder / sub).rglob("*")):
+        for file in sorted((folder / sub).rglob("*")):  # model_index.json: checked by the loaders
             name = file.relative_to(folder).as_posix()
             if file.is_file() and name not in files and name != SIGNATURE_FILE:
                 raise ModelFolderError(f"{folder}: file {name} is not in the manifest (added after saving)")
@@ -164,6 +186,14 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
         raise ModelFolderError(f"{path}: unreadable weights ({err})") from err
 
 
+def _weights_file(folder: Path) -> Path:
+    """diffusers' weights file, or the plain one of a format-1 encoder/ or conditioning/ folder."""
+    for name in (_DIFFUSERS_WEIGHTS, _LEGACY_WEIGHTS):
+        if (folder / name).is_file():
+            return folder / name
+    raise ModelFolderError(f"{folder}: no weights ({_DIFFUSERS_WEIGHTS})")
+
+
 def _load_strict(module: torch.nn.Module, path: Path) -> None:
     try:
         module.load_state_dict(_load_weights(path), strict=True)
@@ -174,25 +204,35 @@ def _load_strict(module: torch.nn.Module, path: Path) -> None:
 def load_models(
     folder: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[PrivDiffModels, DictConfig, dict]:
-    """(models in eval mode, resolved config, manifest) of an anonymizer folder, hashes checked."""
+    """(models in eval mode, resolved config, manifest) of an anonymizer folder, hashes checked.
+
+    The manifest's config decides the architecture (format-1 UNet configs lack the SAS fields).
+    """
     folder = Path(folder)
     manifest = read_manifest(folder)
     cfg = OmegaConf.create(manifest["config"])
     vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
     _load_strict(vae, folder / "vae" / _DIFFUSERS_WEIGHTS)
-    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
-    models = PrivDiffModels(cfg, vae=vae, unet=unet)
-    configure_processors(unet, cfg, models.conditioner.layout)
+    layout = TokenLayout(identity=int(cfg.conditioning.identity_tokens))
+    unet = SASUNet2DConditionModel.from_config(
+        UNet2DConditionModel.load_config(folder / "unet"), **sas_settings(cfg, layout)
+    )
     _load_strict(unet, folder / "unet" / _DIFFUSERS_WEIGHTS)
-    _load_strict(models.encoder, folder / "encoder" / _WEIGHTS)
-    _load_strict(models.conditioner, folder / "conditioning" / _WEIGHTS)
+    models = PrivDiffModels(cfg, vae=vae, unet=unet)
+    _load_strict(models.encoder, _weights_file(folder / "encoder"))
+    _load_strict(models.conditioner, _weights_file(folder / "conditioning"))
     models.latent_shift.fill_(float(vae.config.shift_factor or 0.0))
     models.latent_scale.fill_(float(vae.config.scaling_factor))
     thresholds = json.loads((folder / "encoder" / "config.json").read_text()).get("finding_thresholds")
     if thresholds is not None:  # folders written before thresholds were measured keep 0.5
         models.finding_thresholds.copy_(torch.tensor(thresholds, dtype=torch.float32))
+    return place_models(models, device), cfg, manifest
+
+
+def place_models(models: PrivDiffModels, device: str | torch.device) -> PrivDiffModels:
+    """Models on `device` in eval mode, as every loader puts them (the same layout, the same pixels)."""
     models.to(device).eval()
     if torch.device(device).type == "cuda":  # convolutions run faster in channels_last on GPUs
         models.unet.to(memory_format=torch.channels_last)
         models.vae.to(memory_format=torch.channels_last)
-    return models, cfg, manifest
+    return models

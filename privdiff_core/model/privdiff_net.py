@@ -75,7 +75,12 @@ class PrivDiffModels(nn.Module):
     """
 
     def __init__(
-        self, cfg: DictConfig, vae: AutoencoderKL | None = None, unet: UNet2DConditionModel | None = None
+        self,
+        cfg: DictConfig,
+        vae: AutoencoderKL | None = None,
+        unet: UNet2DConditionModel | None = None,
+        encoder: AttributeEncoder | None = None,
+        conditioner: ConditionEncoder | None = None,
     ):
         super().__init__()
         self.cfg = cfg
@@ -89,9 +94,17 @@ class PrivDiffModels(nn.Module):
         self.latent_size = self.image_size // factor
         self.latent_channels = int(self.vae.config.latent_channels)
         enc = cfg.encoder
-        self.encoder = AttributeEncoder(str(enc.backbone), int(enc.embed_dim), list(enc.widths or []))
-        self.conditioner = ConditionEncoder(
-            int(enc.embed_dim), int(cfg.conditioning.embed_dim), int(cfg.conditioning.identity_tokens)
+        self.encoder = (
+            encoder
+            if encoder is not None
+            else AttributeEncoder(str(enc.backbone), int(enc.embed_dim), list(enc.widths or []))
+        )
+        self.conditioner = (
+            conditioner
+            if conditioner is not None
+            else ConditionEncoder(
+                int(enc.embed_dim), int(cfg.conditioning.embed_dim), int(cfg.conditioning.identity_tokens)
+            )
         )
         self.unet = (
             unet
@@ -103,6 +116,9 @@ class PrivDiffModels(nn.Module):
         # Per-finding decision thresholds of the attribute encoder's estimates, chosen on the training
         # images at the end of the autoencoder stage (`measure_finding_thresholds`).
         self.register_buffer("finding_thresholds", torch.full((NUM_FINDINGS,), 0.5))
+        # A DDIM scheduler configuration that replaces the config's own (the diffusers pipeline's
+        # `scheduler` component); None: built from `diffusion` (`sample_scheduler`).
+        self.sampler_config: dict | None = None
 
     @property
     def device(self) -> torch.device:
@@ -260,6 +276,8 @@ class PrivDiffModels(nn.Module):
         )
 
     def sample_scheduler(self) -> DDIMScheduler:
+        if self.sampler_config is not None:  # a fresh one: set_timesteps changes a scheduler's state
+            return DDIMScheduler.from_config(self.sampler_config)
         # clip_sample=False: latents are not bounded to [-1, 1]; trailing spacing starts at t = T-1.
         return DDIMScheduler.from_config(
             self.train_scheduler().config, clip_sample=False, timestep_spacing="trailing"

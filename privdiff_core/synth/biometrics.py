@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
-from tqdm.auto import tqdm
 
+from privdiff_core.fitting import FitBudget, fit
 from privdiff_core.nets import ImageClassifier
 from privdiff_core.verification import VerifierTraining, make_pairs, pair_scores, train_verifier
 
@@ -110,23 +110,20 @@ def train_classifier(
     progress: bool = False,
 ) -> ImageClassifier:
     """An age-group or sex attacker: `nets.ImageClassifier` with cross-entropy, class-balanced batches."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)  # the initial weights too: else they depend on what ran before
     model = ImageClassifier(num_classes)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     by_class = [np.flatnonzero(targets == c) for c in range(num_classes)]
     present = [idx for idx in by_class if len(idx)]
     target_tensor = torch.as_tensor(targets, dtype=torch.long)
-    model.train()
-    for _ in tqdm(range(steps), desc="classifier", disable=not progress, leave=False):
+
+    def batch_loss(rng: np.random.Generator) -> torch.Tensor:
         # Balanced batches: the majority class cannot win by being frequent.
         classes = rng.integers(len(present), size=batch_size)
         index = torch.from_numpy(np.array([rng.choice(present[c]) for c in classes]))
-        loss = nn.functional.cross_entropy(model(images[index]), target_tensor[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    model.eval()
+        return nn.functional.cross_entropy(model(images[index]), target_tensor[index])
+
+    budget = FitBudget(steps=steps, lr=lr, weight_decay=1e-4, seed=seed)
+    fit(model, batch_loss, budget, cosine=False, desc="classifier", progress=progress)
     return model
 
 

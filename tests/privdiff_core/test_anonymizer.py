@@ -50,7 +50,8 @@ def test_saved_folder_reloads_to_identical_outputs(trained):
     assert {
         "vae/config.json",
         "unet/diffusion_pytorch_model.safetensors",
-        "encoder/model.safetensors",
+        "encoder/diffusion_pytorch_model.safetensors",
+        "model_index.json",
     } <= set(loaded.manifest["files"])
     # The run folder of `privdiff train` (holding anonymizer/) opens the same way.
     assert Anonymizer.load(folder.parent).image_size == 32
@@ -133,7 +134,7 @@ def test_missing_corrupted_or_tampered_folders_are_refused(trained, tmp_path):
         Anonymizer.load(tampered)
 
     missing = copy_model(folder, tmp_path / "b")
-    (missing / "encoder" / "model.safetensors").unlink()
+    (missing / "encoder" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(ModelFolderError, match="missing"):
         Anonymizer.load(missing)
 

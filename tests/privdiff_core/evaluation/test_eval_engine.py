@@ -41,8 +41,8 @@ def noise_result(synth_context):
 def test_real_images_are_re_identifiable(synth_context):
     """Without this the other tests would prove nothing: the phantoms carry biometrics."""
     _, real = synth_context
-    run = real["runs"][0]["reid"]
-    assert run["ci_low"] > 0.6, run
+    run = real.runs[0].reid
+    assert run.ci_low > 0.6, run
 
 
 def test_retrained_attacker_learns_on_anonymized_linkage_pairs(synth_context, monkeypatch):
@@ -80,24 +80,22 @@ def test_retrained_attacker_learns_on_anonymized_linkage_pairs(synth_context, mo
 
 def test_identity_anonymizer_leaves_re_identification_at_the_real_level(synth_context, identity_result):
     _, real = synth_context
-    real_auc = real["runs"][0]["reid"]["auc"]
-    run = identity_result["runs"][0]
-    assert run["reid_naive"]["auc"] == pytest.approx(real_auc, abs=1e-9)  # the very same scores
-    assert run["reid_adaptive"]["auc"] > real_auc - 0.05
-    assert identity_result["quality"]["ssim_mean"] == pytest.approx(1.0)
-    assert identity_result["quality"]["fd"] == pytest.approx(0.0, abs=1e-6)
+    real_auc = real.runs[0].reid.auc
+    run = identity_result.runs[0]
+    assert run.reid_naive.auc == pytest.approx(real_auc, abs=1e-9)  # the very same scores
+    assert run.reid_adaptive.auc > real_auc - 0.05
+    assert identity_result.quality.ssim_mean == pytest.approx(1.0)
+    assert identity_result.quality.fd == pytest.approx(0.0, abs=1e-6)
 
 
 def test_pure_noise_leaves_nothing_to_re_identify(noise_result):
-    run = noise_result["runs"][0]
-    for attacker in ("reid_adaptive", "reid_naive"):
-        r = run[attacker]
-        assert abs(r["auc"] - 0.5) < 0.1, (attacker, r)
-        assert r["ci_low"] < 0.5 < r["ci_high"] or abs(r["auc"] - 0.5) < 0.05, (attacker, r)
-    for attr in ("age", "sex"):
-        adaptive = run["demographics_adaptive"][attr]
-        assert adaptive["accuracy"] <= adaptive["chance"] + 0.1, (attr, adaptive)
-    assert noise_result["quality"]["ssim_mean"] < 0.1
+    run = noise_result.runs[0]
+    for r in (run.reid_adaptive, run.reid_naive):
+        assert abs(r.auc - 0.5) < 0.1, r
+        assert r.ci_low < 0.5 < r.ci_high or abs(r.auc - 0.5) < 0.05, r
+    for adaptive in (run.demographics_adaptive.age, run.demographics_adaptive.sex):
+        assert adaptive.accuracy <= adaptive.chance + 0.1, adaptive
+    assert noise_result.quality.ssim_mean < 0.1
 
 
 def test_pure_noise_leaves_no_diagnosis():
@@ -148,6 +146,6 @@ def test_training_jitter_shifts_and_re_exposes_but_keeps_the_picture():
 
 
 def test_runs_are_summarised_as_mean_and_std(identity_result):
-    s = identity_result["summary"]["reid_adaptive_auc"]
-    assert s["runs"] == 1 and s["values"] == [identity_result["runs"][0]["reid_adaptive"]["auc"]]
-    assert np.isfinite(identity_result["summary"]["diagnosis_mean_auc"]["mean"])
+    s = identity_result.summary.reid_adaptive_auc
+    assert s.runs == 1 and s.values == [identity_result.runs[0].reid_adaptive.auc]
+    assert np.isfinite(identity_result.summary.diagnosis_mean_auc.mean)

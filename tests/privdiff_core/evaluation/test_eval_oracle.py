@@ -87,16 +87,14 @@ def test_oracle_films_break_identity(context, oracle):
     where the unanonymized films are clearly linked."""
     ctx, real = context
     result, _ = evaluate_method(oracle, ctx)
-    run, real_run = result["runs"][0], real["runs"][0]
-    real_hard = real_run["reid_hard_naive"]["auc"]
-    assert real_hard > 0.65, real_run["reid_hard_naive"]  # real films are linkable on hard pairs
-    for attacker in ("reid_hard_naive", "reid_hard_adaptive"):
-        assert run[attacker]["ci_low"] < 0.5 < run[attacker]["ci_high"], run[attacker]
-        assert run[attacker]["auc"] < min(0.6, real_hard - 0.1), (run[attacker], real_hard)
-    assert result["summary"]["sex_accuracy"]["mean"] < real["summary"]["sex_accuracy"]["mean"]
-    assert (
-        result["summary"]["memorization_rate"]["mean"] <= real["summary"]["memorization_rate"]["mean"] + 0.05
-    )
+    run, real_run = result.runs[0], real.runs[0]
+    real_hard = real_run.reid_hard_naive.auc
+    assert real_hard > 0.65, real_run.reid_hard_naive  # real films are linkable on hard pairs
+    for hard in (run.reid_hard_naive, run.reid_hard_adaptive):
+        assert hard.ci_low < 0.5 < hard.ci_high, hard
+        assert hard.auc < min(0.6, real_hard - 0.1), (hard, real_hard)
+    assert result.summary.sex_accuracy.mean < real.summary.sex_accuracy.mean
+    assert result.summary.memorization_rate.mean <= real.summary.memorization_rate.mean + 0.05
 
 
 @pytest.mark.slow
@@ -110,8 +108,8 @@ def test_a_copy_of_training_films_is_flagged_as_memorized(context):
             return train.images[torch.arange(len(cohort)) % len(train)].clone()
 
     result, _ = evaluate_method(CopyTraining(), ctx)
-    assert result["summary"]["memorization_rate"]["mean"] > 0.9
-    assert real["summary"]["memorization_rate"]["mean"] < 0.2
+    assert result.summary.memorization_rate.mean > 0.9
+    assert real.summary.memorization_rate.mean < 0.2
 
 
 def test_the_oracle_is_built_from_a_synthetic_federation_and_skipped_elsewhere(tmp_path):

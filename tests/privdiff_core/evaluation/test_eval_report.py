@@ -75,10 +75,15 @@ def test_a_second_run_reuses_judges_and_finished_methods(finished, capsys):
     cfg, splits, out, first = finished
     methods = [IdentityMethod(), NoiseMethod(), builtin_method("dp_pix", cfg)]
     again = run_evaluation(cfg, splits, methods, out, "again", "toy", progress=False)
-    assert again["judges_from_cache"] == [True]
+    assert again.judges_from_cache == [True]
     assert "finished earlier" in capsys.readouterr().out
-    assert again["methods"]["noise"]["summary"] == first["methods"]["noise"]["summary"]
-    assert again["real"]["summary"]["reid_auc"] == first["real"]["summary"]["reid_auc"]
+    noise, noise_before = again.methods["noise"], first.methods["noise"]  # read back typed
+    assert (noise.summary, noise.runs, noise.quality) == (
+        noise_before.summary,
+        noise_before.runs,
+        noise_before.quality,
+    )
+    assert again.real.summary.reid_auc == first.real.summary.reid_auc
 
 
 def test_bad_requests_fail_clearly(finished, tmp_path):

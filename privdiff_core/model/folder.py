@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
 import privdiff_core
+from privdiff_core.config import stored_config
 from privdiff_core.errors import PrivdiffError
 from privdiff_core.model.privdiff_net import PrivDiffModels
 from privdiff_core.model.unet import configure_processors
@@ -177,7 +178,7 @@ def load_models(
     """(models in eval mode, resolved config, manifest) of an anonymizer folder, hashes checked."""
     folder = Path(folder)
     manifest = read_manifest(folder)
-    cfg = OmegaConf.create(manifest["config"])
+    cfg = stored_config(manifest["config"])  # as trained: unknown keys kept, no defaults added
     vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
     _load_strict(vae, folder / "vae" / _DIFFUSERS_WEIGHTS)
     unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))

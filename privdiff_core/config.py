@@ -133,6 +133,8 @@ def stored_config(data: Mapping[str, Any] | DictConfig) -> DictConfig:
             _drop(known, str(err.full_key))
         except OmegaConfBaseException as err:
             raise _schema_error(err, "the stored config") from err
+    else:  # unreachable: every pass drops a key, and a config of no keys merges
+        raise ConfigError("the stored config could not be read")
     container = OmegaConf.to_container(typed, resolve=True)
     assert isinstance(container, dict)
     return OmegaConf.create(_as_written(written, container))

@@ -65,7 +65,7 @@ def load_split_tensors(cfg, data_root: str | Path, progress: bool = True) -> dic
         )
     tensors = {}
     for split in SPLITS:
-        dataset = open_dataset(root, int(cfg.image_size), split=split, progress=progress)
+        dataset = open_dataset(root, cfg.image_size, split=split, progress=progress)
         if len(dataset) == 0:
             raise EvaluationError(
                 f"{root} has no {split!r} images; the evaluation needs train, val and test patients"
@@ -184,7 +184,7 @@ def run_evaluation(
         },
         "settings": settings.as_dict(),
         "seeds": {"base": settings.seed, "runs": [p.seed for p in ctx.plans]},
-        "anonymizer_conditions": str(cfg.evaluate.anonymizer_conditions),
+        "anonymizer_conditions": cfg.evaluate.anonymizer_conditions,
         "adaptive_train": {"images": len(ctx.adaptive_train), "patients": len(ctx.adaptive_train.patients)},
         "judges_from_cache": ctx.judges_from_cache,
         "real": real,

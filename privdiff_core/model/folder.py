@@ -86,8 +86,8 @@ def save_models(
         tmp / "encoder",
         {
             "class": "AttributeEncoder",
-            "backbone": str(enc.backbone),
-            "embed_dim": int(enc.embed_dim),
+            "backbone": enc.backbone,
+            "embed_dim": enc.embed_dim,
             # where each finding's estimate counts as present (measured in training)
             "finding_thresholds": [float(t) for t in models.finding_thresholds],
         },
@@ -98,7 +98,7 @@ def save_models(
         tmp / "conditioning",
         {
             "class": "ConditionEncoder",
-            "embed_dim": int(cfg.conditioning.embed_dim),
+            "embed_dim": cfg.conditioning.embed_dim,
             "token_order": ["identity", "age", "sex", "diagnosis"],
             "token_lengths": list(layout.lengths),
         },

@@ -111,3 +111,22 @@ def test_a_model_folder_with_a_key_this_version_does_not_know_still_loads(tmp_pa
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
     models, cfg, _ = load_models(folder)
     assert cfg.spg.retired_knob == 3 and models.spg_negative == "paper"  # the old default, not today's
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.batch_size=abc", "privdiff train: error: config key 'train.batch_size' in override"),
+        ("train.batch_sise=8", "privdiff train: error: unknown config key 'train.batch_sise'"),
+    ],
+)
+def test_the_cli_says_which_key_is_wrong_in_one_line_before_writing_anything(
+    tmp_path, capsys, override, message
+):
+    from privdiff_core.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--config", "tiny", override, f"data={tmp_path}", f"out={run}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
+    assert not run.exists()

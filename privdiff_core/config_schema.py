@@ -4,7 +4,9 @@
 at load time and names the key. The defaults are the `tiny` scale (every stage trains in seconds
 on 2 CPU cores; numbers mean nothing): `configs/tiny.yaml` is the defaults as they are, and
 `configs/demo.yaml` / `configs/paper.yaml` list only what they scale up. A key belongs here
-before any code reads it; code then reads `cfg.section.key` without casts or fallbacks.
+before any code reads it; code then reads `cfg.section.key` without casts. A fallback stays only
+where a model folder saved before its key existed must keep its behaviour (`spg.negative`,
+`anonymize.mode`): stored configs are read as written (`config.stored_config`).
 
 Values that are "auto" or a number stay a union (`int | str`): server/settings.py checks them.
 """

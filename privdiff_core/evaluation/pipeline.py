@@ -144,7 +144,7 @@ def run_evaluation(
         raise EvaluationError(f"method names must be unique, got {names}")
     out = Path(out_dir)
     start = time.perf_counter()
-    device = resolve_device(str(cfg.get("device", "cpu")))
+    device = resolve_device(cfg.device)
     settings = EvaluationSettings.from_config(cfg, device=device, progress=progress)
     t0 = time.perf_counter()
     ctx = build_context(splits, settings, out / "judges")

@@ -83,6 +83,7 @@ class ConditioningConfig:
 class SASConfig:
     enabled: bool = True  # false: standard cross-attention over all tokens (ablation)
     eps: float = 1.0e-4  # ridge of (F_s^T F_s + eps I), relative to mean(diag F_s^T F_s)
+    keep_mean: bool = False  # true: project off the sensitive maps minus their spatial mean (sas.py)
 
 
 @dataclass

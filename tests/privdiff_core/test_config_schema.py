@@ -20,6 +20,8 @@ ADDED = {
     "federation.dp.target_delta": 1e-5,
     "federation.dp.max_epsilon": None,
     "federation.simulation.evaluation": None,
+    # main's 2e43c35 added it (false) to all three files after the fixtures were captured
+    "sas.keep_mean": False,
 }
 
 

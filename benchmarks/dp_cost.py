@@ -55,7 +55,7 @@ def run_once(config: str, noise: float | None, args: argparse.Namespace, work: P
     if not data.is_dir():
         generate_federation(
             data,
-            SynthParams(sites=SITES, patients=args.patients, images_per_patient=2, size=int(cfg.image_size)),
+            SynthParams(sites=SITES, patients=args.patients, images_per_patient=2, size=cfg.image_size),
             progress=False,
         )
     sites = sorted(p for p in data.iterdir() if p.is_dir())

@@ -223,7 +223,7 @@ def site_folders(name: str, cfg: DictConfig, root: Path, sites: int = SITES) -> 
     if not data.is_dir():
         generate_federation(
             data,
-            SynthParams(sites=sites, patients=8, images_per_patient=2, size=int(cfg.image_size)),
+            SynthParams(sites=sites, patients=8, images_per_patient=2, size=cfg.image_size),
             progress=False,
         )
     return sorted(p for p in data.iterdir() if p.is_dir())

@@ -128,9 +128,9 @@ def bench_anonymize(cfg, device: torch.device, batches: list[int], repeats: int,
 
     models = build_models(cfg).to(device)
     anonymizer = Anonymizer.from_models(models, cfg)
-    size, ddim_steps = int(cfg.image_size), int(cfg.anonymize.ddim_steps)
+    size, ddim_steps = cfg.image_size, cfg.anonymize.ddim_steps
     images = fake_data(max(batches), size).images.to(device)
-    steps = {"img2img": int(ddim_steps * float(cfg.anonymize.strength)), "generative": ddim_steps}
+    steps = {"img2img": int(ddim_steps * cfg.anonymize.strength), "generative": ddim_steps}
     modes = anonymize_modes(ddim_steps)
     anonymizer.anonymize(images[:1], seed=0, strength=1.0, ddim_steps=2)  # kernels and allocator warm
     points, skipped = [], []
@@ -174,8 +174,8 @@ def bench_training(cfg, device: torch.device, steps: int, budget: Budget) -> dic
 
     from privdiff_core.training import StageTrainer, build_models
 
-    batch = int(cfg.train.batch_size)
-    data = fake_data(max(4 * batch, 16), int(cfg.image_size))
+    batch = cfg.train.batch_size
+    data = fake_data(max(4 * batch, 16), cfg.image_size)
     results = {}
     for stage in ("autoencoder", "denoiser"):
         if not budget.left():

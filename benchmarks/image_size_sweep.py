@@ -79,10 +79,10 @@ def sweep_model(label: str, args: argparse.Namespace, work: Path) -> dict[str, A
     cfg = load_config(name, [*overrides, "device=cpu"])
     models = build_models(cfg)
     anonymizer = Anonymizer.from_models(models, cfg)
-    size, ddim_steps = int(cfg.image_size), int(cfg.anonymize.ddim_steps)
+    size, ddim_steps = cfg.image_size, cfg.anonymize.ddim_steps
     images = fake_data(max(BATCHES), size).images
     modes = anonymize_modes(ddim_steps)
-    steps = {"img2img": int(ddim_steps * float(cfg.anonymize.strength)), "generative": ddim_steps}
+    steps = {"img2img": int(ddim_steps * cfg.anonymize.strength), "generative": ddim_steps}
     # One cheap call first (1 DDIM step): allocator and kernels warm before anything is timed.
     anonymizer.anonymize(images[:1], seed=0, strength=1.0, ddim_steps=1)
     points, skipped = [], []
@@ -135,7 +135,7 @@ def measure_release(
     (work / "secret").write_bytes(b"benchmark site secret, not real!")
     paths = make_inputs(work / "in", count)
     folder = save_anonymizer(models, cfg, work / "anonymizer")
-    images, keys = decoded_images(paths, int(cfg.image_size))
+    images, keys = decoded_images(paths, cfg.image_size)
     settings = Namespace(images=count, batch_size=batch, workers=args.workers, device="cpu")
     load_before = load_average()
     print(f"  release: {count} files, batch {batch}", flush=True)

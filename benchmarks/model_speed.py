@@ -109,7 +109,7 @@ def bench_config(name: str, batches: list[int], repeats: int, device: torch.devi
         models = {v: build_models(c) for v, c in cfgs.items()}
         # Same weights wherever the variants share parameters: only the processor differs.
         models["plain"].load_state_dict(models["sas"].state_dict(), strict=False)
-        data = fake_data(max(4 * batch, 48), int(cfgs["sas"].image_size))
+        data = fake_data(max(4 * batch, 48), cfgs["sas"].image_size)
         images = data.images[:batch].to(device)
         trainers = {
             (v, stage): StageTrainer(models[v], stage, data, cfgs[v], seed=0, device=device)

@@ -330,7 +330,7 @@ def make_client_app(
             cfg,
             fit.local_steps,
             seed=seed,
-            device=resolve_device(str(cfg.device)),
+            device=resolve_device(cfg.device),
             optimizer_state=optimizer_state,
         )
         if optimizer_state:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from privdiff_core.logs import logger
 
 HELP = "release chest X-ray DICOM through the shared anonymizer: pixels anonymized, headers de-identified"
 
@@ -180,8 +181,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _say(message: str) -> None:
-    print(f"privdiff-client release: {message}", file=sys.stderr)
+log = logger("release")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -224,14 +224,14 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.pixel_budget_mib is not None:
         settings.pixel_budget = int(args.pixel_budget_mib * 2**20)
-    summary = run_release(settings, _say)
+    summary = run_release(settings, log)
     record = summary.as_json()
     try:
         write_atomically(
             summary.out / SUMMARY_FILE, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
         )
     except OSError as err:
-        _say(f"could not write {SUMMARY_FILE} ({err.strerror}); the audit trail holds every record")
+        log.warning(f"could not write {SUMMARY_FILE} ({err.strerror}); the audit trail holds every record")
     counts = summary.counts
     print(
         f"released {counts['released']}, quarantined {counts['quarantined']}, refused {counts['refused']}, "
@@ -246,11 +246,11 @@ def run(args: argparse.Namespace) -> int:
         f"residual-risk check: {summary.residual_check}; summary: {SUMMARY_FILE}, audit: audit.sqlite"
     )
     if not summary.trust.signed:
-        _say("WARNING: this release used an UNSIGNED model (--allow-unsigned).")
+        log.warning("this release used an UNSIGNED model (--allow-unsigned).")
     from client.size_check import shrink_warning
 
     if warning := shrink_warning(args.model, args.source):
-        _say(warning)
+        log.warning(warning)
     if args.log:
         from client.site_log import append_event
 

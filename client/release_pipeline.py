@@ -55,6 +55,7 @@ from client.readers import ReaderPool
 from client.residual_risk import ResidualRiskCheck, residual_risk_check
 from privdiff_core.data.dicom import DEFAULT_PIXEL_BUDGET
 from privdiff_core.errors import PrivdiffError
+from privdiff_core.logs import logger
 
 SUMMARY_FILE = "release_summary.json"
 SUMMARY_FORMAT = "privdiff-release-summary/1"
@@ -155,14 +156,14 @@ def _check_folders(source: Path, out: Path) -> tuple[Path, Path]:
     return source, out
 
 
-def _site_secret(path: Path | None, say: Callable[[str], None]) -> bytes:
+def _site_secret(path: Path | None, log: logging.Logger) -> bytes:
     if path is not None:
         return load_site_secret(path)
     path = default_secret_path()
     if path.exists():
         return load_site_secret(path)
     secret = create_site_secret(path)
-    say(
+    log.info(
         f"created a new site secret at {path} (mode 0600). Keep it and back it up: it keys the new UIDs, "
         "so a rerun without it would give every image new UIDs."
     )
@@ -271,27 +272,54 @@ class _Writer(threading.Thread):
 @contextlib.contextmanager
 def _quiet_dicom_libraries():
     """pydicom's warnings and log lines can quote header values (names, IDs): none may reach stderr."""
-    logger = logging.getLogger("pydicom")
-    was_disabled = logger.disabled
+    pydicom_log = logging.getLogger("pydicom")
+    was_disabled = pydicom_log.disabled
     mode = pydicom.config.settings.reading_validation_mode
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        logger.disabled = True
+        pydicom_log.disabled = True
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
         try:
             yield
         finally:
-            logger.disabled = was_disabled
+            pydicom_log.disabled = was_disabled
             pydicom.config.settings.reading_validation_mode = mode
 
 
-def run_release(settings: ReleaseSettings, say: Callable[[str], None]) -> ReleaseSummary:
-    """Run one release; `say` prints a line for the operator (never a path or a header value)."""
+@dataclass
+class ReleaseContext:
+    """What one release established before it reads an input: the verified model, the folders,
+    the site secret, the open audit trail and the OCR check. The steps below take it whole."""
+
+    settings: ReleaseSettings
+    log: logging.Logger
+    trust: ModelTrust
+    source: Path
+    out: Path
+    secret: bytes
+    fingerprint: str  # of the site secret, recorded in the audit trail
+    audit: AuditTrail
+    ocr: BurnedInTextCheck | None  # None: neither the text check nor the input blanking asked for it
+
+    @property
+    def text_check(self) -> BurnedInTextCheck | None:
+        """The OCR check of every output (None: --no-text-check)."""
+        return self.ocr if self.settings.text_check else None
+
+    @property
+    def input_blanking(self) -> BurnedInTextCheck | None:
+        """The OCR that blanks words in each input first (None unless --blank-input-text)."""
+        return self.ocr if self.settings.blank_input_text else None
+
+
+def run_release(settings: ReleaseSettings, log: logging.Logger | None = None) -> ReleaseSummary:
+    """Run one release; `log` gets the operator's lines (never a path or a header value)."""
+    log = log or logger("release")
     # 1. Trust: nothing under --in is opened before the model is verified.
     trust = establish_trust(settings.model, settings.public_key, settings.allow_unsigned)
     if not trust.signed:
-        say(
-            "WARNING: UNSIGNED MODEL. --allow-unsigned was given: this release uses an anonymizer whose "
+        log.warning(
+            "UNSIGNED MODEL. --allow-unsigned was given: this release uses an anonymizer whose "
             "origin was NOT verified. The audit trail and every output header record it as UNSIGNED."
         )
     source, out = _check_folders(settings.source, settings.out)
@@ -300,7 +328,7 @@ def run_release(settings: ReleaseSettings, say: Callable[[str], None]) -> Releas
     if settings.clean_burned_in and not settings.text_check:
         raise ReleaseError("--clean-burned-in needs the OCR text check: it decides what is released")
     ocr = burned_in_text_check() if settings.text_check or settings.blank_input_text else None
-    secret = _site_secret(settings.site_secret, say)
+    secret = _site_secret(settings.site_secret, log)
     fingerprint = secret_fingerprint(secret)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -311,57 +339,35 @@ def run_release(settings: ReleaseSettings, say: Callable[[str], None]) -> Releas
     audit = AuditTrail(out)
     try:
         audit.check_compatible(trust.model_sha256, fingerprint)
-        return _run(settings, trust, source, out, secret, fingerprint, audit, say, ocr)
+        return _run(ReleaseContext(settings, log, trust, source, out, secret, fingerprint, audit, ocr))
     finally:
         audit.close()
 
 
-def _run(
-    settings: ReleaseSettings,
-    trust: ModelTrust,
-    source: Path,
-    out: Path,
-    secret: bytes,
-    fingerprint: str,
-    audit: AuditTrail,
-    say: Callable[[str], None],
-    ocr: BurnedInTextCheck | None,
-) -> ReleaseSummary:
-    removed = remove_stale_temporaries(out)
+def _run(ctx: ReleaseContext) -> ReleaseSummary:
+    removed = remove_stale_temporaries(ctx.out)
     if removed:
-        say(f"removed {removed} temporary file(s) left by an interrupted run")
-    if source.is_dir():
-        inputs = walk_inputs(source, secret, exclude=out)
+        ctx.log.info(f"removed {removed} temporary file(s) left by an interrupted run")
+    if ctx.source.is_dir():
+        inputs = walk_inputs(ctx.source, ctx.secret, exclude=ctx.out)
     else:
-        inputs = [InputFile(source, input_ref(secret, source.name))]
+        inputs = [InputFile(ctx.source, input_ref(ctx.secret, ctx.source.name))]
     if not inputs:
         raise ReleaseError("--in holds no files")
-    memory = _Memory.of(audit, out)
-    image_size = _model_image_size(trust.folder)
+    memory = _Memory.of(ctx.audit, ctx.out)
+    image_size = _model_image_size(ctx.trust.folder)
     # The readers start (fork) before the model is loaded and before any thread runs.
     readers = ReaderPool(
-        settings.workers,
+        ctx.settings.workers,
         image_size,
-        secret,
+        ctx.secret,
         memory.done,
-        settings.pixel_budget,
-        settings.clean_burned_in,
-        ocr if settings.blank_input_text else None,
+        ctx.settings.pixel_budget,
+        ctx.settings.clean_burned_in,
+        ctx.input_blanking,
     )
     try:
-        return _run_with_readers(
-            settings,
-            trust,
-            out,
-            secret,
-            fingerprint,
-            audit,
-            say,
-            inputs,
-            memory,
-            readers,
-            ocr if settings.text_check else None,
-        )
+        return _run_with_readers(ctx, inputs, memory, readers)
     finally:
         readers.close()
 
@@ -400,20 +406,11 @@ class _Memory:
 
 
 def _run_with_readers(
-    settings: ReleaseSettings,
-    trust: ModelTrust,
-    out: Path,
-    secret: bytes,
-    fingerprint: str,
-    audit: AuditTrail,
-    say: Callable[[str], None],
-    inputs: list[InputFile],
-    memory: _Memory,
-    readers: ReaderPool,
-    text_check: BurnedInTextCheck | None,
+    ctx: ReleaseContext, inputs: list[InputFile], memory: _Memory, readers: ReaderPool
 ) -> ReleaseSummary:
     from privdiff_core.anonymizer import Anonymizer
 
+    settings, trust, out = ctx.settings, ctx.trust, ctx.out
     anonymizer = Anonymizer.load(trust.folder, device=settings.device)
     if model_sha256(trust.folder) != trust.model_sha256:
         raise ReleaseError(f"{trust.folder} changed while it was being loaded; run the release again")
@@ -423,24 +420,27 @@ def _run_with_readers(
     if settings.residual_check:
         risk = residual_risk_check(anonymizer, settings.verifier, settings.gallery)
     else:
-        say("residual-risk check OFF (--no-residual-check): outputs are released without being scored")
+        ctx.log.info(
+            "residual-risk check OFF (--no-residual-check): outputs are released without being scored"
+        )
     threshold = settings.quarantine_threshold if risk else None
     run_id = uuid.uuid4().hex[:16]
-    audit.start_run(
+    ctx.audit.start_run(
         run_id,
         trust.model_sha256,
         trust.key_id,
         trust.signed,
-        fingerprint,
+        ctx.fingerprint,
         privdiff_core.__version__,
         risk.source if risk else "off",
         threshold,
     )
+    text_check = ctx.text_check
     if text_check is None:
-        say("burned-in text check OFF (--no-text-check): outputs claim neither Clean Pixel Data nor no text")
-    run = _ReleaseRun(
-        settings, trust, anonymizer, risk, audit, out, secret, memory, readers, len(inputs), text_check
-    )
+        ctx.log.info(
+            "burned-in text check OFF (--no-text-check): outputs claim neither Clean Pixel Data nor no text"
+        )
+    run = _ReleaseRun(ctx, anonymizer, risk, memory, readers, len(inputs))
     started = time.perf_counter()
     interrupted = False
     with _quiet_dicom_libraries():
@@ -471,7 +471,7 @@ def _run_with_readers(
     else:
         exit_status = EXIT_ALL_RELEASED
     try:
-        audit.finish_run(exit_status)
+        ctx.audit.finish_run(exit_status)
     except sqlite3.Error as err:
         raise _stopped(err, counts, out) from None
     if interrupted:
@@ -546,28 +546,26 @@ class _ReleaseRun:
 
     def __init__(
         self,
-        settings: ReleaseSettings,
-        trust: ModelTrust,
+        ctx: ReleaseContext,
         anonymizer,
         risk: ResidualRiskCheck | None,
-        audit: AuditTrail,
-        out: Path,
-        secret: bytes,
         memory: _Memory,
         readers: ReaderPool,
         total: int,
-        text_check: BurnedInTextCheck | None = None,
     ):
         from tqdm.auto import tqdm
 
-        self.settings, self.trust, self.anonymizer, self.risk = settings, trust, anonymizer, risk
+        settings = ctx.settings
+        self.settings, self.trust, self.anonymizer, self.risk = settings, ctx.trust, anonymizer, risk
         self.batch_size = int(settings.batch_size or anonymizer.cfg.anonymize.batch_size)
-        self.mapper = UIDMapper(secret)
+        self.mapper = UIDMapper(ctx.secret)
         self.past = memory.past
         self.claims = _Claims(dict(memory.owners), {})
         self.readers = readers
         threshold = settings.quarantine_threshold if risk else None
-        self.writer = _Writer(out, audit, self._provenance, self.mapper, threshold, self._on_done, text_check)
+        self.writer = _Writer(
+            ctx.out, ctx.audit, self._provenance, self.mapper, threshold, self._on_done, ctx.text_check
+        )
         self.final_status: dict[str, str] = {}  # input ref -> status (this run's, or the earlier one)
         self.reasons: Counter = Counter()
         self.counters: Counter = Counter()

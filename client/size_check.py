@@ -55,7 +55,7 @@ def shrink_warning(model: Path, source: Path) -> str | None:
     if not size or not typical or typical < SHRINK_WARNING_FACTOR * size:
         return None
     return (
-        f"WARNING: the outputs are {size}x{size} px, the inputs about {typical} px "
+        f"the outputs are {size}x{size} px, the inputs about {typical} px "
         f"({typical // size}x smaller per side): this anonymizer was trained at image_size {size}. "
         "For diagnostic use release with a model trained at your films' resolution."
     )

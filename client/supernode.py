@@ -34,6 +34,8 @@ import sys
 import threading
 from pathlib import Path
 
+from privdiff_core.logs import logger
+
 HELP = "join the federation: run Flower's SuperNode for this site (TLS, site key, local data)"
 
 EPILOG = """\
@@ -210,7 +212,7 @@ def preflight(args: argparse.Namespace) -> None:
     if not args.insecure:
         warning = check.check_server(args.superlink, args.root_certificates)
         if warning:
-            print(f"privdiff-client start: warning: {warning}", file=sys.stderr, flush=True)
+            logger("start").warning(warning)
     check.check_data(args.data)
 
 

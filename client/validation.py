@@ -31,7 +31,7 @@ def score_candidate(task: FederatedTask, site: Site, content: RecordDict) -> pro
     data = task.load_validation_data(site.data, cfg)
     if task.num_examples(data) == 0:
         raise FederationError(f"{site.data} has no val split: this site cannot score the candidate")
-    device = resolve_device(str(cfg.device))
+    device = resolve_device(cfg.device)
     accepted, candidate = task.build_models(cfg), task.build_models(cfg)
     vector = content.array_records["candidate"]["state"].numpy()
     offset = 0

@@ -13,10 +13,11 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from types import ModuleType
 
 from privdiff_core.errors import PrivdiffError
+from privdiff_core.logs import add_logging_arguments, configure_logging
 
 # name -> module implementing it, in the order `privdiff --help` lists them. Every module named
 # here must import in a light package (privdiff_core.commands, privdiff_core.evaluation): a
@@ -52,15 +53,26 @@ def _command_modules() -> dict[str, ModuleType]:
     return modules
 
 
+def package_version() -> str:
+    """The installed privdiff distribution's version (`unknown` when run from a bare checkout)."""
+    try:
+        return version("privdiff")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_command_parser(
     prog: str, description: str, modules: dict[str, ModuleType]
 ) -> argparse.ArgumentParser:
-    """An argparse parser with one subcommand per command module (HELP/add_arguments/run)."""
+    """An argparse parser with one subcommand per command module (HELP/add_arguments/run), each
+    with --log-level and --log-file; --version on the parser itself."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module in modules.items():
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
+        add_logging_arguments(command)
         command.set_defaults(_run=module.run)
     return parser
 
@@ -79,6 +91,7 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> 
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        configure_logging(f"{parser.prog} {args.command}", args.log_level, args.log_file)
         return int(args._run(args) or 0)
     except PrivdiffError as err:
         print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)

@@ -33,6 +33,8 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from privdiff_core.logs import add_logging_arguments, logger
+
 HELP = "set up a real federation (CA, TLS, site keys, signing key, commands); list its sites"
 
 SUPERLINK_PORT = 9091  # the SuperLink itself, on loopback only (its Control API is unauthenticated)
@@ -148,6 +150,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"connection name in $FLWR_HOME/config.toml (default {CONNECTION})",
     )
     nodes.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    for action in (init, nodes):  # also after the action: `federation init ... --log-file F`
+        add_logging_arguments(action, nested=True)
 
 
 def _flwr_config(address: str, ca: Path) -> str:
@@ -356,5 +360,10 @@ def run(args: argparse.Namespace) -> int:
         site_home=args.site_home,
         first_site_port=args.site_port,
     )
-    sys.stdout.write(init(kit))
+    text = init(kit)
+    logger("federation").info(
+        f"federation kit for {kit.sites} site(s) written to {args.out.resolve()}; the commands follow "
+        "(also in COMMANDS.md)"
+    )
+    sys.stdout.write(text)
     return 0

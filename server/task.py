@@ -109,7 +109,7 @@ class PrivdiffTask:
         """
         from privdiff_core.data import CXRTensors, open_dataset
 
-        size = int(cfg.image_size)
+        size = cfg.image_size
         cache_file = None
         if cache_dir is not None:
             cache_file = cache_dir / f"train-{_cache_key(site_dir, size)}.pt"
@@ -131,7 +131,7 @@ class PrivdiffTask:
         """The site's val split (never trained on): what the validation gate scores models on."""
         from privdiff_core.data import open_dataset
 
-        dataset = open_dataset(site_dir, int(cfg.image_size), split="val", progress=False)
+        dataset = open_dataset(site_dir, cfg.image_size, split="val", progress=False)
         return dataset.load_tensors(progress=False)
 
     def validation_loss(
@@ -140,7 +140,7 @@ class PrivdiffTask:
         """Mean loss of `stage` over `batches` fixed batches (the same batches for every model)."""
         from privdiff_core.training import evaluate_stage
 
-        return evaluate_stage(models, stage, data, cfg, batches, seed=int(cfg.seed), device=device)
+        return evaluate_stage(models, stage, data, cfg, batches, seed=cfg.seed, device=device)
 
     def local_train(
         self,

@@ -25,9 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from privdiff_core.cli import add_config_arguments
+from privdiff_core.logs import logger
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
+
+log = logger("simulate")
 
 HELP = "train PrivDiff-Net federated (Flower simulation, SecAgg+) on synthetic hospitals, sign, anonymize"
 
@@ -88,7 +91,7 @@ def _evaluate(
         importlib.util.find_spec("privdiff_core.evaluation") is None
         or "evaluate" not in core_cli.CORE_COMMANDS
     ):
-        print(
+        log.warning(
             "evaluation: privdiff_core.evaluation is not installed here, no report (the anonymizer is ready)"
         )
         return None
@@ -106,11 +109,11 @@ def _evaluate(
     if not progress:
         argv.insert(1, "--no-progress")
     if overrides or methods is not None:
-        print(
+        log.info(
             "evaluation: a light pass (federation.simulation.evaluation: fewer attacker steps and "
             "images); `privdiff simulate --full-evaluation` runs the config's evaluate: section as is"
         )
-    print(f"evaluation: privdiff {' '.join(argv)}")
+    log.info(f"evaluation: privdiff {' '.join(argv)}")
     args = core_cli.build_parser().parse_args(argv)
     return int(args._run(args) or 0)
 
@@ -136,11 +139,11 @@ def run(args: argparse.Namespace) -> int:
         data_root = Path(cfg.data)
         site_dirs = site_folders(data_root)
         if len(site_dirs) != settings.sites:
-            print(
+            log.warning(
                 f"data={data_root} has {len(site_dirs)} sites; federation.sites={settings.sites} is not used"
             )
     else:
-        print(f"synthetic federation: {settings.sites} hospitals ({run_dir / 'federation'})")
+        log.info(f"synthetic federation: {settings.sites} hospitals ({run_dir / 'federation'})")
         data_root = synthetic_federation(cfg, run_dir, settings.sites, progress=not args.no_progress)
         site_dirs = site_folders(data_root)
 
@@ -152,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
 
     plan = " then ".join(f"{stage} x{rounds} rounds" for stage, rounds in settings.plan)
     secagg = "SecAgg+" if settings.secagg.enabled else "NO secure aggregation"
-    print(
+    log.info(
         f"federated plan: {plan} ({secagg}, {len(site_dirs)} sites, "
         f"{settings.cpus_per_site:g} CPU per site) -> {run_dir}"
     )
@@ -164,16 +167,17 @@ def run(args: argparse.Namespace) -> int:
         site_dirs,
         homes,
         keys / "model-signing.pem",
+        progress=log.info,
         verbose=args.verbose,
     )
 
-    print("each site anonymizes its test split with the anonymizer it installed")
+    log.info("each site anonymizes its test split with the anonymizer it installed")
     results = anonymize_test_splits(
         site_dirs,
         homes,
         run_dir / "anonymized",
-        int(cfg.image_size),
-        int(cfg.seed),
+        cfg.image_size,
+        cfg.seed,
         progress=not args.no_progress,
     )
     for result in results:
@@ -184,6 +188,6 @@ def run(args: argparse.Namespace) -> int:
         methods, overrides = evaluation_plan(cfg, args.full_evaluation)
         evaluated = time.perf_counter()
         status = _evaluate(run_dir, data_root, not args.no_progress, methods, overrides) or 0
-        print(f"evaluation: {time.perf_counter() - evaluated:.0f} s")
+        log.info(f"evaluation: {time.perf_counter() - evaluated:.0f} s")
     print(f"done in {time.perf_counter() - started:.0f} s: signed anonymizer {run_dir / 'anonymizer'}")
     return status

@@ -13,9 +13,12 @@ import ctypes
 import fcntl
 import os
 import signal
-import sys
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from privdiff_core.logs import LogSetup
 
 _PR_SET_PDEATHSIG = 1
 EXIT_NOT_COMPLETED = 2  # the release raised: the node retries the batch later
@@ -28,18 +31,22 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def release_worker(jobs: Connection, lock_path: Path, parent: int, threads: int | None) -> None:
+def release_worker(
+    jobs: Connection, lock_path: Path, parent: int, threads: int | None, log_setup: LogSetup
+) -> None:
     """The release process: imports once, then one `run_release` per batch it is sent, answering
-    each with the release's exit status, until the node closes the pipe or dies."""
+    each with the release's exit status, until the node closes the pipe or dies. It logs where the
+    node does (`log_setup`): a spawned process starts without the node's logging configuration."""
     _die_with_parent()
     if os.getppid() != parent:  # the node died before the line above took effect
         os._exit(EXIT_NOT_COMPLETED)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node's to handle
     from client.release_pipeline import run_release
     from privdiff_core.errors import PrivdiffError
+    from privdiff_core.logs import configure_logging, logger
 
-    def say(message: str) -> None:
-        print(f"privdiff-client serve: release: {message}", file=sys.stderr, flush=True)
+    configure_logging(*log_setup)
+    log = logger("serve.release")
 
     if threads is not None:
         import torch
@@ -54,11 +61,11 @@ def release_worker(jobs: Connection, lock_path: Path, parent: int, threads: int 
         with open(lock_path, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                status = run_release(settings, say).exit_status
+                status = run_release(settings, log).exit_status
             except PrivdiffError as err:
-                say(f"error: {err}")
+                log.error(str(err))
                 status = EXIT_NOT_COMPLETED
             except Exception as err:  # noqa: BLE001 -- the node retries the batch; say what kind of error
-                say(f"error: {type(err).__name__}")
+                log.error(type(err).__name__)
                 status = EXIT_NOT_COMPLETED
         jobs.send(status)

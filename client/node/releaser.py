@@ -35,6 +35,7 @@ from client.node.queue import NodeQueue
 from client.node.release_worker import release_worker
 from client.node.spool import Spool
 from client.release_pipeline import EXIT_ALL_RELEASED, EXIT_SOME_FAILED, EXIT_SOME_REFUSED, ReleaseSettings
+from privdiff_core.logs import current_log_setup
 
 RELEASE_DIR = "release"  # the release's output folder: released/, quarantine/, audit.sqlite
 BATCHES_DIR = "batches"
@@ -50,7 +51,9 @@ class _Worker:
         context = multiprocessing.get_context("spawn")
         self._jobs, theirs = context.Pipe()
         self.process = context.Process(
-            target=release_worker, args=(theirs, lock_path, os.getpid(), threads), name="privdiff-release"
+            target=release_worker,
+            args=(theirs, lock_path, os.getpid(), threads, current_log_setup()),
+            name="privdiff-release",
         )
         self.process.start()
         theirs.close()

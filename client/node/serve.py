@@ -8,13 +8,13 @@ import fcntl
 import json
 import signal
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from privdiff_core.errors import PrivdiffError
+from privdiff_core.logs import logger
 
 HELP = "run a DICOM node: receive from the PACS, release each quiet study, forward it to the research archive"
 
@@ -153,8 +153,7 @@ class NodeError(PrivdiffError):
     """The node cannot start: arguments, node folder, port."""
 
 
-def _say(message: str) -> None:
-    print(f"privdiff-client serve: {message}", file=sys.stderr, flush=True)
+log = logger("serve")
 
 
 def status_record(queue) -> dict:
@@ -217,7 +216,7 @@ def _site_secret_path(path: Path | None) -> Path:
     path = default_secret_path()
     if not path.exists():
         create_site_secret(path)
-        _say(f"created a new site secret at {path} (mode 0600); keep it and back it up")
+        log.info(f"created a new site secret at {path} (mode 0600); keep it and back it up")
     return path
 
 
@@ -244,7 +243,7 @@ def _loop(step: Callable[[], bool], stop: threading.Event, name: str) -> threadi
                 # File and database errors name node paths (salted hashes); any other text could
                 # quote a header value, so only its kind is said.
                 detail = f": {err}" if isinstance(err, OSError | sqlite3.Error) else ""
-                _say(f"{name}: {type(err).__name__}{detail}; retrying")
+                log.warning(f"{name}: {type(err).__name__}{detail}; retrying")
                 busy = False
                 stop.wait(5.0)
             if not busy:
@@ -265,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
     # The signature first: a node with a model it cannot trust must not accept a single image.
     trust = establish_trust(args.model, args.public_key, args.allow_unsigned)
     if not trust.signed:
-        _say("WARNING: UNSIGNED MODEL (--allow-unsigned): every release records it as UNSIGNED")
+        log.warning("UNSIGNED MODEL (--allow-unsigned): every release records it as UNSIGNED")
     silence_dicom_libraries()  # the node reads headers; pydicom's messages may quote them
     with _node_lock(args.node_dir):
         return _serve(args)
@@ -297,7 +296,7 @@ def _serve(args: argparse.Namespace) -> int:
     spool = Spool(node_dir / "spool", queue, secret, limits)
     removed = spool.sweep()
     if removed:
-        _say(f"removed {removed} spool file(s) an interrupted node had not committed")
+        log.info(f"removed {removed} spool file(s) an interrupted node had not committed")
     # The release's own options, under the names `privdiff-client release` gives them.
     same_as_release = ("model", "public_key", "allow_unsigned", "quarantine_threshold", "verifier", "gallery")
     same_as_release += ("batch_size", "workers", "device", "seed")
@@ -311,11 +310,11 @@ def _serve(args: argparse.Namespace) -> int:
         progress=False,
         **{name: getattr(args, name) for name in same_as_release},
     )
-    releaser = Releaser(node_dir, queue, spool, settings, args.quiet_time, args.threads, _say)
+    releaser = Releaser(node_dir, queue, spool, settings, args.quiet_time, args.threads, log.info)
     releaser.sweep()
     queue.reopen_waiting_studies(time.time())
     forwarder = Forwarder(
-        queue, node_dir / RELEASE_DIR, destination, args.ae_title, _say, max_delay=args.retry_max
+        queue, node_dir / RELEASE_DIR, destination, args.ae_title, log.info, max_delay=args.retry_max
     )
     try:
         server = start_scp(
@@ -328,7 +327,7 @@ def _serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     threads = [_loop(releaser.step, stop, "releaser"), _loop(forwarder.step, stop, "forwarder")]
-    _say(
+    log.info(
         f"listening as {args.ae_title} on {args.host}:{args.port}{' (TLS)' if tls else ''} for "
         f"{', '.join(args.allow_ae)}; forwarding to {args.destination}; quiet time {args.quiet_time:g} s"
     )
@@ -351,5 +350,5 @@ def _serve(args: argparse.Namespace) -> int:
             (json.dumps(status_record(queue), indent=2, sort_keys=True) + "\n").encode(),
         )
         queue.close()
-    _say("stopped; start it again on the same --node-dir to resume")
+    log.info("stopped; start it again on the same --node-dir to resume")
     return 0

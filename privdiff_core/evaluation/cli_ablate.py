@@ -117,10 +117,10 @@ def run(args: argparse.Namespace) -> int:
         if shared_autoencoder is not None:
             variant_cfg.train.autoencoder.reuse = str(shared_autoencoder)
         folder = train_variant(variant_cfg, out / "models" / name, tensors, not args.no_progress)
-        if bool(cfg.ablate.share_autoencoder) and shared_autoencoder is None:
+        if cfg.ablate.share_autoencoder and shared_autoencoder is None:
             shared_autoencoder = folder
         train_times[name] = time.perf_counter() - t0
-        conditions, batch = str(cfg.evaluate.anonymizer_conditions), int(cfg.evaluate.batch_size)
+        conditions, batch = cfg.evaluate.anonymizer_conditions, cfg.evaluate.batch_size
         label = ARCHITECTURE_LABELS[VARIANT_ARCHITECTURES[name]] if name in VARIANT_ARCHITECTURES else name
         methods.append(AnonymizerMethod(name, label, folder, conditions, batch))
     extra, extra_notes = reference_methods(baselines, cfg, [])
@@ -143,6 +143,6 @@ def run(args: argparse.Namespace) -> int:
         + ", ".join(f"{k} {v:.0f} s" for k, v in train_times.items())
         + " (0 s = trained earlier)."
     ] + extra_notes
-    report = run_evaluation(cfg, splits, methods, out, command, str(cfg.data), not args.no_progress, notes)
+    report = run_evaluation(cfg, splits, methods, out, command, cfg.data, not args.no_progress, notes)
     print_summary(report, out)
     return 0

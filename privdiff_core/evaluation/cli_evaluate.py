@@ -159,7 +159,7 @@ def model_methods(
     """One AnonymizerMethod per model, mode and strength: NAME, NAME_<mode>, NAME[_<mode>]_s<percent>."""
     from .methods import AnonymizerMethod
 
-    conditions, batch = str(cfg.evaluate.anonymizer_conditions), int(cfg.evaluate.batch_size)
+    conditions, batch = cfg.evaluate.anonymizer_conditions, cfg.evaluate.batch_size
     methods = []
     for name, path in models:
         for mode in modes:
@@ -207,7 +207,7 @@ def reference_methods(names: list[str], cfg, models: list[tuple[str, str]]) -> t
             for model_name, path in models:
                 method_name = "vae" if len(models) == 1 else f"{model_name}_vae"
                 label = "VAE reconstruction only" + ("" if model_name == "privdiff" else f" ({model_name})")
-                methods.append(VAEMethod(method_name, label, path, int(cfg.evaluate.batch_size)))
+                methods.append(VAEMethod(method_name, label, path, cfg.evaluate.batch_size))
         else:
             methods.append(builtin_method(name, cfg))
     return methods, notes
@@ -238,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         "privdiff " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "privdiff evaluate"
     )
     report = run_evaluation(
-        cfg, splits, methods, cfg.out, command, str(cfg.data), progress=not args.no_progress, notes=notes
+        cfg, splits, methods, cfg.out, command, cfg.data, progress=not args.no_progress, notes=notes
     )
     print_summary(report, cfg.out)
     return 0

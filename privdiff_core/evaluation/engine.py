@@ -109,7 +109,7 @@ class EvaluationSettings:
         if init not in ADAPTIVE_INITS:
             raise ValueError(f"evaluate.adaptive.init must be one of {ADAPTIVE_INITS}, got {init!r}")
         return cls(
-            seed=int(cfg.seed),
+            seed=cfg.seed,
             runs=int(e.runs),
             bootstrap=int(e.bootstrap),
             ci_level=float(e.ci_level),

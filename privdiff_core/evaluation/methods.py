@@ -313,7 +313,7 @@ def builtin_method(name: str, cfg) -> Method:
     if name == "deformation":
         nets = AttackerSettings.from_config(cfg.evaluate.classifier)
         return DeformationMethod(
-            DeformationSettings.from_config(cfg.baselines.deformation, seed=int(cfg.seed)), nets
+            DeformationSettings.from_config(cfg.baselines.deformation, seed=cfg.seed), nets
         )
     if name in ("oracle", "vae"):
         raise MethodError(f"{name!r} needs the data folder or a --model; use reference_methods")

@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
 import privdiff_core
+from privdiff_core.config import stored_config
 from privdiff_core.errors import PrivdiffError
 from privdiff_core.model import components
 from privdiff_core.model.privdiff_net import PrivDiffModels
@@ -210,7 +211,7 @@ def load_models(
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
-    cfg = OmegaConf.create(manifest["config"])
+    cfg = stored_config(manifest["config"])  # as trained: unknown keys kept, no defaults added
     vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
     _load_strict(vae, folder / "vae" / _DIFFUSERS_WEIGHTS)
     layout = TokenLayout(identity=int(cfg.conditioning.identity_tokens))

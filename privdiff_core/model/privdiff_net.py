@@ -84,7 +84,7 @@ class PrivDiffModels(nn.Module):
     ):
         super().__init__()
         self.cfg = cfg
-        self.image_size = int(cfg.image_size)
+        self.image_size = cfg.image_size
         self.vae = vae if vae is not None else build_vae(cfg)
         factor = vae_downsampling(self.vae.config.block_out_channels)
         if self.image_size % factor:
@@ -126,11 +126,11 @@ class PrivDiffModels(nn.Module):
 
     @property
     def sas_enabled(self) -> bool:
-        return bool(self.cfg.sas.enabled)
+        return self.cfg.sas.enabled
 
     @property
     def spg_enabled(self) -> bool:
-        return bool(self.cfg.spg.enabled)
+        return self.cfg.spg.enabled
 
     @property
     def spg_negative(self) -> str:
@@ -209,7 +209,7 @@ class PrivDiffModels(nn.Module):
 
     def spg_guidance(self, eps_uncond: torch.Tensor, eps_diag: torch.Tensor, eps_neg: torch.Tensor):
         """eps_p from the three predictions of [0, diag, spg_negative_state] (spg.py)."""
-        w_diag, w_s = float(self.cfg.spg.w_diag), float(self.cfg.spg.w_s)
+        w_diag, w_s = self.cfg.spg.w_diag, self.cfg.spg.w_s
         if self.spg_negative == "diagnosis":
             return spg_combine_diagnosis(eps_uncond, eps_diag, eps_neg, w_diag, w_s)
         return spg_combine(eps_uncond, eps_diag, eps_neg, w_diag, w_s)
@@ -240,7 +240,7 @@ class PrivDiffModels(nn.Module):
         SPG off: classifier-free guidance eps(z,0) + w_diag (eps(z,c) - eps(z,0)) on the full
         condition c, or on the diagnosis alone with `diagnosis_only` (the generative mode).
         """
-        w_diag, w_s = float(self.cfg.spg.w_diag), float(self.cfg.spg.w_s)
+        w_diag, w_s = self.cfg.spg.w_diag, self.cfg.spg.w_s
         skip_uncond = self.spg_enabled and self.spg_negative == "paper" and spg_weights(w_diag, w_s)[0] == 0.0
         condition = state.only(DIAGNOSIS) if diagnosis_only else state
         if self.spg_enabled:
@@ -268,10 +268,10 @@ class PrivDiffModels(nn.Module):
     def train_scheduler(self) -> DDPMScheduler:
         d = self.cfg.diffusion
         return DDPMScheduler(
-            num_train_timesteps=int(d.train_timesteps),
-            beta_schedule=str(d.beta_schedule),
-            beta_start=float(d.beta_start),
-            beta_end=float(d.beta_end),
+            num_train_timesteps=d.train_timesteps,
+            beta_schedule=d.beta_schedule,
+            beta_start=d.beta_start,
+            beta_end=d.beta_end,
             prediction_type="epsilon",
         )
 

@@ -52,14 +52,14 @@ class SASUNet2DConditionModel(UNet2DConditionModel):
 def unet_kwargs(cfg: DictConfig, latent_size: int, latent_channels: int) -> dict:
     """UNet2DConditionModel arguments of a config."""
     section = cfg.unet
-    widths = [int(w) for w in section.block_out_channels]
-    attention = [bool(a) for a in section.attention]
+    widths = list(section.block_out_channels)
+    attention = list(section.attention)
     if len(attention) != len(widths):
         raise ValueError(f"unet.attention needs one flag per level ({len(widths)}), got {attention}")
-    heads = int(section.heads)
+    heads = section.heads
     if any(w % heads for w in widths):
         raise ValueError(f"unet.heads={heads} must divide every width in {widths} (head dim = width / heads)")
-    groups = int(section.norm_num_groups)
+    groups = section.norm_num_groups
     if any(w % groups for w in widths):
         raise ValueError(f"unet.norm_num_groups={groups} must divide every width in {widths}")
     return {
@@ -69,9 +69,9 @@ def unet_kwargs(cfg: DictConfig, latent_size: int, latent_channels: int) -> dict
         "down_block_types": tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention),
         "up_block_types": tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)),
         "block_out_channels": tuple(widths),
-        "layers_per_block": int(section.layers_per_block),
+        "layers_per_block": section.layers_per_block,
         "norm_num_groups": groups,
-        "cross_attention_dim": int(cfg.conditioning.embed_dim),
+        "cross_attention_dim": cfg.conditioning.embed_dim,
         # diffusers' `attention_head_dim` is, for this UNet, the NUMBER of heads (FIELD-NOTES).
         "attention_head_dim": heads,
     }

@@ -34,10 +34,10 @@ def build_vae(cfg: DictConfig) -> AutoencoderKL:
     if section.get("pretrained"):
         return load_pretrained_vae(Path(section.pretrained))
     widths = list(section.block_out_channels)
-    groups = int(section.norm_num_groups)
+    groups = section.norm_num_groups
     if any(w % groups for w in widths):
         raise ValueError(f"vae.norm_num_groups={groups} must divide every width in {widths}")
-    if int(cfg.image_size) % vae_downsampling(widths):
+    if cfg.image_size % vae_downsampling(widths):
         raise ValueError(f"image_size {cfg.image_size} is not divisible by the VAE's downsampling")
     return AutoencoderKL(
         in_channels=1,
@@ -45,10 +45,10 @@ def build_vae(cfg: DictConfig) -> AutoencoderKL:
         down_block_types=("DownEncoderBlock2D",) * len(widths),
         up_block_types=("UpDecoderBlock2D",) * len(widths),
         block_out_channels=tuple(widths),
-        layers_per_block=int(section.layers_per_block),
-        latent_channels=int(section.latent_channels),
+        layers_per_block=section.layers_per_block,
+        latent_channels=section.latent_channels,
         norm_num_groups=groups,
-        sample_size=int(cfg.image_size),
+        sample_size=cfg.image_size,
         scaling_factor=1.0,
         shift_factor=0.0,
     )

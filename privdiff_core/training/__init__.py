@@ -50,7 +50,7 @@ def build_models(cfg: DictConfig) -> PrivDiffModels:
     """A fresh PrivDiff-Net (on the CPU, eval mode), initialized from `cfg.seed` without touching
     the global RNG: every site that builds from the same config starts from the same weights."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(cfg.get("seed", 0)))
+        torch.manual_seed(cfg.seed)
         return PrivDiffModels(cfg).eval()
 
 

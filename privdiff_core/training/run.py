@@ -79,7 +79,7 @@ def _check_resume_config(run_dir: Path, cfg: DictConfig) -> None:
 
 def _val_loss(models, stage: str, val_data, cfg: DictConfig, seed: int, device) -> float:
     """The stage's loss on the same `train.val_batches` batches of the val split every time."""
-    return evaluate_stage(models, stage, val_data, cfg, int(cfg.train.val_batches), seed=seed, device=device)
+    return evaluate_stage(models, stage, val_data, cfg, cfg.train.val_batches, seed=seed, device=device)
 
 
 def load_training_data(cfg: DictConfig, data_dir: Path, split: str, progress: bool = True):
@@ -88,7 +88,7 @@ def load_training_data(cfg: DictConfig, data_dir: Path, split: str, progress: bo
     from privdiff_core.data.errors import DatasetError
 
     try:
-        dataset = open_dataset(data_dir, int(cfg.image_size), split=split, progress=progress)
+        dataset = open_dataset(data_dir, cfg.image_size, split=split, progress=progress)
     except DatasetError:
         if split == "train":
             raise
@@ -147,7 +147,7 @@ def train_run(
     """
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoints" / "last.pt"
-    device = resolve_device(cfg.get("device", "auto"))
+    device = resolve_device(cfg.device)
     resuming = ckpt_path.is_file()
     if resuming:
         _check_resume_config(run_dir, cfg)
@@ -156,7 +156,7 @@ def train_run(
         train_data = load_training_data(cfg, Path(data_dir), "train", progress)
         val_data = load_training_data(cfg, Path(data_dir), "val", progress)
     models = build_models(cfg)
-    seed = int(cfg.get("seed", 0))
+    seed = cfg.seed
     state: dict[str, Any] = {"stage_index": 0, "step": 0, "trainer": None, "metrics": {}, "seconds": 0.0}
     if resuming:
         checkpoint = _load_checkpoint(ckpt_path)
@@ -168,7 +168,7 @@ def train_run(
     if reuse and not resuming:
         state["stage_index"] = 1
         state["metrics"]["autoencoder"] = {"reused": str(reuse_autoencoder(models, Path(reuse)))}
-    every = max(1, int(cfg.train.checkpoint_every))
+    every = max(1, cfg.train.checkpoint_every)
     started, done_now = time.perf_counter(), 0
 
     def checkpoint(stage_index: int, trainer: StageTrainer | None) -> None:
@@ -194,8 +194,8 @@ def train_run(
         losses = summary.setdefault("loss_history", [])
         parts_history = summary.setdefault("parts_history", [])
         val_history = summary.setdefault("val_history", [])  # [step, val loss]: is it still falling?
-        val_every = int(cfg.train.get("val_every") or 0) if val_data is not None else 0
-        val_every = val_every if int(cfg.train.val_batches) > 0 else 0
+        val_every = cfg.train.val_every if val_data is not None else 0
+        val_every = val_every if cfg.train.val_batches > 0 else 0
         bar = tqdm(total=steps, initial=trainer.step_index, desc=stage, disable=not progress)
         while trainer.step_index < steps:
             if stop_after is not None and done_now >= stop_after:
@@ -225,7 +225,7 @@ def train_run(
         for key in sorted({k for p in window for k in p}):  # loss parts over the last quarter
             values = [p[key] for p in window if key in p]
             summary[f"{key}_last"] = float(sum(values) / len(values))
-        if val_data is not None and int(cfg.train.val_batches) > 0:
+        if val_data is not None and cfg.train.val_batches > 0:
             summary["val_loss"] = _val_loss(models, stage, val_data, cfg, seed, device)
         checkpoint(stage_index + 1, None)
         state["trainer"] = None

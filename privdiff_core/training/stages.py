@@ -134,10 +134,10 @@ def resolve_steps(cfg: DictConfig, stage: str, examples: int) -> int:
     """train.<stage>.steps, or ceil(epochs * examples / batch_size) when steps is null."""
     section = cfg.train[stage]
     if section.get("steps") is not None:
-        return int(section.steps)
+        return section.steps
     if section.get("epochs") is None:
         raise TrainingError(f"set train.{stage}.steps or train.{stage}.epochs")
-    return math.ceil(float(section.epochs) * examples / int(cfg.train.batch_size))
+    return math.ceil(section.epochs * examples / cfg.train.batch_size)
 
 
 class StageObjective:
@@ -147,7 +147,7 @@ class StageObjective:
         check_stage(stage)
         self.models, self.stage, self.data, self.cfg, self.seed = models, stage, data, cfg, int(seed)
         self.examples = check_training_data(data, models.image_size)
-        self.batch_size = min(int(cfg.train.batch_size), self.examples)
+        self.batch_size = min(cfg.train.batch_size, self.examples)
         self.patient_ids = [str(p) for p in data.patient_ids]
         self.can_pair = _can_make_pairs(self.patient_ids)
         self.scheduler = models.train_scheduler() if stage == "denoiser" else None
@@ -177,19 +177,17 @@ class StageObjective:
     def _autoencoder_loss(self, step: int, generator: torch.Generator):
         models, cfg = self.models, self.cfg
         images, _ = self.batch(generator)
-        loss, parts = vae_loss(
-            models.vae, images, float(cfg.vae.kl_weight), float(cfg.vae.edge_weight), generator
-        )
+        loss, parts = vae_loss(models.vae, images, cfg.vae.kl_weight, cfg.vae.edge_weight, generator)
         device = images.device
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
         # The attribute heads see their own, larger and jittered batch: on the VAE's batch of 8
         # the finding head stays at chance (test AUC ~0.5 after 600 steps), and the generative
         # mode draws the findings it estimates.
         enc = cfg.encoder
-        attribute_batch = int(enc.get("attribute_batch") or self.batch_size)
+        attribute_batch = enc.attribute_batch or self.batch_size
         idx = torch.randint(0, self.examples, (attribute_batch,), generator=generator)
         seen = self.data.images[idx]
-        seen = jitter(seen, rng) if bool(enc.get("augment", False)) else seen
+        seen = jitter(seen, rng) if enc.augment else seen
         attributes = attribute_loss(
             models.encoder.attribute_logits(seen.to(device)),
             self.data.age_group[idx].to(device),
@@ -201,7 +199,7 @@ class StageObjective:
         loss = loss + attributes
         parts["attributes"] = attributes.item()
         if self.can_pair:
-            pairs = torch.from_numpy(make_pairs(self.patient_ids, int(cfg.encoder.pairs_per_step), rng))
+            pairs = torch.from_numpy(make_pairs(self.patient_ids, cfg.encoder.pairs_per_step, rng))
             first = self.data.images[pairs[:, 0]].to(device)
             second = self.data.images[pairs[:, 1]].to(device)
             verifier = verification_loss(models.encoder, first, second, pairs[:, 2].to(device))
@@ -223,13 +221,13 @@ class StageObjective:
         noisy = self.scheduler.add_noise(z0, noise, timesteps)
         if not models.spg_enabled:
             c = cfg.conditioning
-            dropped = state.drop(float(c.dropout), generator, float(c.joint_dropout), float(c.diagnosis_only))
+            dropped = state.drop(c.dropout, generator, c.joint_dropout, c.diagnosis_only)
             eps = models.predict_noise(noisy, timesteps, dropped).float()
             loss = F.mse_loss(eps, noise)
             return loss, {"loss": loss.item(), "simple": loss.item()}
         s = sensitive_for_step(step)
         patterns = [state.only(), state.only(DIAGNOSIS), models.spg_negative_state(state, s)]
-        weight = float(cfg.spg.weight)
+        weight = cfg.spg.weight
         if weight == 0.0:
             # Without L_SPG the three predictions need not share a noisy latent: each sample trains
             # one of the patterns eps_p combines, drawn at random (the same objective in
@@ -290,14 +288,14 @@ class StageTrainer:
         prepare_models(models, stage, self.device)
         if stage == "autoencoder":
             groups = [
-                {"params": list(models.vae.parameters()), "lr": float(cfg.train.autoencoder.lr)},
-                {"params": list(models.encoder.parameters()), "lr": float(cfg.encoder.lr)},
+                {"params": list(models.vae.parameters()), "lr": cfg.train.autoencoder.lr},
+                {"params": list(models.encoder.parameters()), "lr": cfg.encoder.lr},
             ]
         else:
             groups = [
                 {
                     "params": list(models.unet.parameters()) + list(models.conditioner.parameters()),
-                    "lr": float(cfg.train.denoiser.lr),
+                    "lr": cfg.train.denoiser.lr,
                 }
             ]
         self.optimizer = torch.optim.Adam(groups)
@@ -321,7 +319,7 @@ class StageTrainer:
         """End-of-call work: the autoencoder stage measures the latent shift and scale."""
         if self.stage != "autoencoder":
             return {}
-        count = min(int(self.cfg.train.latent_stats_images), self.objective.examples)
+        count = min(self.cfg.train.latent_stats_images, self.objective.examples)
         idx = torch.randperm(self.objective.examples, generator=self.objective.generator(-1))[:count]
         self.models.eval()
         shift, scale = self.models.measure_latent_stats(self.data.images[idx])

@@ -56,7 +56,7 @@ def tiny_model(synthetic_federation, tmp_path_factory) -> TinyModel:
         # Two anonymization DDIM steps keep every release test fast; training is brief on purpose:
         # the tests prove the release path, not the model's quality.
         cfg = load_config("tiny", ["anonymize.ddim_steps=4", "anonymize.batch_size=8"])
-        data = open_dataset(synthetic_federation, int(cfg.image_size), split="train").load_tensors()
+        data = open_dataset(synthetic_federation, cfg.image_size, split="train").load_tensors()
         models = build_models(cfg)
         for stage in ("autoencoder", "denoiser"):
             local_train(models, stage, data, cfg, 2, seed=0, progress=False)
@@ -66,7 +66,7 @@ def tiny_model(synthetic_federation, tmp_path_factory) -> TinyModel:
     key_id = generate_signing_key(root / "federation.key", root / "federation.pub")
     generate_signing_key(root / "other.key", root / "other.pub")
     sign_model(folder, load_private_key(root / "federation.key"), metadata={"rounds": 2, "config": "tiny"})
-    return TinyModel(folder, root / "federation.pub", root / "other.pub", key_id, int(cfg.image_size))
+    return TinyModel(folder, root / "federation.pub", root / "other.pub", key_id, cfg.image_size)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ def test_a_real_cr_through_the_tiny_model_is_flagged(tiny_model, tmp_path):
     side = typical_input_size(tmp_path / "in")
     assert side is not None and side >= 4 * 32
     warning = shrink_warning(tiny_model.folder, tmp_path / "in")
-    assert warning.startswith(f"WARNING: the outputs are 32x32 px, the inputs about {side} px")
+    assert warning.startswith(f"the outputs are 32x32 px, the inputs about {side} px")
 
 
 def test_films_near_the_models_size_are_not_flagged(tiny_model, synthetic_federation):
@@ -35,9 +35,12 @@ def test_the_release_prints_the_warning_and_logs_its_summary(tiny_model, tmp_pat
         "--site-secret",
         str(tmp_path / "secret"),
     ]
-    argv += ["--log", str(tmp_path / "site.log")]
+    argv += ["--log", str(tmp_path / "site.log"), "--log-file", str(tmp_path / "ops.log")]
     assert main([*argv, "--no-progress", "--device", "cpu", "--quarantine-threshold", "1.0"]) == 0
     assert "privdiff-client release: WARNING: the outputs are 32x32 px" in capfd.readouterr().err
+    # --log-file: the operations team's copy, plain and timestamped
+    ops = (tmp_path / "ops.log").read_text()
+    assert " WARNING privdiff.release: the outputs are 32x32 px" in ops and "\x1b" not in ops
     # --log: the summary joins the site's log as one event, counts only
     (line,) = (tmp_path / "site.log").read_text().splitlines()
     assert "privdiff: release into out: released 1, quarantined 0, refused 0, failed 0" in line

@@ -247,7 +247,7 @@ def test_spg_without_its_loss_trains_each_sample_on_one_guidance_pattern(data):
     hook = models.unet.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
     metrics = local_train(models, "denoiser", data, cfg, 2, seed=0, progress=False)
     hook.remove()
-    assert calls == [int(cfg.train.batch_size)] * 2 and "spg" not in metrics
+    assert calls == [cfg.train.batch_size] * 2 and "spg" not in metrics
 
 
 def test_optimizer_state_carries_over_between_calls(data):

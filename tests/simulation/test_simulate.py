@@ -27,7 +27,8 @@ def test_tiny_federation_trains_signs_distributes_and_anonymizes(tmp_path, capsy
     run = tmp_path / "run"
     assert privdiff(["simulate", "--config", "tiny", "--no-evaluate", "--no-progress", f"out={run}"]) == 0
     captured = capsys.readouterr()
-    output = captured.out
+    # results on stdout; the plan and the rounds in the log, on stderr
+    output = "\n".join(line.removeprefix("privdiff simulate: ") for line in captured.err.splitlines())
     assert "reading headers" not in captured.err  # --no-progress: no progress bar anywhere
     # readable progress: the plan, one line per round with stage, round, loss, time
     assert "federated plan: autoencoder x1 rounds then denoiser x1 rounds (SecAgg+, 3 sites" in output
@@ -64,8 +65,10 @@ def test_tiny_federation_trains_signs_distributes_and_anonymizes(tmp_path, capsy
 
 def test_the_evaluation_report_is_handed_the_signed_federated_model(tmp_path, monkeypatch, capsys):
     from privdiff_core import cli as core_cli
+    from privdiff_core.logs import configure_logging
     from simulation import cli as simulate
 
+    configure_logging("privdiff simulate")  # as `privdiff simulate` does before it runs
     calls = []
     stand_in = types.ModuleType("evaluate_stand_in")
     stand_in.HELP = "stand-in for privdiff evaluate"
@@ -91,11 +94,13 @@ def test_the_evaluation_report_is_handed_the_signed_federated_model(tmp_path, mo
     assert simulate._evaluate(tmp_path / "run", tmp_path / "fed", False, "dp_pix", light) == 0
     assert calls[-1].methods == "dp_pix"
     assert calls[-1].overrides[2:] == light  # after data= and out=, so they win over the run's config
-    assert "--full-evaluation" in capsys.readouterr().out  # the output says it is a light pass
+    assert "--full-evaluation" in capsys.readouterr().err  # the log says it is a light pass
 
     monkeypatch.delitem(core_cli.CORE_COMMANDS, "evaluate")
     assert simulate._evaluate(tmp_path / "run", tmp_path / "federation", progress=False) is None
-    assert "not installed" in capsys.readouterr().out
+    assert "privdiff simulate: WARNING: evaluation: privdiff_core.evaluation is not installed" in (
+        capsys.readouterr().err
+    )
 
 
 def test_the_demo_evaluates_a_lighter_pass_whose_overrides_evaluate_accepts():

@@ -77,9 +77,10 @@ def test_a_killed_simulation_resumes_from_its_last_completed_round(tmp_path, cap
     done = sum(killed["rounds_done"].values())
 
     assert privdiff(command) == 0
-    output = capsys.readouterr().out
-    assert f"resuming {run}: {done} of 3 rounds done" in output
-    trained = [line.split("]")[0] + "]" for line in output.splitlines() if line.startswith("[")]
+    captured = capsys.readouterr()  # the rounds are in the log, on stderr
+    lines = [line.removeprefix("privdiff simulate: ") for line in captured.err.splitlines()]
+    assert any(f"resuming {run}: {done} of 3 rounds done" in line for line in lines)
+    trained = [line.split("]")[0] + "]" for line in lines if line.startswith("[")]
     expected = ["[autoencoder 2/2]", "[denoiser 1/1]"][done - 1 :]
     assert trained == expected  # nothing that the checkpoint holds is trained again
     assert (run / "synth-key.json").stat().st_mtime_ns == synth_key  # the federation was reused

@@ -32,7 +32,9 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
-def node_command(tiny_model, node_dir: Path, port: int, archive_port: int, quiet: float) -> list[str]:
+def node_command(
+    tiny_model, node_dir: Path, port: int, archive_port: int, quiet: float, log_file: Path | None = None
+) -> list[str]:
     secret = node_dir.parent / "site_secret"
     if not secret.exists():
         secret.write_bytes(b"node end-to-end site secret 0123")
@@ -73,6 +75,7 @@ def node_command(tiny_model, node_dir: Path, port: int, archive_port: int, quiet
         "1",
         "--threads",
         "1",
+        *(["--log-file", str(log_file)] if log_file else []),
     ]
 
 
@@ -168,12 +171,13 @@ def test_pacs_to_archive_through_the_node(tiny_model, synthetic_federation, tmp_
     hand.BodyPartExamined = "HAND"
     sent_by_pacs.append(write_dicom(hand, pacs / "hand.dcm"))  # accepted, then refused by the release
     sent_by_modality = sorted(synthetic_federation.rglob("*.dcm"))[:4]
-    node_dir, archive = tmp_path / "node", tmp_path / "archive"
+    node_dir, archive, ops_log = tmp_path / "node", tmp_path / "archive", tmp_path / "ops" / "node.log"
     port, archive_port = free_port(), free_port()
     processes = Processes(tmp_path / "logs")
     try:
         processes.start("archive", storescp_command(archive_port, archive), ENV)
-        node = start_node(processes, "node", node_command(tiny_model, node_dir, port, archive_port, 2), port)
+        command = node_command(tiny_model, node_dir, port, archive_port, 2, log_file=ops_log)
+        node = start_node(processes, "node", command, port)
         result = storescu(sent_by_pacs, port, "PACS")
         assert result.returncode == 0, result.stdout + result.stderr
         assert pynetdicom_store(sent_by_modality, port, "MODALITY1") == [0] * 4
@@ -208,8 +212,13 @@ def test_pacs_to_archive_through_the_node(tiny_model, synthetic_federation, tmp_
         node.send_signal(signal.SIGTERM)
         assert node.wait(timeout=60) == 0
         log = processes.log("node")
+        # --log-file: the node's lines and its spawned release process's, plain, and no PHI either
+        ops = ops_log.read_text()
+        assert " INFO privdiff.serve: listening as" in ops and "\x1b" not in ops
+        assert " INFO privdiff.serve.release: burned-in text check OFF" in ops
         for value in forbidden:
             assert value.decode(errors="ignore") not in log, value
+            assert value.decode(errors="ignore") not in ops, value
         # the refused instance stays on site with its reason; what the archive holds is gone from here
         status = subprocess.run(
             [sys.executable, "-m", "client.cli", "serve", "--node-dir", str(node_dir), "--status"],

@@ -93,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", required=True, help="anonymizer folder (or privdiff train run)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="[NAME=]anonymizer folder (or privdiff train run); repeat to compare models",
+    )
     parser.add_argument("--data", required=True, help="synthetic federation folder (privdiff synth)")
     parser.add_argument("--out", required=True, help="evaluation folder (reused when run again)")
     parser.add_argument("--config", default="demo")
@@ -105,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = parser.parse_known_args(argv)
     command = [
         sys.executable, "-m", "privdiff_core.cli", "evaluate", "--config", args.config, "--no-progress",
-        "--model", args.model, "--modes", args.modes, "--methods", args.methods,
+        *[part for model in args.model for part in ("--model", model)],
+        "--modes", args.modes, "--methods", args.methods,
         f"data={args.data}", f"out={args.out}", f"evaluate.runs={args.runs}", *overrides,
     ]  # fmt: skip
     if args.strengths:

@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
+from common.task import PrivdiffTask
 from privdiff_core.config import load_config
 from privdiff_core.signing import generate_signing_key, load_public_key, verify_model
 from server.settings import federation_settings
-from server.task import PrivdiffTask
 
 SITES = 3
 

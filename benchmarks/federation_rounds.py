@@ -47,10 +47,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import server.secagg
+from common.task import PrivdiffTask
 from privdiff_core.config import load_config
 from privdiff_core.signing import generate_signing_key
 from server.settings import federation_settings
-from server.task import PrivdiffTask
 
 SITES = 3
 

@@ -35,11 +35,12 @@ from collections.abc import Mapping
 from logging import ERROR
 from pathlib import Path
 
-from flwr.supercore import log
+from flwr.common import log
 
+from common.flower_internals import run_clientapp_checked
 from privdiff_core.errors import PrivdiffError
 
-PACKAGES = ("client", "server", "privdiff_core", "simulation")  # what a privdiff FAB must match
+PACKAGES = ("client", "common", "server", "privdiff_core", "simulation")  # what a privdiff FAB must match
 CLIENT_COMPONENT = "client.client_app:app"
 CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".so", ".pyd", ".pth")
 SHIM_DIR = ".trusted-app-bin"  # inside the site's model store
@@ -138,16 +139,5 @@ def pin_installed_app(store: Path) -> Path:
 
 def main() -> None:
     """`flwr-clientapp` with the FAB check in front of Flower's own (see module doc)."""
-    import flwr.supernode.runtime.run_clientapp as runtime
-    from flwr.supernode.cli import flwr_clientapp
-
     roots = installed_packages()  # before the FAB joins sys.path
-    pull = runtime.pull_task_input
-
-    def checked_pull(client):  # noqa: ANN001, ANN202 (Flower's RuntimeHttpClient and tuple)
-        message, context, run, fab = pull(client)
-        check_fab(fab.content, fab.hash_str, roots)
-        return message, context, run, fab
-
-    runtime.pull_task_input = checked_pull
-    flwr_clientapp()
+    run_clientapp_checked(lambda content, fab_hash: check_fab(content, fab_hash, roots))

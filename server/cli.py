@@ -294,8 +294,8 @@ def commands(kit: Kit) -> str:
 
 def init(kit: Kit) -> str:
     """Write everything listed in the module doc; returns COMMANDS.md's text."""
+    from common.errors import FederationError
     from privdiff_core.signing import generate_signing_key
-    from server.errors import FederationError
     from server.nginx import render_nginx
     from server.pki import make_auth_key, make_ca, make_server_cert, offline_ca_key_path
 

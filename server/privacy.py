@@ -21,8 +21,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flwr.serverapp import PrivacyConfig, RdpAccountant
-from flwr.supercore.privacy_accounting import GaussianPrivacyEvent, NeighboringRelation, SamplingMethod
+from flwr.serverapp import (
+    GaussianPrivacyEvent,
+    NeighboringRelation,
+    PrivacyConfig,
+    RdpAccountant,
+    SamplingMethod,
+)
 
 from server.settings import DPSettings
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from common.errors import FederationError
+from common.task import PrivdiffTask
 from privdiff_core.config import load_config
-from server.errors import FederationError
 from server.settings import federation_settings
-from server.task import PrivdiffTask
 from server.workflow import FederatedPlan
 
 

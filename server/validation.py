@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.protocol import SiteScores
+from common.protocol import SiteScores
 from server.settings import ValidationSettings
 
 REJECTED_DIR = "rejected-candidate"

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from server.distribution import current_model
-from server.errors import FederationError
+from common.distribution import current_model
+from common.errors import FederationError
 from simulation.sites import PUBLIC_KEY_NAME
 
 PREVIEW_IMAGES = 8

@@ -14,13 +14,13 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from flwr.clientapp.typing import Mod
 from omegaconf import DictConfig
 
 from client.client_app import SimulatedSites, make_client_app
+from common.flower_internals import Mod
+from common.task import FederatedTask
 from server.server_app import make_server_app
 from server.settings import FederationSettings
-from server.task import FederatedTask
 from server.workflow import FederatedPlan
 
 QUIET_ENV = {

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from recording_task import RecordingTask, tiny_config
 
+from common.updates import StateLayout, flatten_state, quantization_step
 from server.checkpoint import CHECKPOINT_FILE
 from server.settings import federation_settings
-from server.updates import StateLayout, flatten_state, quantization_step
 from server.workflow import QUANTIZATION_RANGE
 from simulation.engine import run_federation
 

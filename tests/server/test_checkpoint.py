@@ -6,6 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from common.errors import FederationError
 from server.checkpoint import (
     CHECKPOINT_FILE,
     ServerState,
@@ -13,7 +14,6 @@ from server.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from server.errors import FederationError
 
 
 def _cfg(**model):

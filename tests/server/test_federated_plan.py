@@ -30,6 +30,7 @@ from federation_checks import (
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
 from recording_task import DropOutMod, make_federation, tiny_config
 
+from common.distribution import current_model
 from privdiff_core.signing import (
     folder_hashes,
     generate_signing_key,
@@ -38,7 +39,6 @@ from privdiff_core.signing import (
     verify_model,
 )
 from server.checkpoint import CHECKPOINT_FILE
-from server.distribution import current_model
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def secagg_run(tmp_path_factory):
     previous.mkdir()
     (previous / "weights.bin").write_bytes(b"an older anonymizer")
     sign_model(previous, load_private_key(root / "other.pem"), {"created": "2026-01-01T00:00:00Z"})
-    from server.distribution import install_anonymizer, pack_folder
+    from common.distribution import install_anonymizer, pack_folder
 
     assert install_anonymizer(
         pack_folder(previous),

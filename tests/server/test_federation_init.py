@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import server.cli
+from common.errors import FederationError
 from privdiff_core.cli import main
 from privdiff_core.signing import load_private_key, load_public_key, sign_model, verify_model
 from server.cli import Kit, init
-from server.errors import FederationError
 
 
 @pytest.fixture(scope="module")

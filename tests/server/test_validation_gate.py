@@ -10,9 +10,9 @@ import pytest
 from federation_checks import run_plan
 from recording_task import make_federation, tiny_config
 
+from common.errors import FederationError
+from common.protocol import SiteScores
 from privdiff_core.signing import load_public_key, verify_model
-from server.errors import FederationError
-from server.protocol import SiteScores
 from server.settings import ValidationSettings
 from server.validation import REJECTED_DIR, VERDICT_FILE, verdict
 

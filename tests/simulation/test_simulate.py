@@ -16,10 +16,10 @@ import types
 import pytest
 import torch
 
+from common.distribution import current_model
 from privdiff_core.cli import main as privdiff
 from privdiff_core.data import open_dataset
 from privdiff_core.signing import load_public_key, verify_model
-from server.distribution import current_model
 
 
 @pytest.mark.slow

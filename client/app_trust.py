@@ -40,7 +40,16 @@ from flwr.common import log
 from common.flower_internals import run_clientapp_checked
 from privdiff_core.errors import PrivdiffError
 
-PACKAGES = ("client", "common", "server", "privdiff_core", "simulation")  # what a privdiff FAB must match
+# What a privdiff FAB must match: its top-level folders (the checkout's layout, fab-include) and
+# the installed packages they are (setup.py). The FAB's client/ is never imported as
+# privdiff.client, but it is still checked: the server must ship exactly the site's code.
+PACKAGES = {
+    "client": "privdiff.client",
+    "common": "privdiff.common",
+    "server": "privdiff.server",
+    "simulation": "privdiff.simulation",
+    "privdiff_core": "privdiff_core",
+}
 CLIENT_COMPONENT = "client.client_app:app"
 CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".so", ".pyd", ".pth")
 SHIM_DIR = ".trusted-app-bin"  # inside the site's model store
@@ -51,14 +60,14 @@ class UntrustedAppError(PrivdiffError):
 
 
 def installed_packages() -> dict[str, Path]:
-    """The folders of privdiff's packages as this Python finds them now (call it before a FAB is
-    put on sys.path)."""
+    """The folders of privdiff's installed packages as this Python finds them now, keyed by the
+    FAB folder each must match (call it before a FAB is put on sys.path)."""
     roots = {}
-    for name in PACKAGES:
-        spec = importlib.util.find_spec(name)
+    for folder, package in PACKAGES.items():
+        spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
-            raise UntrustedAppError(f"privdiff's package {name!r} is not installed in {sys.prefix}")
-        roots[name] = Path(list(spec.submodule_search_locations)[0])
+            raise UntrustedAppError(f"privdiff's package {package!r} is not installed in {sys.prefix}")
+        roots[folder] = Path(list(spec.submodule_search_locations)[0])
     return roots
 
 

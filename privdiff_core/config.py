@@ -7,6 +7,7 @@ its outputs (`save_config`), so a result can be reproduced from its folder alone
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -14,7 +15,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from privdiff_core.errors import PrivdiffError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# configs/ of the checkout, installed as package data of privdiff.configs (setup.py)
+CONFIG_DIR = Path(str(resources.files("privdiff.configs")))
 
 
 class ConfigError(PrivdiffError, ValueError):

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from measure import load_average, write_report
 
-from common.secagg import _apply_streams, private_mask_stream
+from privdiff.common.secagg import _apply_streams, private_mask_stream
 
 
 def cpu_seconds(fn, repeats: int) -> float:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from flwr.common import log
 
-from common.flower_internals import run_clientapp_checked
+from privdiff.common.flower_internals import run_clientapp_checked
 from privdiff_core.errors import PrivdiffError
 
 # What a privdiff FAB must match: its top-level folders (the checkout's layout, fab-include) and
@@ -50,7 +50,7 @@ PACKAGES = {
     "simulation": "privdiff.simulation",
     "privdiff_core": "privdiff_core",
 }
-CLIENT_COMPONENT = "client.client_app:app"
+CLIENT_COMPONENT = "privdiff.client.client_app:app"
 CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".so", ".pyd", ".pth")
 SHIM_DIR = ".trusted-app-bin"  # inside the site's model store
 
@@ -140,7 +140,7 @@ def pin_installed_app(store: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     shim = folder / "flwr-clientapp"
     tmp = folder / f".flwr-clientapp.{os.getpid()}.tmp"
-    tmp.write_text(f"#!{sys.executable}\nfrom client.app_trust import main\n\nmain()\n")
+    tmp.write_text(f"#!{sys.executable}\nfrom privdiff.client.app_trust import main\n\nmain()\n")
     tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP)
     tmp.replace(shim)
     return folder

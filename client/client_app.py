@@ -1,4 +1,4 @@
-"""The Flower ClientApp run at every site (`client.client_app:app`).
+"""The Flower ClientApp run at every site (`privdiff.client.client_app:app`).
 
 Per round, a site receives the global state of the stage being trained (one flat vector, plus
 the frozen states of earlier stages), trains it on its own train split with `local_train`, and
@@ -35,10 +35,10 @@ from flwr.client.mod import fixedclipping_mod
 from flwr.clientapp import ClientApp
 from flwr.common import Code, FitRes, Parameters, Status
 
-from client.site_log import event
-from common import protocol
-from common.errors import FederationError
-from common.flower_internals import (
+from privdiff.client.site_log import event
+from privdiff.common import protocol
+from privdiff.common.errors import FederationError
+from privdiff.common.flower_internals import (
     KEY_CLIPPING_NORM,
     RECORD_KEY_CONFIGS,
     ClientAppCallable,
@@ -47,13 +47,13 @@ from common.flower_internals import (
     SecAggStage,
     compat,
 )
-from common.npy import NUMPY_STYPE, npy_bytes, npy_view, to_parameters
-from common.secagg import PRIVDIFF_VECTOR, secaggplus_mod, stash_update
+from privdiff.common.npy import NUMPY_STYPE, npy_bytes, npy_view, to_parameters
+from privdiff.common.secagg import PRIVDIFF_VECTOR, secaggplus_mod, stash_update
 
 if TYPE_CHECKING:
     import torch
 
-    from common.task import FederatedTask
+    from privdiff.common.task import FederatedTask
 
 # torch, the model and the data code are imported inside the handlers: in deployment every
 # message starts a fresh `flwr-clientapp` process, and three of SecAgg+'s four messages per
@@ -174,7 +174,7 @@ def _site_data(task: FederatedTask, site: Site, config_yaml: str) -> Any:
 
 def _frozen_layout(task: FederatedTask, models: torch.nn.Module, stage: str) -> list[tuple[str, Any]]:
     """Earlier stages, whose global state comes along with every train message of `stage`."""
-    from common.updates import StateLayout
+    from privdiff.common.updates import StateLayout
 
     earlier = task.stages[: task.stages.index(stage)]
     return [(s, StateLayout.of(task.stage_state(models, s))) for s in earlier]
@@ -234,7 +234,7 @@ def make_client_app(
     def the_task() -> FederatedTask:
         nonlocal chosen_task
         if chosen_task is None:
-            from common.task import PrivdiffTask
+            from privdiff.common.task import PrivdiffTask
 
             chosen_task = PrivdiffTask()
         return chosen_task
@@ -263,7 +263,7 @@ def make_client_app(
             return call_next(msg, context)
         import numpy as np
 
-        from common.updates import clip_update
+        from privdiff.common.updates import clip_update
 
         fit_ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
         fit = protocol.FitConfig.from_record(dict(fit_ins.config))
@@ -294,8 +294,8 @@ def make_client_app(
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        from common.task import resolve_device
-        from common.updates import StateLayout, flatten_state, unflatten_state
+        from privdiff.common.task import resolve_device
+        from privdiff.common.updates import StateLayout, flatten_state, unflatten_state
 
         started = time.monotonic()
         task = the_task()
@@ -358,7 +358,7 @@ def make_client_app(
 
     @app.query("describe")
     def describe(msg: Message, context: Context) -> Message:
-        from common.updates import StateLayout
+        from privdiff.common.updates import StateLayout
 
         task = the_task()
         site = sites.site(context)
@@ -377,7 +377,7 @@ def make_client_app(
 
     @app.query("validate")
     def validate(msg: Message, context: Context) -> Message:
-        from client.validation import score_candidate
+        from privdiff.client.validation import score_candidate
 
         scores = score_candidate(the_task(), sites.site(context), msg.content)
         return Message(RecordDict({protocol.CONFIG_RECORD: ConfigRecord(scores.to_record())}), reply_to=msg)
@@ -395,7 +395,7 @@ def make_client_app(
             }
         else:
             files = {name: array.numpy() for name, array in msg.content.array_records["anonymizer"].items()}
-            from common.distribution import install_anonymizer
+            from privdiff.common.distribution import install_anonymizer
 
             result = install_anonymizer(files, version, site.model_store, site.public_key).to_record()
         if result["installed"]:

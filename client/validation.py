@@ -12,17 +12,17 @@ from typing import TYPE_CHECKING
 
 from flwr.app import RecordDict
 
-from common import protocol
-from common.errors import FederationError
+from privdiff.common import protocol
+from privdiff.common.errors import FederationError
 
 if TYPE_CHECKING:
-    from client.client_app import Site
-    from common.task import FederatedTask
+    from privdiff.client.client_app import Site
+    from privdiff.common.task import FederatedTask
 
 
 def score_candidate(task: FederatedTask, site: Site, content: RecordDict) -> protocol.SiteScores:
-    from common.task import resolve_device
-    from common.updates import StateLayout, unflatten_state
+    from privdiff.common.task import resolve_device
+    from privdiff.common.updates import StateLayout, unflatten_state
     from privdiff_core.config import config_from_yaml
 
     record = content.config_records[protocol.CONFIG_RECORD]

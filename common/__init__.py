@@ -3,5 +3,5 @@ arithmetic and client mod, the task protocol, errors, and model distribution/ins
 
 client/ and server/ import this package, never each other, so a site installs no ServerApp code.
 Unlike privdiff_core it may use Flower; Flower's private internals are reached only through
-`common.flower_internals`.
+`privdiff.common.flower_internals`.
 """

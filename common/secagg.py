@@ -39,8 +39,8 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType
 
-from common.errors import FederationError
-from common.flower_internals import (
+from privdiff.common.errors import FederationError
+from privdiff.common.flower_internals import (
     RECORD_KEY_CONFIGS,
     RECORD_KEY_STATE,
     ClientAppCallable,
@@ -54,7 +54,7 @@ from common.flower_internals import (
     generate_shared_key,
     share_keys_plaintext_separate,
 )
-from common.npy import NUMPY_STYPE, from_parameters, npy_bytes_of_parts
+from privdiff.common.npy import NUMPY_STYPE, from_parameters, npy_bytes_of_parts
 
 SECAGG_VECTOR = "secagg-vector"  # FitIns.config key: which masked-vector path this round uses
 PRIVDIFF_VECTOR = "privdiff-aes-u32/1"

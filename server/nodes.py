@@ -11,14 +11,14 @@ import json
 import os
 from pathlib import Path
 
-from common.errors import FederationError
+from privdiff.common.errors import FederationError
 
 
 def list_nodes(connection: str) -> list[dict[str, str]]:
     """Registered nodes (unregistered ones left out), oldest first: node id, name, status."""
     import click
 
-    from common.flower_internals import list_superlink_nodes
+    from privdiff.common.flower_internals import list_superlink_nodes
 
     config = Path(os.environ.get("FLWR_HOME") or "~/.flwr").expanduser() / "config.toml"
     if not config.is_file():  # Flower would write a default one there and find no connection in it

@@ -29,7 +29,7 @@ from flwr.serverapp import (
     SamplingMethod,
 )
 
-from server.settings import DPSettings
+from privdiff.server.settings import DPSettings
 
 PRIVACY_FILE = "privacy.json"
 

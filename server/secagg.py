@@ -17,8 +17,8 @@ from flwr.server import LegacyContext
 from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.serverapp import Grid
 
-from common.errors import FederationError, ImpossibleAggregateError
-from common.flower_internals import (
+from privdiff.common.errors import FederationError, ImpossibleAggregateError
+from privdiff.common.flower_internals import (
     MAIN_CONFIGS_RECORD,
     MAIN_PARAMS_RECORD,
     RECORD_KEY_CONFIGS,
@@ -29,8 +29,8 @@ from common.flower_internals import (
     combine_shares,
     compat,
 )
-from common.npy import npy_view, scratch, to_parameters
-from common.secagg import (
+from privdiff.common.npy import npy_view, scratch, to_parameters
+from privdiff.common.secagg import (
     MASKED_RECORD,
     MODULUS,
     check_unmasked_sum,

@@ -21,9 +21,9 @@ from flwr.common import FitIns, FitRes, Parameters, Scalar
 from flwr.server import ClientManager
 from flwr.server.strategy import FedAvg
 
-from common import protocol
-from common.flower_internals import ClientProxy
-from common.npy import from_parameters, scratch, to_parameters
+from privdiff.common import protocol
+from privdiff.common.flower_internals import ClientProxy
+from privdiff.common.npy import from_parameters, scratch, to_parameters
 
 
 def weighted_metrics(metrics: list[tuple[int, dict[str, Scalar]]]) -> dict[str, Scalar]:

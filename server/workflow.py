@@ -34,10 +34,10 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.serverapp import Grid
 from omegaconf import DictConfig, OmegaConf
 
-from common import protocol
-from common.distribution import model_version, pack_folder
-from common.errors import FederationError, ImpossibleAggregateError
-from common.flower_internals import (
+from privdiff.common import protocol
+from privdiff.common.distribution import model_version, pack_folder
+from privdiff.common.errors import FederationError, ImpossibleAggregateError
+from privdiff.common.flower_internals import (
     MAIN_CONFIGS_RECORD,
     MAIN_PARAMS_RECORD,
     WorkflowKey,
@@ -45,17 +45,17 @@ from common.flower_internals import (
     default_fit_workflow,
     start_update_client_manager_thread,
 )
-from common.npy import from_parameters, to_parameters
-from common.secagg import FLOWER_VECTOR, PRIVDIFF_VECTOR
-from common.task import FederatedTask
-from common.updates import StateLayout, flatten_state, next_clipping_range, unflatten_state
+from privdiff.common.npy import from_parameters, to_parameters
+from privdiff.common.secagg import FLOWER_VECTOR, PRIVDIFF_VECTOR
+from privdiff.common.task import FederatedTask
+from privdiff.common.updates import StateLayout, flatten_state, next_clipping_range, unflatten_state
+from privdiff.server.checkpoint import ServerState, config_fingerprint, load_checkpoint, save_checkpoint
+from privdiff.server.privacy import PrivacyLedger
+from privdiff.server.secagg import PrivdiffSecAggPlusWorkflow
+from privdiff.server.settings import AUTO, FederationSettings
+from privdiff.server.strategy import UpdateFedAvg, weighted_metrics
+from privdiff.server.validation import REJECTED_DIR, VERDICT_FILE, verdict
 from privdiff_core.signing import load_private_key, sign_model
-from server.checkpoint import ServerState, config_fingerprint, load_checkpoint, save_checkpoint
-from server.privacy import PrivacyLedger
-from server.secagg import PrivdiffSecAggPlusWorkflow
-from server.settings import AUTO, FederationSettings
-from server.strategy import UpdateFedAvg, weighted_metrics
-from server.validation import REJECTED_DIR, VERDICT_FILE, verdict
 
 ANONYMIZER_DIR = "anonymizer"
 DISTRIBUTION_FILE = "distribution.json"

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from client.client_app import SimulatedSites, make_client_app
-from common.flower_internals import Mod
-from common.task import FederatedTask
-from server.server_app import make_server_app
-from server.settings import FederationSettings
-from server.workflow import FederatedPlan
+from privdiff.client.client_app import SimulatedSites, make_client_app
+from privdiff.common.flower_internals import Mod
+from privdiff.common.task import FederatedTask
+from privdiff.server.server_app import make_server_app
+from privdiff.server.settings import FederationSettings
+from privdiff.server.workflow import FederatedPlan
 
 QUIET_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from flwr.cli.build import build_fab_from_disk
 
-from client.app_trust import (
+from privdiff.client.app_trust import (
     SHIM_DIR,
     UntrustedAppError,
     app_digest,
@@ -84,7 +84,7 @@ def _append(path: str, text: str):  # noqa: ANN202
 def _component(root: Path) -> None:
     text = (root / "pyproject.toml").read_text()
     (root / "pyproject.toml").write_text(
-        text.replace('clientapp = "client.client_app:app"', 'clientapp = "x:app"')
+        text.replace('clientapp = "privdiff.client.client_app:app"', 'clientapp = "x:app"')
     )
 
 

@@ -17,13 +17,13 @@ from flwr.compat.common.recorddict_compat import fitins_to_recorddict, recorddic
 from flwr.supercore.task_identity import TaskIdentity
 from omegaconf import OmegaConf
 
-from client.client_app import NodeConfigSites, SimulatedSites, make_client_app
-from common import protocol
-from common.distribution import current_model, model_version, pack_folder
-from common.errors import FederationError
-from common.npy import from_parameters, to_parameters
-from common.task import PrivdiffTask
-from common.updates import StateLayout, flatten_state
+from privdiff.client.client_app import NodeConfigSites, SimulatedSites, make_client_app
+from privdiff.common import protocol
+from privdiff.common.distribution import current_model, model_version, pack_folder
+from privdiff.common.errors import FederationError
+from privdiff.common.npy import from_parameters, to_parameters
+from privdiff.common.task import PrivdiffTask
+from privdiff.common.updates import StateLayout, flatten_state
 from privdiff_core.config import load_config
 from privdiff_core.signing import generate_signing_key, load_private_key
 

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from common.distribution import INSTALL_LOG, current_model, install_anonymizer, model_version, pack_folder
+from privdiff.common.distribution import (
+    INSTALL_LOG,
+    current_model,
+    install_anonymizer,
+    model_version,
+    pack_folder,
+)
 from privdiff_core.signing import SignatureError, generate_signing_key, load_private_key, sign_model
 
 

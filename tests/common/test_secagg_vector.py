@@ -15,8 +15,8 @@ from flwr.app import ConfigRecord
 from flwr.common.secure_aggregation.crypto.shamir import combine_shares
 from flwr.common.secure_aggregation.secaggplus_constants import Key
 
-from common.errors import FederationError
-from common.secagg import (
+from privdiff.common.errors import FederationError
+from privdiff.common.secagg import (
     MODULUS,
     _receive_shares,
     check_unmasked_sum,
@@ -25,7 +25,7 @@ from common.secagg import (
     remove_masks,
     weighted_mean_of_sum,
 )
-from common.updates import quantization_step
+from privdiff.common.updates import quantization_step
 
 flower = importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod")
 LEVELS = 2**22

@@ -7,8 +7,8 @@ import pytest
 import torch
 from flwr.common import bytes_to_ndarray, ndarray_to_bytes
 
-from common.npy import npy_bytes, npy_bytes_of_parts, npy_view
-from common.updates import (
+from privdiff.common.npy import npy_bytes, npy_bytes_of_parts, npy_view
+from privdiff.common.updates import (
     MIN_RANGE_EXPONENT,
     StateLayout,
     clip_update,

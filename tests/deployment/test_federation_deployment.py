@@ -27,10 +27,10 @@ from processes import (
     wait_for,
 )
 
-from common.distribution import current_model
+from privdiff.common.distribution import current_model
+from privdiff.server.cli import Kit, init
 from privdiff_core.signing import load_public_key, verify_model
 from privdiff_core.synth import SynthParams, generate_federation
-from server.cli import Kit, init
 
 pytestmark = pytest.mark.slow
 

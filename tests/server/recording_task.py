@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from common.task import PrivdiffTask
+from privdiff.common.task import PrivdiffTask
 from privdiff_core.config import load_config
 from privdiff_core.signing import generate_signing_key
 

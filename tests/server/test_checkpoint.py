@@ -6,8 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from common.errors import FederationError
-from server.checkpoint import (
+from privdiff.common.errors import FederationError
+from privdiff.server.checkpoint import (
     CHECKPOINT_FILE,
     ServerState,
     config_fingerprint,

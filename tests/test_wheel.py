@@ -10,7 +10,6 @@ exists, so pip neither sees nor touches the test venv's privdiff. Nothing is dow
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -54,6 +54,13 @@ def _site_dirs() -> list[str]:
     return list(dict.fromkeys(str(Path(d).resolve()) for d in dirs if Path(d).is_dir()))
 
 
+def _setuptools_major() -> int:
+    try:
+        return int(metadata.version("setuptools").split(".")[0])
+    except metadata.PackageNotFoundError:
+        return 0
+
+
 def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -71,7 +78,9 @@ def wheel(tmp_path_factory) -> Path:
             shutil.copytree(entry, src / entry.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy2(entry, src / entry.name)
-    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    # The test venv's own setuptools when it is new enough (pyproject's build requirement): no
+    # download. Otherwise pip fetches it from the configured registries.
+    isolation = ["--no-build-isolation"] if _setuptools_major() >= 69 else []
     done = _run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-w", str(root / "dist"), str(src)],
         root,
@@ -174,6 +183,9 @@ def test_the_installed_wheel_runs_outside_the_checkout(venv, tmp_path):
             f"out={run}",
             "federation.sites=2",
             "federation.min_sites=2",
+            # a loaded shared machine can take minutes to start a site's first Ray actor (torch
+            # import): the default 120 s for a site's answer once left a site out
+            "federation.secagg.timeout_s=600",
         ],
         cwd,
         env,

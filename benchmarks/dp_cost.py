@@ -22,17 +22,17 @@ from typing import Any
 
 import torch
 
+from privdiff.common.task import PrivdiffTask
+from privdiff.server.settings import federation_settings
 from privdiff_core.config import load_config
 from privdiff_core.signing import generate_signing_key, load_public_key, verify_model
-from server.settings import federation_settings
-from server.task import PrivdiffTask
 
 SITES = 3
 
 
 def run_once(config: str, noise: float | None, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from privdiff.simulation.engine import run_federation
     from privdiff_core.synth import SynthParams, generate_federation
-    from simulation.engine import run_federation
 
     overrides = [
         "device=cpu",

@@ -46,11 +46,11 @@ from measure import load_average, peak_rss, reset_peak_rss, write_report
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-import server.secagg
+import privdiff.server.secagg
+from privdiff.common.task import PrivdiffTask
+from privdiff.server.settings import federation_settings
 from privdiff_core.config import load_config
 from privdiff_core.signing import generate_signing_key
-from server.settings import federation_settings
-from server.task import PrivdiffTask
 
 SITES = 3
 
@@ -239,7 +239,7 @@ def run_variant(
     device: str = "cpu",
     gpus_per_site: float = 0.0,
 ) -> dict[str, Any]:
-    from simulation.engine import run_federation
+    from privdiff.simulation.engine import run_federation
 
     dropping = dropped_partitions(sites, dropout)
     cfg = model_config(name, rounds, variant, sites, sites - len(dropping), device, gpus_per_site)
@@ -263,7 +263,7 @@ def run_variant(
     resident = reset_peak_rss()
     started = time.perf_counter()
     # the server runs in this process: the unchecked variant swaps the check for a no-op
-    unchecked = mock.patch.object(server.secagg, "check_unmasked_sum", lambda *args: None)
+    unchecked = mock.patch.object(privdiff.server.secagg, "check_unmasked_sum", lambda *args: None)
     with unchecked if variant == "secagg-unchecked" else contextlib.nullcontext():
         run_federation(
             cfg,

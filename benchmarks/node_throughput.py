@@ -57,7 +57,7 @@ def node_run(model: Path, files: list[Path], workdir: Path, args: argparse.Names
     """Instances per second through a fresh node, and how many release batches it made."""
     run = Path(tempfile.mkdtemp(dir=workdir, prefix="node-"))
     port, archive_port = free_port(), free_port()
-    command = [sys.executable, "-m", "client.cli", "serve", "--node-dir", str(run / "node")]
+    command = [sys.executable, "-m", "privdiff.client.cli", "serve", "--node-dir", str(run / "node")]
     command += ["--host", "127.0.0.1", "--port", str(port), "--allow-ae", "PACS"]
     command += ["--destination", f"ARCHIVE@127.0.0.1:{archive_port}", "--quiet-time", str(args.quiet_time)]
     command += ["--model", str(model), "--allow-unsigned", "--site-secret", str(workdir / "secret")]

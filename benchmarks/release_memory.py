@@ -2,7 +2,7 @@
 
     python benchmarks/release_memory.py --json benchmarks/results/release_memory.json
 
-Each case runs `client.intake.Intake` -- what a reader process runs: stream-hash, read within the
+Each case runs `privdiff.client.intake.Intake` -- what a reader process runs: stream-hash, read within the
 pixel budget, check, decode, de-identify -- in a fresh process, and reports that process's peak
 resident memory while it reads that input (VmHWM, reset after the imports), the resident memory
 before it, and the increase (MiB). Cases, written to a temporary folder:
@@ -126,9 +126,9 @@ def _status_bytes(field: str) -> int:
 
 def _probe(path: Path, budget_mib: float, cap_mib: float | None, image_size: int) -> dict:
     """Child mode: one input through a reader's Intake, under an optional address-space cap."""
-    from client.deid import Deidentifier, UIDMapper
-    from client.intake import InputFile, Intake
-    from client.readers import silence_dicom_libraries
+    from privdiff.client.deid import Deidentifier, UIDMapper
+    from privdiff.client.intake import InputFile, Intake
+    from privdiff.client.readers import silence_dicom_libraries
 
     silence_dicom_libraries()
     intake = Intake(

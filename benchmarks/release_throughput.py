@@ -36,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from client.release_pipeline import ReleaseSettings, run_release  # noqa: E402
+from privdiff.client.release_pipeline import ReleaseSettings, run_release  # noqa: E402
 from privdiff_core.anonymizer import Anonymizer, seed_for  # noqa: E402
 from privdiff_core.data import dicom_pixels, read_dicom_dataset  # noqa: E402
 from privdiff_core.data.grey import square_resize, to_signed  # noqa: E402

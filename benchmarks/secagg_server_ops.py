@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/secagg_server_ops.py \\
         --out benchmarks/results/secagg_server_ops.json
 
-privdiff's SecAgg+ server (server/secagg.py) does two kinds of work per parameter:
+privdiff's SecAgg+ server (server/secagg.py, common/secagg.py) does two kinds of work per parameter:
 - sum: add each active site's masked uint32 upload into the total (once per active site);
 - unmask: subtract one AES-256-CTR key stream per active site (its private mask) and, for each
   dropped site, one per active neighbour of it (the pairwise masks it can no longer cancel).
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from measure import load_average, write_report
 
-from server.secagg import _apply_streams, private_mask_stream
+from privdiff.common.secagg import _apply_streams, private_mask_stream
 
 
 def cpu_seconds(fn, repeats: int) -> float:

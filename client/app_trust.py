@@ -35,12 +35,22 @@ from collections.abc import Mapping
 from logging import ERROR
 from pathlib import Path
 
-from flwr.supercore import log
+from flwr.common import log
 
+from privdiff.common.flower_internals import run_clientapp_checked
 from privdiff_core.errors import PrivdiffError
 
-PACKAGES = ("client", "server", "privdiff_core", "simulation")  # what a privdiff FAB must match
-CLIENT_COMPONENT = "client.client_app:app"
+# What a privdiff FAB must match: its top-level folders (the checkout's layout, fab-include) and
+# the installed packages they are (setup.py). The FAB's client/ is never imported as
+# privdiff.client, but it is still checked: the server must ship exactly the site's code.
+PACKAGES = {
+    "client": "privdiff.client",
+    "common": "privdiff.common",
+    "server": "privdiff.server",
+    "simulation": "privdiff.simulation",
+    "privdiff_core": "privdiff_core",
+}
+CLIENT_COMPONENT = "privdiff.client.client_app:app"
 CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".so", ".pyd", ".pth")
 SHIM_DIR = ".trusted-app-bin"  # inside the site's model store
 
@@ -50,14 +60,14 @@ class UntrustedAppError(PrivdiffError):
 
 
 def installed_packages() -> dict[str, Path]:
-    """The folders of privdiff's packages as this Python finds them now (call it before a FAB is
-    put on sys.path)."""
+    """The folders of privdiff's installed packages as this Python finds them now, keyed by the
+    FAB folder each must match (call it before a FAB is put on sys.path)."""
     roots = {}
-    for name in PACKAGES:
-        spec = importlib.util.find_spec(name)
+    for folder, package in PACKAGES.items():
+        spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
-            raise UntrustedAppError(f"privdiff's package {name!r} is not installed in {sys.prefix}")
-        roots[name] = Path(list(spec.submodule_search_locations)[0])
+            raise UntrustedAppError(f"privdiff's package {package!r} is not installed in {sys.prefix}")
+        roots[folder] = Path(list(spec.submodule_search_locations)[0])
     return roots
 
 
@@ -130,7 +140,7 @@ def pin_installed_app(store: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     shim = folder / "flwr-clientapp"
     tmp = folder / f".flwr-clientapp.{os.getpid()}.tmp"
-    tmp.write_text(f"#!{sys.executable}\nfrom client.app_trust import main\n\nmain()\n")
+    tmp.write_text(f"#!{sys.executable}\nfrom privdiff.client.app_trust import main\n\nmain()\n")
     tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP)
     tmp.replace(shim)
     return folder
@@ -138,16 +148,5 @@ def pin_installed_app(store: Path) -> Path:
 
 def main() -> None:
     """`flwr-clientapp` with the FAB check in front of Flower's own (see module doc)."""
-    import flwr.supernode.runtime.run_clientapp as runtime
-    from flwr.supernode.cli import flwr_clientapp
-
     roots = installed_packages()  # before the FAB joins sys.path
-    pull = runtime.pull_task_input
-
-    def checked_pull(client):  # noqa: ANN001, ANN202 (Flower's RuntimeHttpClient and tuple)
-        message, context, run, fab = pull(client)
-        check_fab(fab.content, fab.hash_str, roots)
-        return message, context, run, fab
-
-    runtime.pull_task_input = checked_pull
-    flwr_clientapp()
+    run_clientapp_checked(lambda content, fab_hash: check_fab(content, fab_hash, roots))

@@ -8,10 +8,10 @@
 - `records`: one row per input a run finished with: the salted hash of the input's content
   (`input_sha`) and of its relative path (`input_ref`), the output path relative to OUT (empty
   unless released or quarantined), the model hash and key id, `status` (released, refused,
-  failed, quarantined), a `reason` code (see `client.intake.REASONS`), the residual-risk score,
+  failed, quarantined), a `reason` code (see `privdiff.client.intake.REASONS`), the residual-risk score,
   and a UTC timestamp.
 
-Nothing in it identifies a patient: inputs are named only by keyed hashes (`client.deid.uids`),
+Nothing in it identifies a patient: inputs are named only by keyed hashes (`privdiff.client.deid.uids`),
 outputs by remapped UIDs. It is also the release's memory: a rerun skips every input (content and
 path) whose latest record is final (released, refused, quarantined), so a killed release resumes
 where it stopped and a rerun reports the same counts.

@@ -15,11 +15,11 @@ from privdiff_core.cli import build_command_parser, run_command
 
 # name -> module implementing it, in the order `privdiff-client --help` lists them.
 SITE_COMMANDS: dict[str, str] = {
-    "start": "client.supernode",
-    "verify": "client.verify",
-    "release": "client.release",
-    "trace": "client.trace",
-    "serve": "client.node.serve",
+    "start": "privdiff.client.supernode",
+    "verify": "privdiff.client.verify",
+    "release": "privdiff.client.release",
+    "trace": "privdiff.client.trace",
+    "serve": "privdiff.client.node.serve",
 }
 
 

@@ -1,13 +1,13 @@
-"""The Flower ClientApp run at every site (`client.client_app:app`).
+"""The Flower ClientApp run at every site (`privdiff.client.client_app:app`).
 
 Per round, a site receives the global state of the stage being trained (one flat vector, plus
 the frozen states of earlier stages), trains it on its own train split with `local_train`, and
 answers with `local - global`, clipped on purpose to the round's range and masked by SecAgg+.
 The images, labels and identities never leave the site; the update, the number of examples
-and the metrics in server/protocol.py do.
+and the metrics in common/protocol.py do.
 
 Mods, outermost first:
-    secure_aggregation_mod  runs SecAgg+ (server/secagg.py: Flower's protocol, with privdiff's
+    secure_aggregation_mod  runs SecAgg+ (common/secagg.py: Flower's protocol, with privdiff's
                             fast masked-vector path when the server uses it), and
                             refuses to send an unmasked update if the site requires SecAgg+
     update_mod              turns the trained weights into the clipped update (local - global)
@@ -33,26 +33,27 @@ from typing import TYPE_CHECKING, Any, Protocol
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.client.mod import fixedclipping_mod
 from flwr.clientapp import ClientApp
-from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common import Code, FitRes, Parameters, Status
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
-from flwr.compat.common.recorddict_compat import (
-    fitres_to_recorddict,
-    recorddict_to_fitins,
-    recorddict_to_fitres,
-)
-from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
-from client.site_log import event
-from server import protocol
-from server.errors import FederationError
-from server.npy import NUMPY_STYPE, npy_bytes, npy_view, to_parameters
-from server.secagg import PRIVDIFF_VECTOR, secaggplus_mod, stash_update
+from privdiff.client.site_log import event
+from privdiff.common import protocol
+from privdiff.common.errors import FederationError
+from privdiff.common.flower_internals import (
+    KEY_CLIPPING_NORM,
+    RECORD_KEY_CONFIGS,
+    ClientAppCallable,
+    Mod,
+    SecAggKey,
+    SecAggStage,
+    compat,
+)
+from privdiff.common.npy import NUMPY_STYPE, npy_bytes, npy_view, to_parameters
+from privdiff.common.secagg import PRIVDIFF_VECTOR, secaggplus_mod, stash_update
 
 if TYPE_CHECKING:
     import torch
 
-    from server.task import FederatedTask
+    from privdiff.common.task import FederatedTask
 
 # torch, the model and the data code are imported inside the handlers: in deployment every
 # message starts a fresh `flwr-clientapp` process, and three of SecAgg+'s four messages per
@@ -173,7 +174,7 @@ def _site_data(task: FederatedTask, site: Site, config_yaml: str) -> Any:
 
 def _frozen_layout(task: FederatedTask, models: torch.nn.Module, stage: str) -> list[tuple[str, Any]]:
     """Earlier stages, whose global state comes along with every train message of `stage`."""
-    from server.updates import StateLayout
+    from privdiff.common.updates import StateLayout
 
     earlier = task.stages[: task.stages.index(stage)]
     return [(s, StateLayout.of(task.stage_state(models, s))) for s in earlier]
@@ -233,7 +234,7 @@ def make_client_app(
     def the_task() -> FederatedTask:
         nonlocal chosen_task
         if chosen_task is None:
-            from server.task import PrivdiffTask
+            from privdiff.common.task import PrivdiffTask
 
             chosen_task = PrivdiffTask()
         return chosen_task
@@ -242,9 +243,9 @@ def make_client_app(
         if not _is_train(msg):
             return call_next(msg, context)
         if RECORD_KEY_CONFIGS in msg.content.config_records:
-            stage = msg.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE)  # the mod pops it
+            stage = msg.content.config_records[RECORD_KEY_CONFIGS].get(SecAggKey.STAGE)  # the mod pops it
             reply = secaggplus_mod(msg, context, call_next)
-            if stage == Stage.COLLECT_MASKED_VECTORS and not reply.has_error():
+            if stage == SecAggStage.COLLECT_MASKED_VECTORS and not reply.has_error():
                 event("update sent masked (SecAgg+): the server sees only the sum over sites")
             return reply
         if sites.site(context).require_secagg:
@@ -262,14 +263,14 @@ def make_client_app(
             return call_next(msg, context)
         import numpy as np
 
-        from server.updates import clip_update
+        from privdiff.common.updates import clip_update
 
-        fit_ins = recorddict_to_fitins(msg.content, keep_input=True)
+        fit_ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
         fit = protocol.FitConfig.from_record(dict(fit_ins.config))
         reply = call_next(msg, context)
         if reply.has_error():
             return reply
-        fit_res = recorddict_to_fitres(reply.content, keep_input=False)
+        fit_res = compat.recorddict_to_fitres(reply.content, keep_input=False)
         global_vector = npy_view(fit_ins.parameters.tensors[0])
         update = np.subtract(npy_view(fit_res.parameters.tensors[0]), global_vector, dtype=np.float32)
         # plain FedAvg quantizes nothing, so nothing needs clipping there
@@ -282,7 +283,7 @@ def make_client_app(
         fit_res.num_examples = registered_weight(fit_ins.config, fit_res.num_examples)
         fit_res.metrics[protocol.METRIC_CLIPPED] = clipped.clipped_values
         fit_res.metrics[protocol.METRIC_RANGE_EXP] = clipped.range_exponent
-        return Message(fitres_to_recorddict(fit_res, keep_input=False), reply_to=msg)
+        return Message(compat.fitres_to_recorddict(fit_res, keep_input=False), reply_to=msg)
 
     def dp_clipping_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         if _is_train(msg) and KEY_CLIPPING_NORM in msg.content.config_records["fitins.config"]:
@@ -293,13 +294,13 @@ def make_client_app(
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        from server.task import resolve_device
-        from server.updates import StateLayout, flatten_state, unflatten_state
+        from privdiff.common.task import resolve_device
+        from privdiff.common.updates import StateLayout, flatten_state, unflatten_state
 
         started = time.monotonic()
         task = the_task()
         site = sites.site(context)
-        fit_ins = recorddict_to_fitins(msg.content, keep_input=True)
+        fit_ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
         fit = protocol.FitConfig.from_record(dict(fit_ins.config))
         cfg = _config(fit.config_yaml)
         models = _models(task, fit.config_yaml)
@@ -353,11 +354,11 @@ def make_client_app(
             f"round {fit.round} ({fit.stage}) trained on {metrics[protocol.METRIC_EXAMPLES]} films, "
             f"{fit.local_steps} steps, in {time.monotonic() - started:.1f} s"
         )
-        return Message(fitres_to_recorddict(fit_res, keep_input=False), reply_to=msg)
+        return Message(compat.fitres_to_recorddict(fit_res, keep_input=False), reply_to=msg)
 
     @app.query("describe")
     def describe(msg: Message, context: Context) -> Message:
-        from server.updates import StateLayout
+        from privdiff.common.updates import StateLayout
 
         task = the_task()
         site = sites.site(context)
@@ -376,7 +377,7 @@ def make_client_app(
 
     @app.query("validate")
     def validate(msg: Message, context: Context) -> Message:
-        from client.validation import score_candidate
+        from privdiff.client.validation import score_candidate
 
         scores = score_candidate(the_task(), sites.site(context), msg.content)
         return Message(RecordDict({protocol.CONFIG_RECORD: ConfigRecord(scores.to_record())}), reply_to=msg)
@@ -394,7 +395,7 @@ def make_client_app(
             }
         else:
             files = {name: array.numpy() for name, array in msg.content.array_records["anonymizer"].items()}
-            from server.distribution import install_anonymizer
+            from privdiff.common.distribution import install_anonymizer
 
             result = install_anonymizer(files, version, site.model_store, site.public_key).to_record()
         if result["installed"]:

@@ -37,11 +37,11 @@ from typing import BinaryIO
 import numpy as np
 from pydicom.dataset import Dataset
 
-from client.audit import UNREAD
-from client.deid import Deidentifier, salted_hash
-from client.deid.retained import CHEST_BODY_PARTS, CHEST_REGION_CODES
-from client.deid.uids import salted_file_hash
-from client.ocr import BurnedInTextCheck
+from privdiff.client.audit import UNREAD
+from privdiff.client.deid import Deidentifier, salted_hash
+from privdiff.client.deid.retained import CHEST_BODY_PARTS, CHEST_REGION_CODES
+from privdiff.client.deid.uids import salted_file_hash
+from privdiff.client.ocr import BurnedInTextCheck
 from privdiff_core.data import ImageReadError, dicom_image_info, dicom_pixels, read_dicom_dataset
 from privdiff_core.data.dicom import DEFAULT_PIXEL_BUDGET
 from privdiff_core.data.grey import center_square, square_resize, to_signed

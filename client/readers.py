@@ -26,9 +26,9 @@ from concurrent.futures.process import BrokenProcessPool
 
 import pydicom.config
 
-from client.deid import Deidentifier, UIDMapper
-from client.intake import InputFile, Intake, Outcome, Prepared
-from client.ocr import BurnedInTextCheck
+from privdiff.client.deid import Deidentifier, UIDMapper
+from privdiff.client.intake import InputFile, Intake, Outcome, Prepared
+from privdiff.client.ocr import BurnedInTextCheck
 from privdiff_core.data.dicom import DEFAULT_PIXEL_BUDGET
 
 _INTAKE: Intake | None = None

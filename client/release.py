@@ -1,7 +1,8 @@
 """`privdiff-client release`: anonymized, de-identified chest X-ray DICOM out of the hospital.
 
-The command line of `client.release_pipeline`; see there for how the work is overlapped, and
-`client.intake`, `client.deid`, `client.audit` for what is released, how, and what is recorded.
+The command line of `privdiff.client.release_pipeline`; see there for how the work is overlapped,
+and `privdiff.client.intake`, `privdiff.client.deid`, `privdiff.client.audit` for what is released,
+how, and what is recorded.
 """
 
 from __future__ import annotations
@@ -185,8 +186,8 @@ log = logger("release")
 
 
 def run(args: argparse.Namespace) -> int:
-    from client.outputs import write_atomically
-    from client.release_pipeline import SUMMARY_FILE, ReleaseError, ReleaseSettings, run_release
+    from privdiff.client.outputs import write_atomically
+    from privdiff.client.release_pipeline import SUMMARY_FILE, ReleaseError, ReleaseSettings, run_release
 
     if not 0.0 <= args.quarantine_threshold <= 1.0:
         raise ReleaseError(
@@ -247,12 +248,12 @@ def run(args: argparse.Namespace) -> int:
     )
     if not summary.trust.signed:
         log.warning("this release used an UNSIGNED model (--allow-unsigned).")
-    from client.size_check import shrink_warning
+    from privdiff.client.size_check import shrink_warning
 
     if warning := shrink_warning(args.model, args.source):
         log.warning(warning)
     if args.log:
-        from client.site_log import append_event
+        from privdiff.client.site_log import append_event
 
         append_event(
             args.log,

@@ -3,8 +3,9 @@
     reader processes --(Prepared | Outcome)--> main thread: batches -> anonymizer -> risk check
                                                      \\--> writer thread: DICOM files + audit records
 
-Reading, decoding and de-identifying (`client.intake`) run in reader processes (`client.readers`)
-a window ahead of the model, so the next batch is ready when the anonymizer finishes one;
+Reading, decoding and de-identifying (`privdiff.client.intake`) run in reader processes
+(`privdiff.client.readers`) a window ahead of the model, so the next batch is ready when the
+anonymizer finishes one;
 encoding, fsync'ing and auditing run in one writer thread behind it (it also owns the SQLite
 connection). Only the model's own work is on the critical path:
 `benchmarks/release_throughput.py` compares the two.
@@ -34,8 +35,8 @@ import pydicom.config
 import torch
 
 import privdiff_core
-from client.audit import FINAL_STATUSES, UNREAD, AuditTrail, Record
-from client.deid import (
+from privdiff.client.audit import FINAL_STATUSES, UNREAD, AuditTrail, Record
+from privdiff.client.deid import (
     PixelProvenance,
     UIDMapper,
     create_site_secret,
@@ -47,12 +48,12 @@ from client.deid import (
     stamp_release,
     to_stored_values,
 )
-from client.intake import REASONS, InputFile, Outcome, Prepared, input_ref, walk_inputs
-from client.model_trust import ModelTrust, establish_trust, model_sha256
-from client.ocr import BurnedInTextCheck, burned_in_text_check
-from client.outputs import QUARANTINE_DIR, RELEASED_DIR, remove_stale_temporaries, write_atomically
-from client.readers import ReaderPool
-from client.residual_risk import ResidualRiskCheck, residual_risk_check
+from privdiff.client.intake import REASONS, InputFile, Outcome, Prepared, input_ref, walk_inputs
+from privdiff.client.model_trust import ModelTrust, establish_trust, model_sha256
+from privdiff.client.ocr import BurnedInTextCheck, burned_in_text_check
+from privdiff.client.outputs import QUARANTINE_DIR, RELEASED_DIR, remove_stale_temporaries, write_atomically
+from privdiff.client.readers import ReaderPool
+from privdiff.client.residual_risk import ResidualRiskCheck, residual_risk_check
 from privdiff_core.data.dicom import DEFAULT_PIXEL_BUDGET
 from privdiff_core.errors import PrivdiffError
 from privdiff_core.logs import logger

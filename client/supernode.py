@@ -17,7 +17,7 @@ port is free and the data folder is a layout privdiff reads. A wrong input ends 
 within seconds with one line naming the file or flag to fix, never a traceback or a hang.
 
 Then it runs the SuperNode as a child process, forwards Ctrl-C / SIGTERM to it (and to the
-processes it started), passes its output through `client.site_log.SiteLog` (no colour codes, no
+processes it started), passes its output through `privdiff.client.site_log.SiteLog` (no colour codes, no
 empty lines, privdiff's own events, `--log FILE` with timestamps), and exits with its status;
 a Flower failure it recognises (an unregistered key: code 2004, a TLS failure, ...) ends with one
 line of advice and exit status 2.
@@ -120,7 +120,7 @@ def node_config(
     data: Path, model_store: Path, public_key: Path | None, cache_dir: Path, require_secagg: bool
 ) -> str:
     """The --node-config string the ClientApp reads (client/client_app.py, NodeConfigSites)."""
-    from client.client_app import (
+    from privdiff.client.client_app import (
         NODE_CACHE_DIR,
         NODE_DATA,
         NODE_MODEL_STORE,
@@ -152,7 +152,7 @@ def _existing(path: Path | None, what: str, flag: str) -> Path:
 def supernode_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The flower-supernode command line and environment for these arguments (PATH starts with
     the folder whose `flwr-clientapp` refuses any app but the installed one: client/app_trust.py)."""
-    from client.app_trust import pin_installed_app
+    from privdiff.client.app_trust import pin_installed_app
     from privdiff_core.errors import PrivdiffError
 
     data = _existing(args.data, "the site's data folder", "--data")
@@ -200,7 +200,7 @@ def _key_name(auth_key: Path | None) -> str:
 
 def preflight(args: argparse.Namespace) -> None:
     """Every check of client/preflight.py that applies to these arguments (raises PrivdiffError)."""
-    from client import preflight as check
+    from privdiff.client import preflight as check
 
     if args.root_certificates is not None and args.root_certificates.is_file():
         check.check_root_certificate(args.root_certificates)
@@ -217,7 +217,7 @@ def preflight(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from client.site_log import SiteLog
+    from privdiff.client.site_log import SiteLog
     from privdiff_core.errors import PrivdiffError
 
     command, env = supernode_command(args)  # missing files and flags first

@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def trace(out: Path, source: Path, secret: bytes) -> list[dict[str, str]]:
     """Every input's latest outcome: its output (relative to `out`, "" if none) and input path."""
-    from client.audit import AUDIT_FILE, AuditTrail
-    from client.intake import walk_inputs
+    from privdiff.client.audit import AUDIT_FILE, AuditTrail
+    from privdiff.client.intake import walk_inputs
     from privdiff_core.errors import PrivdiffError
 
     if not (out / AUDIT_FILE).is_file():
@@ -79,7 +79,7 @@ def _relative_to_out(path: Path, out: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from client.deid.uids import default_secret_path, load_site_secret
+    from privdiff.client.deid.uids import default_secret_path, load_site_secret
     from privdiff_core.errors import PrivdiffError
 
     out = args.out.resolve()

@@ -12,18 +12,18 @@ from typing import TYPE_CHECKING
 
 from flwr.app import RecordDict
 
-from server import protocol
-from server.errors import FederationError
+from privdiff.common import protocol
+from privdiff.common.errors import FederationError
 
 if TYPE_CHECKING:
-    from client.client_app import Site
-    from server.task import FederatedTask
+    from privdiff.client.client_app import Site
+    from privdiff.common.task import FederatedTask
 
 
 def score_candidate(task: FederatedTask, site: Site, content: RecordDict) -> protocol.SiteScores:
+    from privdiff.common.task import resolve_device
+    from privdiff.common.updates import StateLayout, unflatten_state
     from privdiff_core.config import config_from_yaml
-    from server.task import resolve_device
-    from server.updates import StateLayout, unflatten_state
 
     record = content.config_records[protocol.CONFIG_RECORD]
     cfg = config_from_yaml(str(record["config-yaml"]))

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from client.model_trust import establish_trust
+    from privdiff.client.model_trust import establish_trust
 
     trust = establish_trust(args.model, args.public_key, allow_unsigned=False)
     if args.json:

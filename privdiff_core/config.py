@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from privdiff_core.config_schema import PrivdiffConfig
 from privdiff_core.errors import PrivdiffError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# configs/ of the checkout, installed as package data of privdiff.configs (setup.py)
+CONFIG_DIR = Path(str(resources.files("privdiff.configs")))
 
 
 class ConfigError(PrivdiffError, ValueError):

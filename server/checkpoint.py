@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from server.errors import FederationError
+from privdiff.common.errors import FederationError
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = "privdiff-federation-checkpoint/1"

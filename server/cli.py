@@ -298,10 +298,10 @@ def commands(kit: Kit) -> str:
 
 def init(kit: Kit) -> str:
     """Write everything listed in the module doc; returns COMMANDS.md's text."""
+    from privdiff.common.errors import FederationError
+    from privdiff.server.nginx import render_nginx
+    from privdiff.server.pki import make_auth_key, make_ca, make_server_cert, offline_ca_key_path
     from privdiff_core.signing import generate_signing_key
-    from server.errors import FederationError
-    from server.nginx import render_nginx
-    from server.pki import make_auth_key, make_ca, make_server_cert, offline_ca_key_path
 
     if kit.sites < 1:
         raise FederationError("--sites must be at least 1")
@@ -346,7 +346,7 @@ def init(kit: Kit) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.federation_command == "nodes":
-        from server.nodes import print_nodes
+        from privdiff.server.nodes import print_nodes
 
         return print_nodes(args.connection, as_json=args.json)
     kit = Kit(

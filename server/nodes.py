@@ -11,15 +11,14 @@ import json
 import os
 from pathlib import Path
 
-from server.errors import FederationError
+from privdiff.common.errors import FederationError
 
 
 def list_nodes(connection: str) -> list[dict[str, str]]:
     """Registered nodes (unregistered ones left out), oldest first: node id, name, status."""
     import click
-    from flwr.cli.flower_config import read_superlink_connection
-    from flwr.cli.utils import flwr_cli_exc_handler, init_http_client_from_connection
-    from flwr.proto.control_pb2 import ListNodesRequest
+
+    from privdiff.common.flower_internals import list_superlink_nodes
 
     config = Path(os.environ.get("FLWR_HOME") or "~/.flwr").expanduser() / "config.toml"
     if not config.is_file():  # Flower would write a default one there and find no connection in it
@@ -27,18 +26,13 @@ def list_nodes(connection: str) -> list[dict[str, str]]:
             f"no Flower configuration {config}: set FLWR_HOME to the federation's flwr-home"
         )
     try:
-        client = init_http_client_from_connection(read_superlink_connection(connection))
-        try:
-            with flwr_cli_exc_handler():
-                response = client.ListNodes(ListNodesRequest())
-        finally:
-            client.close()
+        nodes = list_superlink_nodes(connection)
     except click.ClickException as err:
         raise FederationError(
             f"cannot list the sites through connection {connection!r}: {err.format_message()} "
             "(set FLWR_HOME to the federation's flwr-home; is the SuperLink running?)"
         ) from None
-    nodes = sorted(response.nodes_info, key=lambda node: node.registered_at)
+    nodes = sorted(nodes, key=lambda node: node.registered_at)
     return [
         {"node-id": str(node.node_id), "name": node.name or "-", "status": node.status}
         for node in nodes

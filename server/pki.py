@@ -45,7 +45,7 @@ def offline_ca_key_path(federation_dir: Path) -> Path:
     federation_dir = Path(federation_dir).resolve()
     path = federation_dir.parent / f"{federation_dir.name}-ca-OFFLINE" / "ca.key"
     if path.exists():
-        from server.errors import FederationError
+        from privdiff.common.errors import FederationError
 
         raise FederationError(f"{path} already exists: a CA key is never overwritten; choose a new --out")
     return path

@@ -21,10 +21,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flwr.serverapp import PrivacyConfig, RdpAccountant
-from flwr.supercore.privacy_accounting import GaussianPrivacyEvent, NeighboringRelation, SamplingMethod
+from flwr.serverapp import (
+    GaussianPrivacyEvent,
+    NeighboringRelation,
+    PrivacyConfig,
+    RdpAccountant,
+    SamplingMethod,
+)
 
-from server.settings import DPSettings
+from privdiff.server.settings import DPSettings
 
 PRIVACY_FILE = "privacy.json"
 

@@ -1,4 +1,4 @@
-"""The Flower ServerApp (`server.server_app:app`): runs the federated plan of a privdiff config.
+"""The Flower ServerApp (`privdiff.server.server_app:app`): runs the federated plan of a privdiff config.
 
 Submitted with `flwr run`, it reads its knobs from the run config ([tool.flwr.app.config] in
 pyproject.toml, overridden with `--run-config`):
@@ -19,11 +19,11 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from privdiff.common.errors import FederationError
+from privdiff.common.task import PrivdiffTask
+from privdiff.server.settings import federation_settings
+from privdiff.server.workflow import FederatedPlan
 from privdiff_core.config import load_config
-from server.errors import FederationError
-from server.settings import federation_settings
-from server.task import PrivdiffTask
-from server.workflow import FederatedPlan
 
 
 def make_server_app(plan: FederatedPlan) -> ServerApp:

@@ -12,8 +12,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from server.errors import FederationError
-from server.task import STAGES
+from privdiff.common.errors import FederationError
+from privdiff.common.task import STAGES
 
 AUTO = "auto"
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.common import FitIns, FitRes, Parameters, Scalar
-from flwr.server.client_manager import ClientManager
-from flwr.server.client_proxy import ClientProxy
+from flwr.server import ClientManager
 from flwr.server.strategy import FedAvg
 
-from server import protocol
-from server.npy import from_parameters, scratch, to_parameters
+from privdiff.common import protocol
+from privdiff.common.flower_internals import ClientProxy
+from privdiff.common.npy import from_parameters, scratch, to_parameters
 
 
 def weighted_metrics(metrics: list[tuple[int, dict[str, Scalar]]]) -> dict[str, Scalar]:

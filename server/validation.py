@@ -19,8 +19,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.protocol import SiteScores
-from server.settings import ValidationSettings
+from privdiff.common.protocol import SiteScores
+from privdiff.server.settings import ValidationSettings
 
 REJECTED_DIR = "rejected-candidate"
 VERDICT_FILE = "validation.json"

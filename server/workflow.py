@@ -28,32 +28,34 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
-from flwr.compat.common.recorddict_compat import arrayrecord_to_parameters, parameters_to_arrayrecord
-from flwr.server import ServerConfig
-from flwr.server.client_manager import SimpleClientManager
-from flwr.server.compat.app_utils import start_update_client_manager_thread
-from flwr.server.compat.legacy_context import LegacyContext
+from flwr.server import LegacyContext, ServerConfig, SimpleClientManager
 from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping
 from flwr.server.workflow import SecAggPlusWorkflow
-from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
-from flwr.server.workflow.constant import Key as WorkflowKey
-from flwr.server.workflow.default_workflows import default_fit_workflow
 from flwr.serverapp import Grid
 from omegaconf import DictConfig, OmegaConf
 
+from privdiff.common import protocol
+from privdiff.common.distribution import model_version, pack_folder
+from privdiff.common.errors import FederationError, ImpossibleAggregateError
+from privdiff.common.flower_internals import (
+    MAIN_CONFIGS_RECORD,
+    MAIN_PARAMS_RECORD,
+    WorkflowKey,
+    compat,
+    default_fit_workflow,
+    start_update_client_manager_thread,
+)
+from privdiff.common.npy import from_parameters, to_parameters
+from privdiff.common.secagg import FLOWER_VECTOR, PRIVDIFF_VECTOR
+from privdiff.common.task import FederatedTask
+from privdiff.common.updates import StateLayout, flatten_state, next_clipping_range, unflatten_state
+from privdiff.server.checkpoint import ServerState, config_fingerprint, load_checkpoint, save_checkpoint
+from privdiff.server.privacy import PrivacyLedger
+from privdiff.server.secagg import PrivdiffSecAggPlusWorkflow
+from privdiff.server.settings import AUTO, FederationSettings
+from privdiff.server.strategy import UpdateFedAvg, weighted_metrics
+from privdiff.server.validation import REJECTED_DIR, VERDICT_FILE, verdict
 from privdiff_core.signing import load_private_key, sign_model
-from server import protocol
-from server.checkpoint import ServerState, config_fingerprint, load_checkpoint, save_checkpoint
-from server.distribution import model_version, pack_folder
-from server.errors import FederationError, ImpossibleAggregateError
-from server.npy import from_parameters, to_parameters
-from server.privacy import PrivacyLedger
-from server.secagg import FLOWER_VECTOR, PRIVDIFF_VECTOR, PrivdiffSecAggPlusWorkflow
-from server.settings import AUTO, FederationSettings
-from server.strategy import UpdateFedAvg, weighted_metrics
-from server.task import FederatedTask
-from server.updates import StateLayout, flatten_state, next_clipping_range, unflatten_state
-from server.validation import REJECTED_DIR, VERDICT_FILE, verdict
 
 ANONYMIZER_DIR = "anonymizer"
 DISTRIBUTION_FILE = "distribution.json"
@@ -474,7 +476,7 @@ class FederatedPlan:
             secagg_vector=self._secagg_vector(),
         ).to_record()
         for attempt in range(self.settings.round_retries + 1):
-            sent = parameters_to_arrayrecord(to_parameters(arrays), keep_input=True)
+            sent = compat.parameters_to_arrayrecord(to_parameters(arrays), keep_input=True)
             legacy.state.array_records[MAIN_PARAMS_RECORD] = sent
             legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
                 {WorkflowKey.CURRENT_ROUND: global_round, WorkflowKey.START_TIME: time.time()}
@@ -494,7 +496,7 @@ class FederatedPlan:
                 f"federation.min_sites={self.settings.min_sites} sites (or than SecAgg+'s reconstruction "
                 "threshold) answered"
             )
-        update = from_parameters(arrayrecord_to_parameters(result, keep_input=True))[0]
+        update = from_parameters(compat.arrayrecord_to_parameters(result, keep_input=True))[0]
         if update.shape != global_vector.shape or not np.all(np.isfinite(update)):
             raise FederationError(f"round {global_round}: the aggregated update is malformed or not finite")
         return update, weighted_metrics(strategy.last.metrics) | {"dropped": strategy.last.dropped}

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from server.distribution import current_model
-from server.errors import FederationError
-from simulation.sites import PUBLIC_KEY_NAME
+from privdiff.common.distribution import current_model
+from privdiff.common.errors import FederationError
+from privdiff.simulation.sites import PUBLIC_KEY_NAME
 
 PREVIEW_IMAGES = 8
 

@@ -119,13 +119,13 @@ def _evaluate(
 
 
 def run(args: argparse.Namespace) -> int:
+    from privdiff.common.task import PrivdiffTask
+    from privdiff.server.settings import federation_settings
+    from privdiff.simulation.anonymize_sites import anonymize_test_splits
+    from privdiff.simulation.engine import run_federation
+    from privdiff.simulation.sites import prepare_site_homes, site_folders, synthetic_federation
     from privdiff_core.config import config_path, load_config, save_config
     from privdiff_core.signing import generate_signing_key
-    from server.settings import federation_settings
-    from server.task import PrivdiffTask
-    from simulation.anonymize_sites import anonymize_test_splits
-    from simulation.engine import run_federation
-    from simulation.sites import prepare_site_homes, site_folders, synthetic_federation
 
     started = time.perf_counter()
     cfg = load_config(args.config, args.overrides)

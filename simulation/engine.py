@@ -14,14 +14,14 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from flwr.clientapp.typing import Mod
 from omegaconf import DictConfig
 
-from client.client_app import SimulatedSites, make_client_app
-from server.server_app import make_server_app
-from server.settings import FederationSettings
-from server.task import FederatedTask
-from server.workflow import FederatedPlan
+from privdiff.client.client_app import SimulatedSites, make_client_app
+from privdiff.common.flower_internals import Mod
+from privdiff.common.task import FederatedTask
+from privdiff.server.server_app import make_server_app
+from privdiff.server.settings import FederationSettings
+from privdiff.server.workflow import FederatedPlan
 
 QUIET_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from server.errors import FederationError
+from privdiff.common.errors import FederationError
 
 FEDERATION_DIR = "federation"
 SYNTH_KEY_FILE = "synth-key.json"

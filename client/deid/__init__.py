@@ -19,10 +19,16 @@ serve; ours does the same with HMAC-SHA256 and a site secret (`uids.py`).
   de-identification and derivation record, and its Part 10 encoding (`stamp.py`).
 """
 
-from client.deid.profile import Deidentifier, DeidReport
-from client.deid.stamp import PixelProvenance, encode_file, replace_pixels, stamp_release, to_stored_values
-from client.deid.table import ActionTable, basic_profile
-from client.deid.uids import (
+from privdiff.client.deid.profile import Deidentifier, DeidReport
+from privdiff.client.deid.stamp import (
+    PixelProvenance,
+    encode_file,
+    replace_pixels,
+    stamp_release,
+    to_stored_values,
+)
+from privdiff.client.deid.table import ActionTable, basic_profile
+from privdiff.client.deid.uids import (
     SiteSecretError,
     UIDMapper,
     create_site_secret,

@@ -6,7 +6,7 @@ chapter E by Kitware's `dicom-anonymizer` (its `dicom_anonymization_databases/di
 modules group every row's tag by Basic Profile action). This script turns such a module into our
 CSV, one row per attribute: tag, pydicom keyword, the standard's attribute name, action.
 
-    python -m client.deid.build_table dicomfields_2026c.py client/deid/annex_e_basic_profile.csv \
+    python -m privdiff.client.deid.build_table dicomfields_2026c.py client/deid/annex_e_basic_profile.csv \
         --standard 2026c
 
 The module is parsed, never imported (it is third-party code).

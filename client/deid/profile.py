@@ -29,9 +29,9 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 
-from client.deid.retained import RETAINED_BY_KEYWORD, standard_code_item, value_passes
-from client.deid.table import ActionTable, basic_profile
-from client.deid.uids import UIDMapper
+from privdiff.client.deid.retained import RETAINED_BY_KEYWORD, standard_code_item, value_passes
+from privdiff.client.deid.table import ActionTable, basic_profile
+from privdiff.client.deid.uids import UIDMapper
 
 # Action D: a non-zero-length dummy value consistent with the VR (PS3.15 Table E.1-1 legend).
 DUMMY_TEXT = "ANONYMIZED"

@@ -25,7 +25,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 import privdiff_core
-from client.deid.uids import UIDMapper
+from privdiff.client.deid.uids import UIDMapper
 
 BITS_STORED = 12
 MAX_STORED = 2**BITS_STORED - 1

@@ -2,7 +2,7 @@
 
     PACS / modality --C-STORE--> scp  --spool + queue (fsync'ed, committed)--> success response
                                          |
-                      releaser: a study quiet for --quiet-time -> client.release_pipeline
+                      releaser: a study quiet for --quiet-time -> privdiff.client.release_pipeline
                                          |
                       forwarder: released files --C-STORE, retries--> research archive
 

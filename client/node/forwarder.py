@@ -25,8 +25,8 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import SecondaryCaptureImageStorage
 
-from client.node.queue import NodeQueue
-from client.outputs import RELEASED_DIR
+from privdiff.client.node.queue import NodeQueue
+from privdiff.client.outputs import RELEASED_DIR
 
 # Success, and the storage warnings that still mean "stored" (coercion, elements discarded).
 STORED = (0x0000, 0xB000, 0xB006, 0xB007)
@@ -74,7 +74,7 @@ class Forwarder:
         self.queue, self.release_dir, self.destination, self.say = queue, release_dir, destination, say
         self.first_delay, self.max_delay = first_delay, max_delay
         self._ae = AE(ae_title=calling_ae)
-        # The release writes Secondary Capture, explicit VR little endian (`client.deid.stamp`).
+        # The release writes Secondary Capture, explicit VR little endian (`privdiff.client.deid.stamp`).
         self._ae.add_requested_context(SecondaryCaptureImageStorage, ExplicitVRLittleEndian)
         self._ae.connection_timeout = 10
         self._failures = 0

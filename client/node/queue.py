@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.audit import PastOutcome, utc_now
+from privdiff.client.audit import PastOutcome, utc_now
 from privdiff_core.errors import PrivdiffError
 
 QUEUE_FILE = "queue.sqlite"

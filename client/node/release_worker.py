@@ -41,7 +41,7 @@ def release_worker(
     if os.getppid() != parent:  # the node died before the line above took effect
         os._exit(EXIT_NOT_COMPLETED)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node's to handle
-    from client.release_pipeline import run_release
+    from privdiff.client.release_pipeline import run_release
     from privdiff_core.errors import PrivdiffError
     from privdiff_core.logs import configure_logging, logger
 

@@ -5,7 +5,7 @@ that moment goes into one batch (the model is loaded once per batch, not per stu
 
 1. the queue marks the batch's instances `releasing` (committed first: a restart finds the batch);
 2. their spool files are hard-linked into BATCHES/<batch>/<study key>/ (no copy, no PHI in names);
-3. the release process runs `client.release_pipeline.run_release` on that folder into the node's one
+3. the release process runs `privdiff.client.release_pipeline.run_release` on that folder into the node's one
    release folder: signature check, de-identification, anonymization, residual-risk check,
    quarantine and audit trail, the same code and the same audit as `privdiff-client release`;
 4. each instance's verdict is read back from that audit trail by its content hash, recorded in the
@@ -30,11 +30,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from client.audit import AuditTrail
-from client.node.queue import NodeQueue
-from client.node.release_worker import release_worker
-from client.node.spool import Spool
-from client.release_pipeline import EXIT_ALL_RELEASED, EXIT_SOME_FAILED, EXIT_SOME_REFUSED, ReleaseSettings
+from privdiff.client.audit import AuditTrail
+from privdiff.client.node.queue import NodeQueue
+from privdiff.client.node.release_worker import release_worker
+from privdiff.client.node.spool import Spool
+from privdiff.client.release_pipeline import (
+    EXIT_ALL_RELEASED,
+    EXIT_SOME_FAILED,
+    EXIT_SOME_REFUSED,
+    ReleaseSettings,
+)
 from privdiff_core.logs import current_log_setup
 
 RELEASE_DIR = "release"  # the release's output folder: released/, quarantine/, audit.sqlite

@@ -37,8 +37,8 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from client.node.queue import NodeQueue
-from client.node.spool import Spool, Stored
+from privdiff.client.node.queue import NodeQueue
+from privdiff.client.node.spool import Spool, Stored
 
 STORAGE_CLASSES = (
     ComputedRadiographyImageStorage,

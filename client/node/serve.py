@@ -1,4 +1,4 @@
-"""`privdiff-client serve`: the site's DICOM node (see `client.node` for how its parts fit)."""
+"""`privdiff-client serve`: the site's DICOM node (see `privdiff.client.node` for how its parts fit)."""
 
 from __future__ import annotations
 
@@ -166,7 +166,7 @@ def status_record(queue) -> dict:
 
 
 def _print_status(node_dir: Path) -> int:
-    from client.node.queue import QUEUE_FILE, NodeQueue
+    from privdiff.client.node.queue import QUEUE_FILE, NodeQueue
 
     if not (node_dir / QUEUE_FILE).is_file():
         raise NodeError(f"--node-dir {node_dir}: no node has run in this folder")
@@ -194,7 +194,7 @@ def _check(args: argparse.Namespace) -> None:
         raise NodeError("--workers and --batch-size must be at least 1")
     if min(args.max_spool_mb, args.min_free_mb, args.max_waiting, args.retry_max) < 0:
         raise NodeError("--max-spool-mb, --min-free-mb, --max-waiting and --retry-max must be >= 0")
-    from client.node.forwarder import Destination
+    from privdiff.client.node.forwarder import Destination
 
     try:
         Destination.parse(args.destination)
@@ -209,7 +209,7 @@ def _check(args: argparse.Namespace) -> None:
 
 def _site_secret_path(path: Path | None) -> Path:
     """The release's secret file, created now if the default one does not exist yet."""
-    from client.deid import create_site_secret, default_secret_path
+    from privdiff.client.deid import create_site_secret, default_secret_path
 
     if path is not None:
         return path
@@ -258,8 +258,8 @@ def run(args: argparse.Namespace) -> int:
     if args.status:
         return _print_status(args.node_dir)
     _check(args)
-    from client.model_trust import establish_trust
-    from client.readers import silence_dicom_libraries
+    from privdiff.client.model_trust import establish_trust
+    from privdiff.client.readers import silence_dicom_libraries
 
     # The signature first: a node with a model it cannot trust must not accept a single image.
     trust = establish_trust(args.model, args.public_key, args.allow_unsigned)
@@ -271,14 +271,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from client.deid import load_site_secret
-    from client.node.forwarder import Destination, Forwarder, client_tls
-    from client.node.queue import NodeQueue
-    from client.node.releaser import RELEASE_DIR, Releaser
-    from client.node.scp import ScpSettings, server_tls, start_scp
-    from client.node.spool import Spool, SpoolLimits
-    from client.outputs import write_atomically
-    from client.release_pipeline import ReleaseSettings
+    from privdiff.client.deid import load_site_secret
+    from privdiff.client.node.forwarder import Destination, Forwarder, client_tls
+    from privdiff.client.node.queue import NodeQueue
+    from privdiff.client.node.releaser import RELEASE_DIR, Releaser
+    from privdiff.client.node.scp import ScpSettings, server_tls, start_scp
+    from privdiff.client.node.spool import Spool, SpoolLimits
+    from privdiff.client.outputs import write_atomically
+    from privdiff.client.release_pipeline import ReleaseSettings
 
     try:
         destination = Destination.parse(

@@ -2,7 +2,7 @@
 
     SPOOL/<study key>/<input sha>.dcm     the bytes the sender sent, with their file meta
 
-An instance is written with `client.outputs.write_atomically` (temporary name, fsync, rename,
+An instance is written with `privdiff.client.outputs.write_atomically` (temporary name, fsync, rename,
 folder fsync) and then committed to the queue; only then does the SCP answer success. A crash
 between the two leaves a file the queue does not own, which `sweep` removes at the next start
 (the sender got no success for it, so it sends it again).
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pydicom
 
-from client.deid import salted_hash
-from client.node.queue import NodeQueue, QueuedInstance
-from client.outputs import write_atomically
+from privdiff.client.deid import salted_hash
+from privdiff.client.node.queue import NodeQueue, QueuedInstance
+from privdiff.client.outputs import write_atomically
 
 
 class Stored(Enum):

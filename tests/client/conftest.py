@@ -72,7 +72,7 @@ def tiny_model(synthetic_federation, tmp_path_factory) -> TinyModel:
 @pytest.fixture(scope="session")
 def site_verifier(tiny_model, synthetic_federation, tmp_path_factory) -> Path:
     """A site's own Siamese verifier trained on its own images (one synthetic site), for `--verifier`."""
-    from client.residual_risk import train_site_verifier
+    from privdiff.client.residual_risk import train_site_verifier
     from privdiff_core.verification import VerifierTraining
 
     folder = tmp_path_factory.mktemp("site_verifier")

@@ -19,10 +19,17 @@ from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian
 
-from client.deid import Deidentifier, PixelProvenance, UIDMapper, encode_file, replace_pixels, stamp_release
-from client.deid.retained import RETAINED, standard_code_meanings
-from client.deid.stamp import to_stored_values
-from client.deid.table import basic_profile
+from privdiff.client.deid import (
+    Deidentifier,
+    PixelProvenance,
+    UIDMapper,
+    encode_file,
+    replace_pixels,
+    stamp_release,
+)
+from privdiff.client.deid.retained import RETAINED, standard_code_meanings
+from privdiff.client.deid.stamp import to_stored_values
+from privdiff.client.deid.table import basic_profile
 
 # Planted values break VR rules on purpose (a marker in a DS, a UI): pydicom warns about each.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

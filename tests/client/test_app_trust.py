@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from flwr.cli.build import build_fab_from_disk
 
-from client.app_trust import (
+from privdiff.client.app_trust import (
     SHIM_DIR,
     UntrustedAppError,
     app_digest,
@@ -40,7 +40,7 @@ def app_copy(tmp_path_factory):
     root = tmp_path_factory.mktemp("app") / "privdiff"
     root.mkdir()
     shutil.copy(REPO / "pyproject.toml", root)
-    for folder in ("client", "server", "privdiff_core", "simulation", "configs"):
+    for folder in ("client", "common", "server", "privdiff_core", "simulation", "configs"):
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     return root
 
@@ -58,7 +58,7 @@ def test_the_repositorys_own_package_is_accepted(roots, app_copy):
     assert fab_problems(fab, roots) == []
     check_fab(fab, "0" * 64, roots)
     tops = {n.split("/")[0] for n in zipfile.ZipFile(BytesIO(fab)).namelist()}
-    assert {"client", "server", "privdiff_core", "pyproject.toml"} <= tops
+    assert {"client", "common", "server", "privdiff_core", "pyproject.toml"} <= tops
     assert fab_problems(_fab_of(app_copy), roots) == []
 
 
@@ -84,7 +84,7 @@ def _append(path: str, text: str):  # noqa: ANN202
 def _component(root: Path) -> None:
     text = (root / "pyproject.toml").read_text()
     (root / "pyproject.toml").write_text(
-        text.replace('clientapp = "client.client_app:app"', 'clientapp = "x:app"')
+        text.replace('clientapp = "privdiff.client.client_app:app"', 'clientapp = "x:app"')
     )
 
 
@@ -96,7 +96,7 @@ def _component(root: Path) -> None:
             _append("client/client_app.py", "\nimport shutil  # copy the data out\n"),
             "client/client_app.py: differs",
         ),
-        (_append("server/npy.py", "\n"), "server/npy.py: differs"),  # even a blank line
+        (_append("common/npy.py", "\n"), "common/npy.py: differs"),  # even a blank line
         (_append("privdiff_core/stealer.py", "x = 1\n"), "privdiff_core/stealer.py: not part of"),
         (_append("numpy.py", "x = 1\n"), "numpy.py: code outside"),  # would shadow the real numpy
         (_append("evil/__init__.py", "x = 1\n"), "evil/__init__.py: code outside"),

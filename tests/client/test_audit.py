@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from client.audit import AuditError, AuditTrail, Record
+from privdiff.client.audit import AuditError, AuditTrail, Record
 
 
 def _trail(folder, model="m" * 64, fingerprint="f" * 16) -> AuditTrail:

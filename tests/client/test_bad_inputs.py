@@ -15,8 +15,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from test_intake import reason_of
 
-from client.deid import Deidentifier, UIDMapper
-from client.intake import (
+from privdiff.client.deid import Deidentifier, UIDMapper
+from privdiff.client.intake import (
     REASONS,
     InputFile,
     Intake,

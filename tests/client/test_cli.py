@@ -4,7 +4,7 @@ from importlib.metadata import version
 
 import pytest
 
-from client.cli import SITE_COMMANDS, build_parser, main
+from privdiff.client.cli import SITE_COMMANDS, build_parser, main
 
 
 def test_version_comes_from_the_installed_package(capsys):

@@ -17,15 +17,15 @@ from flwr.compat.common.recorddict_compat import fitins_to_recorddict, recorddic
 from flwr.supercore.task_identity import TaskIdentity
 from omegaconf import OmegaConf
 
-from client.client_app import NodeConfigSites, SimulatedSites, make_client_app
+from privdiff.client.client_app import NodeConfigSites, SimulatedSites, make_client_app
+from privdiff.common import protocol
+from privdiff.common.distribution import current_model, model_version, pack_folder
+from privdiff.common.errors import FederationError
+from privdiff.common.npy import from_parameters, to_parameters
+from privdiff.common.task import PrivdiffTask
+from privdiff.common.updates import StateLayout, flatten_state
 from privdiff_core.config import load_config
 from privdiff_core.signing import generate_signing_key, load_private_key
-from server import protocol
-from server.distribution import current_model, model_version, pack_folder
-from server.errors import FederationError
-from server.npy import from_parameters, to_parameters
-from server.task import PrivdiffTask
-from server.updates import StateLayout, flatten_state
 
 SITE_NODE = 7
 

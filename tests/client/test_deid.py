@@ -14,7 +14,7 @@ from pydicom.datadict import dictionary_description, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from client.deid import (
+from privdiff.client.deid import (
     Deidentifier,
     PixelProvenance,
     UIDMapper,
@@ -24,8 +24,8 @@ from client.deid import (
     stamp_release,
     to_stored_values,
 )
-from client.deid.build_table import parse_database
-from client.deid.table import ActionTable, TableRow, read_rows
+from privdiff.client.deid.build_table import parse_database
+from privdiff.client.deid.table import ActionTable, TableRow, read_rows
 
 SECRET = b"site secret for the deid tests!!"
 UID_PATTERN = re.compile(r"^2\.25\.(0|[1-9][0-9]*)$")

@@ -8,14 +8,14 @@ import pytest
 from phi_dicom import DX_IMAGE_STORAGE, REAL, phi_dataset, rgb_dataset, sr_dataset, study_uids
 from pydicom import dcmread
 
-from client.intake import (
+from privdiff.client.intake import (
     REASONS,
     NotReleasableError,
     check_chest_radiograph,
     classify_read_error,
     walk_inputs,
 )
-from client.outputs import remove_stale_temporaries, write_atomically
+from privdiff.client.outputs import remove_stale_temporaries, write_atomically
 from privdiff_core.data import ImageReadError
 
 SECRET = b"intake test secret 0123456789abc"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from phi_dicom import REAL, with_burned_in_text
 
-from client.ocr import BurnedInTextCheck, burned_in_text_check
+from privdiff.client.ocr import BurnedInTextCheck, burned_in_text_check
 from privdiff_core.data import read_dicom_pixels
 from privdiff_core.data.grey import square_resize
 
@@ -44,8 +44,8 @@ def test_a_blank_image_has_no_text(check):
 @pytest.mark.slow
 @pytest.mark.parametrize("film", FILMS)
 def test_blanking_the_input_hides_the_words_from_the_anonymizer(film, check, tmp_path):
-    from client.deid import Deidentifier, UIDMapper
-    from client.intake import InputFile, Intake
+    from privdiff.client.deid import Deidentifier, UIDMapper
+    from privdiff.client.intake import InputFile, Intake
 
     secret = b"ocr blanking test secret 0123456"
     path = with_burned_in_text(film, tmp_path, flagged=True)
@@ -62,7 +62,7 @@ def test_blanking_the_input_hides_the_words_from_the_anonymizer(film, check, tmp
 def test_missing_tesseract_is_a_clear_error(monkeypatch):
     import pytesseract
 
-    from client.ocr import TextCheckUnavailableError
+    from privdiff.client.ocr import TextCheckUnavailableError
 
     monkeypatch.setattr(pytesseract.pytesseract, "tesseract_cmd", "/nonexistent/tesseract")
     with pytest.raises(TextCheckUnavailableError, match="apt-get install tesseract-ocr"):

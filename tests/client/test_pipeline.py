@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from phi_dicom import phi_dataset, study_uids
 
-from client.deid import Deidentifier, UIDMapper
-from client.intake import InputFile, Prepared
-from client.release_pipeline import _claim_output_name, _Claims
+from privdiff.client.deid import Deidentifier, UIDMapper
+from privdiff.client.intake import InputFile, Prepared
+from privdiff.client.release_pipeline import _claim_output_name, _Claims
 
 MAPPER = UIDMapper(b"pipeline test secret 0123456789a")
 

@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
-from client import preflight
+from privdiff.client import preflight
+from privdiff.server.cli import Kit, init
 from privdiff_core.errors import PrivdiffError
 from privdiff_core.synth import SynthParams, generate_federation
-from server.cli import Kit, init
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import os
 
 from phi_dicom import copy_real
 
-import client.readers as readers
-from client.intake import InputFile, Outcome, Prepared
+import privdiff.client.readers as readers
+from privdiff.client.intake import InputFile, Outcome, Prepared
 
 SECRET = b"reader test secret 0123456789abc"
 _original_read = readers._read

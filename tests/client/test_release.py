@@ -29,8 +29,8 @@ from phi_dicom import (
     write_dicom,
 )
 
-from client.cli import main
-from client.deid import UIDMapper, salted_hash
+from privdiff.client.cli import main
+from privdiff.client.deid import UIDMapper, salted_hash
 
 PATH_PHI = "PHIDOE_JOHNATHAN"  # a folder named after the patient: paths are PHI too
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -156,7 +156,7 @@ def main_release(tiny_model, tmp_path_factory) -> MainRelease:
     argv += ["--quarantine-threshold", "1.0", "--batch-size", "4", "--clean-burned-in"]
     # A real process, so every byte it prints (progress bar included) is captured.
     result = subprocess.run(
-        [sys.executable, "-m", "client.cli", "release", *argv, "--device", "cpu"],
+        [sys.executable, "-m", "privdiff.client.cli", "release", *argv, "--device", "cpu"],
         capture_output=True,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -310,7 +310,7 @@ def test_killed_release_resumes_with_exactly_one_output_per_input(tiny_model, tm
         [
             sys.executable,
             "-m",
-            "client.cli",
+            "privdiff.client.cli",
             "release",
             *argv,
             "--batch-size",

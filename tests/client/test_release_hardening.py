@@ -19,8 +19,8 @@ import pytest
 from phi_dicom import copy_real, phi_dataset, study_uids, with_burned_in_text, write_dicom
 from test_release import release, release_args, released_files
 
-from client.audit import AuditTrail
-from client.deid import salted_hash
+from privdiff.client.audit import AuditTrail
+from privdiff.client.deid import salted_hash
 
 CLEAN_PIXEL_DATA = "113101"
 VL_PHOTOGRAPHIC = "1.2.840.10008.5.1.4.1.1.77.1.4"
@@ -110,7 +110,7 @@ def test_text_that_survives_the_redraw_is_quarantined_without_clean_claims(
     from privdiff_core.anonymizer import Anonymizer
 
     monkeypatch.setattr(Anonymizer, "load", lambda folder, device="cpu": _Unchanged())
-    monkeypatch.setattr("client.release_pipeline._model_image_size", lambda folder: 256)
+    monkeypatch.setattr("privdiff.client.release_pipeline._model_image_size", lambda folder: 256)
     secret_path, secret = secret_file
     out = tmp_path / "out"
     argv = release_args(tiny_model.folder, burned_in_films, out, key=tiny_model.public_key)
@@ -175,7 +175,16 @@ def test_hostile_tree_neither_aborts_nor_fools_the_release_and_reruns_agree(
 
     argv = release_args(tiny_model.folder, source, out, key=tiny_model.public_key, secret=secret_path)
     argv += ["--quarantine-threshold", "1.0"]
-    command = [sys.executable, "-m", "client.cli", "release", *argv, "--device", "cpu", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "privdiff.client.cli",
+        "release",
+        *argv,
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert first.returncode == 1, first.stderr
@@ -236,7 +245,7 @@ def _inputs(source: Path, count: int) -> None:
 def test_a_full_disk_fails_outputs_one_by_one_then_stops_with_the_counts(
     tiny_model, secret_file, tmp_path, capfd, monkeypatch
 ):
-    import client.release_pipeline as pipeline
+    import privdiff.client.release_pipeline as pipeline
 
     secret_path, _ = secret_file
     source, out = tmp_path / "in", tmp_path / "out"

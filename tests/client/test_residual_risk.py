@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from client.residual_risk import ResidualRiskCheck, VerifierError, load_verifier, save_verifier
+from privdiff.client.residual_risk import ResidualRiskCheck, VerifierError, load_verifier, save_verifier
 from privdiff_core.nets import SiameseVerifier
 
 
@@ -42,7 +42,7 @@ def test_incomplete_or_foreign_verifier_folders_are_refused(tmp_path):
 
 
 def test_a_site_gallery_holds_back_copies_of_its_films_and_scores_the_rest(synthetic_federation, tmp_path):
-    from client.residual_risk import GalleryError, load_gallery
+    from privdiff.client.residual_risk import GalleryError, load_gallery
     from privdiff_core.data import open_dataset
 
     torch.manual_seed(0)

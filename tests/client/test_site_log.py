@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from client.site_log import SiteLog
+from privdiff.client.site_log import SiteLog
 
 FACTS = {
     "superlink": "fl.example.org:9092",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from phi_dicom import copy_real
 
-from client.cli import main
-from client.size_check import model_image_size, shrink_warning, typical_input_size
+from privdiff.client.cli import main
+from privdiff.client.size_check import model_image_size, shrink_warning, typical_input_size
 
 
 def test_a_real_cr_through_the_tiny_model_is_flagged(tiny_model, tmp_path):

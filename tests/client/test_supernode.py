@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from flwr.common.config import parse_config_args
 
-from client.supernode import add_arguments, node_config, supernode_command
+from privdiff.client.supernode import add_arguments, node_config, supernode_command
 from privdiff_core.errors import PrivdiffError
 
 
@@ -115,7 +115,7 @@ def test_signals_reach_the_supernode_and_its_exit_status_comes_back(bundle, tmp_
     driver.write_text(
         textwrap.dedent(f"""
         import argparse, sys
-        import client.supernode as supernode
+        import privdiff.client.supernode as supernode
         supernode.supernode_command = lambda args: ([sys.executable, {str(stand_in)!r}], None)
         supernode.preflight = lambda args: None
         args = argparse.Namespace(superlink="fl.example.org:9092", auth_key=None, port=9094, log=None)

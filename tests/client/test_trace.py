@@ -8,7 +8,7 @@ import json
 import pytest
 from phi_dicom import copy_real
 
-from client.cli import main
+from privdiff.client.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
-from client.cli import main
-from client.verify import metadata_yaml
+from privdiff.client.cli import main
+from privdiff.client.verify import metadata_yaml
 
 
 def test_verify_prints_key_id_and_signed_metadata(tiny_model, capsys):

@@ -41,7 +41,7 @@ def test_a_site_refuses_an_app_package_it_did_not_install(tmp_path):
     app = tmp_path / "tampered-app"
     app.mkdir()
     shutil.copy(REPO / "pyproject.toml", app)
-    for folder in ("client", "server", "privdiff_core", "configs"):
+    for folder in ("client", "common", "server", "privdiff_core", "configs"):
         shutil.copytree(REPO / folder, app / folder, ignore=shutil.ignore_patterns("__pycache__"))
     marker = tmp_path / "TAMPERED-CODE-RAN"
     with open(app / "client" / "client_app.py", "a") as handle:

@@ -30,7 +30,16 @@ from processes import BIN, REPO, Processes, port_open, wait_for
 DOC = REPO / "docs" / "deployment.md"
 SECTION = "## Try it on one host"
 # what `flwr run .` packages and what the doc's commands read from the checkout
-CHECKOUT = ("pyproject.toml", ".gitignore", "README.md", "privdiff_core", "server", "client", "configs")
+CHECKOUT = (
+    "pyproject.toml",
+    ".gitignore",
+    "README.md",
+    "privdiff_core",
+    "common",
+    "server",
+    "client",
+    "configs",
+)
 TRIAL_PORTS = (9091, 9092, 9094, 9095)
 NGINX_PUBLIC_PORT = 9092
 

@@ -27,10 +27,10 @@ from processes import (
     wait_for,
 )
 
+from privdiff.common.distribution import current_model
+from privdiff.server.cli import Kit, init
 from privdiff_core.signing import load_public_key, verify_model
 from privdiff_core.synth import SynthParams, generate_federation
-from server.cli import Kit, init
-from server.distribution import current_model
 
 pytestmark = pytest.mark.slow
 

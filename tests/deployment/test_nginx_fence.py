@@ -24,9 +24,9 @@ from processes import (
     wait_for,
 )
 
+from privdiff.server.cli import Kit, init
+from privdiff.server.nginx import NGINX_TEMPLATE
 from privdiff_core.synth import SynthParams, generate_federation
-from server.cli import Kit, init
-from server.nginx import NGINX_TEMPLATE
 
 pytestmark = pytest.mark.slow
 

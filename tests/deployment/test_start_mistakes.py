@@ -15,8 +15,8 @@ import time
 import pytest
 from processes import BIN, Processes, flwr, free_port, nginx_command, port_open, superlink_command, wait_for
 
+from privdiff.server.cli import Kit, init
 from privdiff_core.synth import SynthParams, generate_federation
-from server.cli import Kit, init
 
 pytestmark = pytest.mark.slow
 

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from recording_task import RecordingTask, tiny_config
 
-from server.checkpoint import CHECKPOINT_FILE
-from server.settings import federation_settings
-from server.updates import StateLayout, flatten_state, quantization_step
-from server.workflow import QUANTIZATION_RANGE
-from simulation.engine import run_federation
+from privdiff.common.updates import StateLayout, flatten_state, quantization_step
+from privdiff.server.checkpoint import CHECKPOINT_FILE
+from privdiff.server.settings import federation_settings
+from privdiff.server.workflow import QUANTIZATION_RANGE
+from privdiff.simulation.engine import run_federation
 
 
 def run_plan(

@@ -5,7 +5,7 @@ attacker inside its own ClientApp process, after (or instead of) privdiff's hone
   (the issue's attack: +3.3 on every value of the global update with the tiny model's range);
 - `weight`: rewrites the weight field of its masked upload (claims 50x the largest weight);
 - `flip`: sends its update flipped and scaled x1000, quantized WITHOUT the clipping step (a site
-  controls its own code: here the quantizer of server/secagg.py is swapped in its process).
+  controls its own code: here the quantizer of common/secagg.py is swapped in its process).
 
 Each mod writes the attacker's node id to `record_dir/attacker-node` the first time it attacks,
 so a test can check which site the server excluded.
@@ -24,9 +24,9 @@ SCALE = 1000.0
 def flipped_and_scaled(
     update: np.ndarray, ratio: float, clipping_range: float, levels: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """server.secagg.quantize_weighted's output format for -SCALE x the update, never clipped:
+    """privdiff.common.secagg.quantize_weighted's output format for -SCALE x the update, never clipped:
     values beyond the grid wrap round modulo 2**32."""
-    from server.secagg import quantized_weight
+    from privdiff.common.secagg import quantized_weight
 
     q_ratio = quantized_weight(ratio, levels)
     scaled = -SCALE * (q_ratio / levels) * np.asarray(update, dtype=np.float64).reshape(-1)
@@ -60,7 +60,7 @@ class MaliciousSite:
         self.record_dir.mkdir(parents=True, exist_ok=True)
         (self.record_dir / "attacker-node").write_text(str(context.node_id))
         if self.attack == "flip":
-            import server.secagg as secagg
+            import privdiff.common.secagg as secagg
 
             honest = secagg.quantize_weighted
             secagg.quantize_weighted = flipped_and_scaled
@@ -73,9 +73,9 @@ class MaliciousSite:
             return reply
         from flwr.app import Array, ArrayRecord
 
-        from server.npy import NUMPY_STYPE, npy_bytes, npy_view
-        from server.secagg import MASKED_RECORD
-        from server.workflow import QUANTIZATION_RANGE
+        from privdiff.common.npy import NUMPY_STYPE, npy_bytes, npy_view
+        from privdiff.common.secagg import MASKED_RECORD
+        from privdiff.server.workflow import QUANTIZATION_RANGE
 
         upload = np.array(npy_view(reply.content.array_records[MASKED_RECORD]["masked"].data))
         if self.attack == "shift":

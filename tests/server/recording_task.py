@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from privdiff.common.task import PrivdiffTask
 from privdiff_core.config import load_config
 from privdiff_core.signing import generate_signing_key
-from server.task import PrivdiffTask
 
 STAGES = ("autoencoder", "denoiser")
 

@@ -6,14 +6,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from server.checkpoint import (
+from privdiff.common.errors import FederationError
+from privdiff.server.checkpoint import (
     CHECKPOINT_FILE,
     ServerState,
     config_fingerprint,
     load_checkpoint,
     save_checkpoint,
 )
-from server.errors import FederationError
 
 
 def _cfg(**model):

@@ -30,6 +30,8 @@ from federation_checks import (
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
 from recording_task import DropOutMod, make_federation, tiny_config
 
+from privdiff.common.distribution import current_model
+from privdiff.server.checkpoint import CHECKPOINT_FILE
 from privdiff_core.signing import (
     folder_hashes,
     generate_signing_key,
@@ -37,8 +39,6 @@ from privdiff_core.signing import (
     sign_model,
     verify_model,
 )
-from server.checkpoint import CHECKPOINT_FILE
-from server.distribution import current_model
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def secagg_run(tmp_path_factory):
     previous.mkdir()
     (previous / "weights.bin").write_bytes(b"an older anonymizer")
     sign_model(previous, load_private_key(root / "other.pem"), {"created": "2026-01-01T00:00:00Z"})
-    from server.distribution import install_anonymizer, pack_folder
+    from privdiff.common.distribution import install_anonymizer, pack_folder
 
     assert install_anonymizer(
         pack_folder(previous),
@@ -143,7 +143,7 @@ def _public(path: Path):
 def test_plain_fedavg_switch_and_resume_after_a_server_crash(tmp_path, monkeypatch):
     """SecAgg+ off: the aggregate is exactly FedAvg. The server dies in the middle of round 2;
     restarted on the same folder it resumes at round 2 from the round-1 checkpoint."""
-    import server.workflow as workflow
+    import privdiff.server.workflow as workflow
 
     fed = make_federation(tmp_path / "fed", 3)
     cfg = tiny_config(tmp_path / "records", secagg={"enabled": False})

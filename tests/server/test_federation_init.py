@@ -12,11 +12,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-import server.cli
+import privdiff.server.cli
+from privdiff.common.errors import FederationError
+from privdiff.server.cli import Kit, init
 from privdiff_core.cli import main
 from privdiff_core.signing import load_private_key, load_public_key, sign_model, verify_model
-from server.cli import Kit, init
-from server.errors import FederationError
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_commands_start_a_fenced_tls_superlink_register_sites_and_submit_the_run
         )
     assert text.count("privdiff-client start --superlink fl.hospital-a.org:9192") == 2
     signing_key = out / "signing" / "model-signing.pem"
-    app = Path(server.cli.__file__).resolve().parents[1]
+    app = Path(privdiff.server.cli.__file__).resolve().parents[1]
     assert f"flwr run {app} privdiff --run-config \"config='demo' signing-key='{signing_key}'" in text
     # the run waits for exactly the sites of this kit, whatever the config's min_sites says
     assert "overrides='federation.min_sites=2 federation.sites=2'" in text

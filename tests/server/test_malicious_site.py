@@ -22,11 +22,11 @@ from malicious_sites import ATTACKS, MaliciousSite
 from omegaconf import OmegaConf
 from recording_task import make_federation, tiny_config
 
+from privdiff.common.errors import FederationError
+from privdiff.common.updates import quantization_step
+from privdiff.server.checkpoint import CHECKPOINT_FILE
+from privdiff.server.workflow import QUANTIZATION_RANGE
 from privdiff_core.signing import load_public_key, verify_model
-from server.checkpoint import CHECKPOINT_FILE
-from server.errors import FederationError
-from server.updates import quantization_step
-from server.workflow import QUANTIZATION_RANGE
 
 pytestmark = pytest.mark.slow
 

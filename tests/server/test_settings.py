@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
+from privdiff.common.errors import FederationError
+from privdiff.server.settings import SecAggSettings, federation_settings
 from privdiff_core.config import load_config
-from server.errors import FederationError
-from server.settings import SecAggSettings, federation_settings
 
 
 @pytest.mark.parametrize("name", ["tiny", "demo", "paper"])
@@ -61,8 +61,8 @@ def test_a_config_without_a_federation_section_is_refused():
 
 def test_a_sites_claimed_update_range_cannot_widen_the_range_past_the_cap(tmp_path):
     """Sites report their own range exponents; one claiming 2**30 gets max_clipping_range."""
-    from server.task import PrivdiffTask
-    from server.workflow import FederatedPlan
+    from privdiff.common.task import PrivdiffTask
+    from privdiff.server.workflow import FederatedPlan
 
     cfg = OmegaConf.merge(
         load_config("tiny"),

@@ -10,11 +10,11 @@ import pytest
 from federation_checks import run_plan
 from recording_task import make_federation, tiny_config
 
+from privdiff.common.errors import FederationError
+from privdiff.common.protocol import SiteScores
+from privdiff.server.settings import ValidationSettings
+from privdiff.server.validation import REJECTED_DIR, VERDICT_FILE, verdict
 from privdiff_core.signing import load_public_key, verify_model
-from server.errors import FederationError
-from server.protocol import SiteScores
-from server.settings import ValidationSettings
-from server.validation import REJECTED_DIR, VERDICT_FILE, verdict
 
 STAGES = ["autoencoder", "denoiser"]
 
@@ -60,7 +60,7 @@ def test_a_worse_broken_or_unscored_candidate_fails(scores, quorum, reason):
 def test_the_gate_refuses_to_sign_a_broken_candidate_and_keeps_it_unsigned(tmp_path, monkeypatch):
     """A candidate wrecked after aggregation (each averaged update x1000, as a poisoned or buggy
     aggregate would be): the sites' val losses refuse it; nothing is signed or installed."""
-    import server.workflow as workflow
+    import privdiff.server.workflow as workflow
 
     real_apply = workflow.FederatedPlan._apply
 

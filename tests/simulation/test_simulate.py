@@ -16,10 +16,10 @@ import types
 import pytest
 import torch
 
+from privdiff.common.distribution import current_model
 from privdiff_core.cli import main as privdiff
 from privdiff_core.data import open_dataset
 from privdiff_core.signing import load_public_key, verify_model
-from server.distribution import current_model
 
 
 @pytest.mark.slow
@@ -64,9 +64,9 @@ def test_tiny_federation_trains_signs_distributes_and_anonymizes(tmp_path, capsy
 
 
 def test_the_evaluation_report_is_handed_the_signed_federated_model(tmp_path, monkeypatch, capsys):
+    from privdiff.simulation import cli as simulate
     from privdiff_core import cli as core_cli
     from privdiff_core.logs import configure_logging
-    from simulation import cli as simulate
 
     configure_logging("privdiff simulate")  # as `privdiff simulate` does before it runs
     calls = []
@@ -104,8 +104,8 @@ def test_the_evaluation_report_is_handed_the_signed_federated_model(tmp_path, mo
 
 
 def test_the_demo_evaluates_a_lighter_pass_whose_overrides_evaluate_accepts():
+    from privdiff.simulation.cli import evaluation_plan
     from privdiff_core.config import load_config
-    from simulation.cli import evaluation_plan
 
     demo = load_config("demo")
     methods, overrides = evaluation_plan(demo, full=False)

@@ -17,9 +17,9 @@ import time
 import pytest
 import torch
 
+from privdiff.server.checkpoint import CHECKPOINT_FILE
 from privdiff_core.cli import main as privdiff
 from privdiff_core.signing import load_public_key, verify_model
-from server.checkpoint import CHECKPOINT_FILE
 
 pytestmark = pytest.mark.slow
 

@@ -28,11 +28,11 @@ from dicom_net import (
 from phi_dicom import DX_IMAGE_STORAGE, copy_real, phi_dataset, study_uids, write_dicom
 from pydicom.uid import RLELossless
 
-from client.audit import PastOutcome
-from client.node.forwarder import Destination, Forwarder, client_tls
-from client.node.queue import NodeQueue
-from client.node.scp import OUT_OF_RESOURCES, ScpSettings, server_tls, start_scp
-from client.node.spool import Spool, SpoolLimits
+from privdiff.client.audit import PastOutcome
+from privdiff.client.node.forwarder import Destination, Forwarder, client_tls
+from privdiff.client.node.queue import NodeQueue
+from privdiff.client.node.scp import OUT_OF_RESOURCES, ScpSettings, server_tls, start_scp
+from privdiff.client.node.spool import Spool, SpoolLimits
 
 SECRET = b"node network test secret 0123456"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from phi_dicom import phi_dataset, study_uids, write_dicom
 
-from client.node.queue import NodeQueue
-from client.node.releaser import Releaser
-from client.node.spool import Spool, SpoolLimits
-from client.release_pipeline import ReleaseSettings
+from privdiff.client.node.queue import NodeQueue
+from privdiff.client.node.releaser import Releaser
+from privdiff.client.node.spool import Spool, SpoolLimits
+from privdiff.client.release_pipeline import ReleaseSettings
 
 
 def test_sweep_keeps_the_unfinished_batch_and_removes_finished_ones(tmp_path):

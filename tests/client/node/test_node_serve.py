@@ -26,7 +26,7 @@ from dicom_net import (
 )
 from phi_dicom import DX_IMAGE_STORAGE, PHI_TEXT, copy_real, phi_dataset, study_uids, write_dicom
 
-from client.node.queue import NodeQueue
+from privdiff.client.node.queue import NodeQueue
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -41,7 +41,7 @@ def node_command(
     return [
         sys.executable,
         "-m",
-        "client.cli",
+        "privdiff.client.cli",
         "serve",
         "--node-dir",
         str(node_dir),
@@ -221,7 +221,7 @@ def test_pacs_to_archive_through_the_node(tiny_model, synthetic_federation, tmp_
             assert value.decode(errors="ignore") not in ops, value
         # the refused instance stays on site with its reason; what the archive holds is gone from here
         status = subprocess.run(
-            [sys.executable, "-m", "client.cli", "serve", "--node-dir", str(node_dir), "--status"],
+            [sys.executable, "-m", "privdiff.client.cli", "serve", "--node-dir", str(node_dir), "--status"],
             capture_output=True,
             text=True,
             env=ENV,

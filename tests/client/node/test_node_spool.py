@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from phi_dicom import copy_real, phi_dataset, study_uids, write_dicom
 
-from client.audit import PastOutcome
-from client.node import spool as spool_module
-from client.node.queue import NodeQueue
-from client.node.spool import Spool, SpoolLimits, Stored
+from privdiff.client.audit import PastOutcome
+from privdiff.client.node import spool as spool_module
+from privdiff.client.node.queue import NodeQueue
+from privdiff.client.node.spool import Spool, SpoolLimits, Stored
 
 SECRET = b"node spool test secret 012345678"
 ROOMY = SpoolLimits(max_bytes=10**9, min_free_bytes=0, max_waiting=1000)

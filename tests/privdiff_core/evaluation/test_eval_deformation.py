@@ -1,3 +1,4 @@
+import pytest
 import torch
 from eval_toydata import toy_cohort
 
@@ -34,6 +35,7 @@ def test_displacement_is_bounded_by_mu():
     assert shift.max() <= 0.05 + 1e-6 and shift.max() > 0.01
 
 
+@pytest.mark.slow  # 160 adversarial training steps: the heaviest of the fast tests (~17 CPU s)
 def test_generator_pushes_the_same_patient_score_down(one_thread):
     """Against frozen adversaries the generator's verification loss -log(1 - V) falls."""
     cohort = toy_cohort(24, 3, size=32, seed=3, prefix="d")

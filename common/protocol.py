@@ -10,7 +10,7 @@
 - `query.validate` (after the last round): the candidate model (every stage, one flat vector);
   each site answers with `SiteScores`, its val losses for the candidate and the accepted model;
 - `query.install_anonymizer` (after the validation gate passed): the signed anonymizer folder; each site
-  verifies and installs it and answers with an acknowledgement (server/distribution.py).
+  verifies and installs it and answers with an acknowledgement (common/distribution.py).
 
 Only the update, its weight (number of examples) and the metrics named here leave a site.
 """

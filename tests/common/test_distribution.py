@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from privdiff.common.distribution import (
+    INSTALL_LOG,
+    current_model,
+    install_anonymizer,
+    model_version,
+    pack_folder,
+)
 from privdiff_core.signing import SignatureError, generate_signing_key, load_private_key, sign_model
-from server.distribution import INSTALL_LOG, current_model, install_anonymizer, model_version, pack_folder
 
 
 def _signed_model(root: Path, name: str, key: Path, payload: bytes) -> Path:

@@ -1,4 +1,4 @@
-"""privdiff's SecAgg+ vector path (server/secagg.py) against Flower's own protocol steps.
+"""privdiff's SecAgg+ vector path (common/secagg.py) against Flower's own protocol steps.
 
 Key setup, key sharing and the unmask answers come from Flower's client functions; masking,
 summing, unmasking and dequantizing are privdiff's. No Ray: every site is a SecAggPlusState here.
@@ -15,8 +15,8 @@ from flwr.app import ConfigRecord
 from flwr.common.secure_aggregation.crypto.shamir import combine_shares
 from flwr.common.secure_aggregation.secaggplus_constants import Key
 
-from server.errors import FederationError
-from server.secagg import (
+from privdiff.common.errors import FederationError
+from privdiff.common.secagg import (
     MODULUS,
     _receive_shares,
     check_unmasked_sum,
@@ -25,7 +25,7 @@ from server.secagg import (
     remove_masks,
     weighted_mean_of_sum,
 )
-from server.updates import quantization_step
+from privdiff.common.updates import quantization_step
 
 flower = importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod")
 LEVELS = 2**22

@@ -1,4 +1,4 @@
-"""Updates on the wire (server/updates.py) and Flower's array bytes without copies (server/npy.py)."""
+"""Updates on the wire (common/updates.py) and Flower's array bytes without copies (common/npy.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from flwr.common import bytes_to_ndarray, ndarray_to_bytes
 
-from server.npy import npy_bytes, npy_bytes_of_parts, npy_view
-from server.updates import (
+from privdiff.common.npy import npy_bytes, npy_bytes_of_parts, npy_view
+from privdiff.common.updates import (
     MIN_RANGE_EXPONENT,
     StateLayout,
     clip_update,

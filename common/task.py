@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import torch
 from omegaconf import DictConfig
 
-from server.errors import FederationError
+from privdiff.common.errors import FederationError
 
 STAGES: tuple[str, ...] = ("autoencoder", "denoiser")
 

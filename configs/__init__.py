@@ -1,0 +1,1 @@
+"""The experiment configs (YAML), installed as package data of `privdiff.configs`."""

@@ -58,7 +58,9 @@ def run_federation(
     if len(site_dirs) != len(site_homes):
         raise ValueError("one home folder per site folder")
     out_dir = Path(out_dir)
-    saved_env = {key: os.environ.get(key) for key in ("FLWR_HOME", *QUIET_ENV)}
+    # PYTHONPATH too: Flower's Ray backend sets it to this process's sys.path and never resets it,
+    # so every process started afterwards (pip, a site, a test's fresh venv) would see this checkout.
+    saved_env = {key: os.environ.get(key) for key in ("FLWR_HOME", "PYTHONPATH", *QUIET_ENV)}
     os.environ["FLWR_HOME"] = str((out_dir / "flwr-home").resolve())
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)

@@ -61,6 +61,16 @@ def _setuptools_major() -> int:
         return 0
 
 
+def _clean_env() -> dict[str, str]:
+    """This process's environment without what would let a child Python see the checkout or the
+    test venv's editable install: Flower's Ray backend sets PYTHONPATH to the driver's sys.path for
+    good, so after an in-process simulation pip saw the editable privdiff as installed and skipped
+    the wheel."""
+    drop = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONUSERBASE")
+    drop += ("PIP_TARGET", "PIP_PREFIX", "PIP_USER")
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
 def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -84,7 +94,7 @@ def wheel(tmp_path_factory) -> Path:
     done = _run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-w", str(root / "dist"), str(src)],
         root,
-        os.environ.copy(),
+        _clean_env(),
         600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -97,7 +107,7 @@ def venv(wheel, tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """A fresh venv (no --system-site-packages) with the wheel installed; its environment."""
     root = tmp_path_factory.mktemp("venv")
     venv = root / "venv"
-    done = _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], root, os.environ.copy(), 120)
+    done = _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], root, _clean_env(), 120)
     assert done.returncode == 0, done.stderr
     python = venv / "bin" / "python"
     done = _run(
@@ -110,10 +120,11 @@ def venv(wheel, tmp_path_factory) -> tuple[Path, dict[str, str]]:
             "install",
             "--no-deps",
             "--no-index",
+            "--ignore-installed",
             str(wheel),
         ],
         root,
-        os.environ.copy(),
+        _clean_env(),
         300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -121,7 +132,7 @@ def venv(wheel, tmp_path_factory) -> tuple[Path, dict[str, str]]:
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], root, {}, 60
     )
     Path(purelib.stdout.strip(), "test-venv-dependencies.pth").write_text("\n".join(_site_dirs()) + "\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env = _clean_env()
     env |= {"PATH": f"{venv / 'bin'}:{env.get('PATH', '')}", "HOME": str(root), "OMP_NUM_THREADS": "1"}
     env |= {
         "FLWR_HOME": str(root / "flwr-home"),

@@ -58,6 +58,9 @@ class EncoderConfig:
     # finding head stayed at chance; it picks the generative mode's findings)
     attribute_batch: int = 16
     augment: bool = True  # shifted / re-exposed attribute batches (as the diagnosis judge)
+    # the findings get their own network, trained in the denoiser stage (which has the steps);
+    # false: a head on the backbone shared with age and sex, trained in the autoencoder stage
+    findings_network: bool = False
 
 
 @dataclass

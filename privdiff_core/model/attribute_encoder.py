@@ -23,6 +23,7 @@ from privdiff_core.attributes import NUM_AGE_GROUPS, NUM_FINDINGS, NUM_SEXES, UN
 from privdiff_core.nets import ImageClassifier, SiameseVerifier
 
 ATTRIBUTE_SIZES = {"age": NUM_AGE_GROUPS, "sex": NUM_SEXES, "diagnosis": NUM_FINDINGS}
+_DEMOGRAPHICS = {"age": NUM_AGE_GROUPS, "sex": NUM_SEXES}
 
 
 class AttributeEncoder(ModelMixin, ConfigMixin):
@@ -40,12 +41,19 @@ class AttributeEncoder(ModelMixin, ConfigMixin):
         embed_dim: int = 128,
         widths: Sequence[int] | None = None,
         finding_thresholds: Sequence[float] | None = None,
+        findings_network: bool = False,
     ):
         super().__init__()
         widths = tuple(widths) if widths else None
         self.embed_dim = embed_dim
         self.verifier = SiameseVerifier(backbone, embed_dim, widths)
-        self.classifier = ImageClassifier(sum(ATTRIBUTE_SIZES.values()), backbone, embed_dim, widths)
+        # With `findings_network` the findings get their own network, like the evaluation's
+        # diagnosis judge: on a backbone shared with age and sex they compete with two easier tasks.
+        self.findings = (
+            ImageClassifier(NUM_FINDINGS, backbone, embed_dim, widths) if findings_network else None
+        )
+        heads = ATTRIBUTE_SIZES if self.findings is None else _DEMOGRAPHICS
+        self.classifier = ImageClassifier(sum(heads.values()), backbone, embed_dim, widths)
 
     def identity_embedding(self, images: torch.Tensor) -> torch.Tensor:
         """(B, embed_dim): the verifier's embedding, whose |difference| decides same patient."""
@@ -53,8 +61,18 @@ class AttributeEncoder(ModelMixin, ConfigMixin):
 
     def attribute_logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits per attribute: age (B, 4), sex (B, 2), diagnosis (B, 14, multi-label)."""
+        if self.findings is None:
+            logits = self.classifier(images).split(list(ATTRIBUTE_SIZES.values()), dim=1)
+            return dict(zip(ATTRIBUTE_SIZES, logits, strict=True))
+        return {**self.demographic_logits(images), "diagnosis": self.findings(images)}
+
+    def demographic_logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Age (B, 4) and sex (B, 2) logits alone (the findings network, when there is one, is
+        trained in another stage)."""
+        if self.findings is None:
+            return {k: v for k, v in self.attribute_logits(images).items() if k != "diagnosis"}
         logits = self.classifier(images)
-        return dict(zip(ATTRIBUTE_SIZES, logits.split(list(ATTRIBUTE_SIZES.values()), dim=1), strict=True))
+        return dict(zip(_DEMOGRAPHICS, logits.split(list(_DEMOGRAPHICS.values()), dim=1), strict=True))
 
     @torch.no_grad()
     def estimate(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -89,14 +107,27 @@ def attribute_loss(
     for name, target in (("age", age_group), ("sex", sex)):
         if (target != UNKNOWN).any():
             total = total + F.cross_entropy(logits[name].float(), target.long(), ignore_index=UNKNOWN)
+    if "diagnosis" in logits:  # absent: a separate findings network, trained on its own
+        total = total + findings_loss(logits["diagnosis"], labels, label_mask, pos_weight)
+    return total
+
+
+def findings_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    label_mask: torch.Tensor,
+    pos_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """BCE of the finding logits (B, 14) on the known labels, summed over an image's known findings
+    and averaged over the images that have any (0 when none does)."""
     mask = label_mask.float()
     labelled_images = mask.amax(dim=1).sum()
-    if labelled_images > 0:
-        per_label = F.binary_cross_entropy_with_logits(
-            logits["diagnosis"].float(), labels.float(), reduction="none", pos_weight=pos_weight
-        )
-        total = total + (per_label * mask).sum() / labelled_images
-    return total
+    if labelled_images == 0:
+        return logits.new_zeros((), dtype=torch.float32)
+    per_label = F.binary_cross_entropy_with_logits(
+        logits.float(), labels.float(), reduction="none", pos_weight=pos_weight
+    )
+    return (per_label * mask).sum() / labelled_images
 
 
 def verification_loss(

@@ -97,7 +97,13 @@ class PrivDiffModels(nn.Module):
         self.encoder = (
             encoder
             if encoder is not None
-            else AttributeEncoder(str(enc.backbone), int(enc.embed_dim), list(enc.widths or []))
+            else AttributeEncoder(
+                str(enc.backbone),
+                int(enc.embed_dim),
+                list(enc.widths or []),
+                # models trained before the option existed share one backbone
+                findings_network=bool(enc.get("findings_network", False)),
+            )
         )
         self.conditioner = (
             conditioner

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from privdiff_core.errors import PrivdiffError
-from privdiff_core.model.attribute_encoder import attribute_loss, verification_loss
+from privdiff_core.model.attribute_encoder import attribute_loss, findings_loss, verification_loss
 from privdiff_core.model.conditioning import Conditions, ConditionState
 from privdiff_core.model.privdiff_net import PrivDiffModels, autocast_for, resolve_device
 from privdiff_core.model.spg import sensitive_for_step
@@ -51,6 +51,10 @@ _STAGE_PREFIXES = {
     "autoencoder": ("vae.", "encoder.", "latent_shift", "latent_scale", "finding_thresholds"),
     "denoiser": ("unet.", "conditioner."),
 }
+# A separate findings network (encoder.findings_network) and its decision thresholds are learned
+# in the denoiser stage: the autoencoder stage's few federated steps leave a finding estimator
+# near chance, and the denoiser stage has several times as many.
+_FINDINGS_PREFIXES = ("encoder.findings.", "finding_thresholds")
 _DATA_FIELDS = ("images", "patient_ids", "age_group", "sex", "labels", "label_mask")
 
 
@@ -63,13 +67,26 @@ def check_stage(stage: str) -> None:
         raise TrainingError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
 
 
-def _in_stage(name: str, stage: str) -> bool:
-    return any(name == p or (p.endswith(".") and name.startswith(p)) for p in _STAGE_PREFIXES[stage])
+def _matches(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or (p.endswith(".") and name.startswith(p)) for p in prefixes)
+
+
+def has_findings_network(models: PrivDiffModels) -> bool:
+    return models.encoder.findings is not None
+
+
+def _in_stage(name: str, stage: str, models: PrivDiffModels) -> bool:
+    if has_findings_network(models) and _matches(name, _FINDINGS_PREFIXES):
+        return stage == "denoiser"
+    return _matches(name, _STAGE_PREFIXES[stage])
 
 
 def stage_modules(models: PrivDiffModels, stage: str) -> list[nn.Module]:
     check_stage(stage)
-    return [models.vae, models.encoder] if stage == "autoencoder" else [models.unet, models.conditioner]
+    if stage == "autoencoder":
+        return [models.vae, models.encoder]
+    findings = [models.encoder.findings] if has_findings_network(models) else []
+    return [models.unet, models.conditioner, *findings]
 
 
 def stage_state(models: PrivDiffModels, stage: str) -> dict[str, torch.Tensor]:
@@ -83,13 +100,15 @@ def stage_state(models: PrivDiffModels, stage: str) -> dict[str, torch.Tensor]:
     return {
         name: value.detach().to("cpu", copy=True)
         for name, value in models.state_dict().items()
-        if _in_stage(name, stage) and value.is_floating_point()
+        if _in_stage(name, stage, models) and value.is_floating_point()
     }
 
 
 def load_stage_state(models: PrivDiffModels, stage: str, state: dict[str, torch.Tensor]) -> None:
     """Copy a `stage_state` dict into the models in place; names and shapes must match exactly."""
-    own = {k: v for k, v in models.state_dict().items() if _in_stage(k, stage) and v.is_floating_point()}
+    own = {
+        k: v for k, v in models.state_dict().items() if _in_stage(k, stage, models) and v.is_floating_point()
+    }
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
         raise TrainingError(
@@ -153,7 +172,9 @@ class StageObjective:
         self.scheduler = models.train_scheduler() if stage == "denoiser" else None
         # Rare findings are up-weighted for the attribute encoder's finding head, as for the
         # evaluation's diagnosis judge (without it the head answers "absent" for them).
-        self.pos_weight = finding_pos_weight(data.labels, data.label_mask) if stage == "autoencoder" else None
+        self.pos_weight = finding_pos_weight(data.labels, data.label_mask)
+        # Which stage learns the findings (and measures their thresholds at the end of a call).
+        self.learns_findings = _in_stage("finding_thresholds", stage, models)
 
     def generator(self, step: int) -> torch.Generator:
         stage_index = STAGES.index(self.stage)
@@ -180,16 +201,14 @@ class StageObjective:
         loss, parts = vae_loss(models.vae, images, cfg.vae.kl_weight, cfg.vae.edge_weight, generator)
         device = images.device
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
-        # The attribute heads see their own, larger and jittered batch: on the VAE's batch of 8
-        # the finding head stays at chance (test AUC ~0.5 after 600 steps), and the generative
-        # mode draws the findings it estimates.
-        enc = cfg.encoder
-        attribute_batch = enc.attribute_batch or self.batch_size
-        idx = torch.randint(0, self.examples, (attribute_batch,), generator=generator)
-        seen = self.data.images[idx]
-        seen = jitter(seen, rng) if enc.augment else seen
+        idx, seen = self._attribute_batch(generator, rng)
+        logits = (
+            models.encoder.attribute_logits(seen)
+            if self.learns_findings
+            else models.encoder.demographic_logits(seen)
+        )
         attributes = attribute_loss(
-            models.encoder.attribute_logits(seen.to(device)),
+            logits,
             self.data.age_group[idx].to(device),
             self.data.sex[idx].to(device),
             self.data.labels[idx].to(device),
@@ -208,7 +227,36 @@ class StageObjective:
         parts["loss"] = loss.item()
         return loss, parts
 
+    def _attribute_batch(self, generator: torch.Generator, rng: np.random.Generator):
+        """(indices, images) of the attribute heads' own batch, larger than the VAE's or the
+        denoiser's and jittered: on the VAE's batch of 8 the finding head stayed at chance (test
+        AUC ~0.5 after 600 steps), and the generative mode draws the findings it estimates."""
+        enc = self.cfg.encoder
+        attribute_batch = enc.attribute_batch or self.batch_size
+        idx = torch.randint(0, self.examples, (attribute_batch,), generator=generator)
+        seen = self.data.images[idx]
+        seen = jitter(seen, rng) if enc.augment else seen
+        return idx, seen.to(self.models.device)
+
     def _denoiser_loss(self, step: int, generator: torch.Generator):
+        loss, parts = self._denoising_loss(step, generator)
+        if not self.learns_findings:
+            return loss, parts
+        # Drawn after everything the denoising term draws: its batches stay those of a model
+        # without a findings network.
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        idx, seen = self._attribute_batch(generator, rng)
+        device = seen.device
+        findings = findings_loss(
+            self.models.encoder.findings(seen),
+            self.data.labels[idx].to(device),
+            self.data.label_mask[idx].to(device),
+            self.pos_weight.to(device),
+        )
+        # "loss" stays the denoising loss (its validation curve shows the denoiser converge).
+        return loss + findings, {**parts, "findings": findings.item()}
+
+    def _denoising_loss(self, step: int, generator: torch.Generator):
         models, cfg = self.models, self.cfg
         images, cond = self.batch(generator)
         with torch.no_grad():  # frozen first stage and attribute encoder
@@ -267,6 +315,8 @@ def activate_stage(models: PrivDiffModels, stage: str) -> None:
     models.eval().requires_grad_(False)
     for module in stage_modules(models, stage):
         module.train().requires_grad_(True)
+    if stage == "autoencoder" and has_findings_network(models):
+        models.encoder.findings.eval().requires_grad_(False)  # the denoiser stage's
 
 
 class StageTrainer:
@@ -287,9 +337,14 @@ class StageTrainer:
         self.models, self.stage, self.data, self.cfg = models, stage, data, cfg
         prepare_models(models, stage, self.device)
         if stage == "autoencoder":
+            encoder = [
+                p
+                for name, p in models.encoder.named_parameters()
+                if _in_stage(f"encoder.{name}", stage, models)
+            ]
             groups = [
                 {"params": list(models.vae.parameters()), "lr": cfg.train.autoencoder.lr},
-                {"params": list(models.encoder.parameters()), "lr": cfg.encoder.lr},
+                {"params": encoder, "lr": cfg.encoder.lr},
             ]
         else:
             groups = [
@@ -298,6 +353,8 @@ class StageTrainer:
                     "lr": cfg.train.denoiser.lr,
                 }
             ]
+            if has_findings_network(models):
+                groups.append({"params": list(models.encoder.findings.parameters()), "lr": cfg.encoder.lr})
         self.optimizer = torch.optim.Adam(groups)
         self.step_index = 0
 
@@ -316,17 +373,20 @@ class StageTrainer:
         return parts
 
     def finish(self) -> dict[str, float]:
-        """End-of-call work: the autoencoder stage measures the latent shift and scale."""
-        if self.stage != "autoencoder":
-            return {}
+        """End-of-call work: the autoencoder stage measures the latent shift and scale, the stage
+        that learns the findings their decision thresholds."""
         count = min(self.cfg.train.latent_stats_images, self.objective.examples)
         idx = torch.randperm(self.objective.examples, generator=self.objective.generator(-1))[:count]
         self.models.eval()
-        shift, scale = self.models.measure_latent_stats(self.data.images[idx])
-        self.models.measure_finding_thresholds(
-            self.data.images[idx], self.data.labels[idx], self.data.label_mask[idx]
-        )
-        return {"latent_shift": shift, "latent_scale": scale}
+        measured = {}
+        if self.stage == "autoencoder":
+            shift, scale = self.models.measure_latent_stats(self.data.images[idx])
+            measured = {"latent_shift": shift, "latent_scale": scale}
+        if self.objective.learns_findings:
+            self.models.measure_finding_thresholds(
+                self.data.images[idx], self.data.labels[idx], self.data.label_mask[idx]
+            )
+        return measured
 
     def optimizer_tensors(self) -> dict[str, torch.Tensor]:
         """Adam's per-parameter state as flat tensors ("<param index>.<name>"), e.g. for a site to
@@ -380,7 +440,8 @@ def evaluate_stage(
     device = resolve_device(device)
     models.to(device).eval()
     objective = StageObjective(models, stage, data, cfg, seed=seed)
-    return float(np.mean([objective(step)[0].item() for step in range(batches)]))
+    # parts["loss"]: the stage's own loss (the denoising loss, without a findings network's BCE)
+    return float(np.mean([objective(step)[1]["loss"] for step in range(batches)]))
 
 
 def local_train(

@@ -58,3 +58,45 @@ def test_autoencoder_stage_teaches_the_finding_head():
     present = [k for k in range(NUM_FINDINGS) if 0 < labels[:, k].sum() < len(labels)]
     auc = np.mean([roc_auc_score(labels[:, k], estimates[:, k]) for k in present])
     assert auc > 0.62, f"finding head mean AUC {auc:.3f} on its own training films"
+
+
+def test_a_separate_findings_network_learns_in_the_denoiser_stage(tmp_path):
+    """encoder.findings_network: the findings get their own network, trained (and its thresholds
+    measured) in the denoiser stage; the autoencoder stage leaves it alone, and a saved folder
+    gives back the same estimates."""
+    from privdiff_core.model.folder import load_models
+    from privdiff_core.training import save_anonymizer, stage_state
+
+    data = generate_arrays(SynthParams(sites=2, patients=12, images_per_patient=3, size=32)).to_tensors()
+    cfg = load_config("tiny", ["device=cpu", "encoder.findings_network=true"])
+    torch.manual_seed(0)
+    models = build_models(cfg)
+    auto, denoise = stage_state(models, "autoencoder"), stage_state(models, "denoiser")
+    assert not set(auto) & set(denoise)
+    assert "finding_thresholds" in denoise and any(k.startswith("encoder.findings.") for k in denoise)
+    assert not any(k.startswith("encoder.findings.") for k in auto)
+    assert set(auto) | set(denoise) == {k for k, v in models.state_dict().items() if v.is_floating_point()}
+
+    local_train(models, "autoencoder", data, cfg, 5, seed=0, progress=False)
+    after_auto = stage_state(models, "denoiser")
+    assert all(torch.equal(after_auto[k], denoise[k]) for k in denoise)  # findings untouched
+    assert not torch.equal(
+        stage_state(models, "autoencoder")["encoder.classifier.head.1.weight"],
+        auto["encoder.classifier.head.1.weight"],
+    )
+
+    before = stage_state(models, "autoencoder")
+    metrics = local_train(models, "denoiser", data, cfg, 60, seed=0, progress=False)
+    assert metrics["findings"] > 0  # the BCE is reported beside the denoising loss
+    assert all(torch.equal(v, before[k]) for k, v in stage_state(models, "autoencoder").items())
+    assert not torch.equal(models.finding_thresholds, torch.full_like(models.finding_thresholds, 0.5))
+    estimates = models.encoder.estimate(data.images)["diagnosis"]
+    labels = data.labels.numpy()
+    present = [k for k in range(NUM_FINDINGS) if 0 < labels[:, k].sum() < len(labels)]
+    auc = np.mean([roc_auc_score(labels[:, k], estimates.numpy()[:, k]) for k in present])
+    assert auc > 0.62, f"findings network mean AUC {auc:.3f} on its own training films"
+
+    folder = save_anonymizer(models, cfg, tmp_path / "anonymizer", {})
+    loaded, _, _ = load_models(folder)
+    torch.testing.assert_close(loaded.encoder.estimate(data.images)["diagnosis"], estimates)
+    torch.testing.assert_close(loaded.finding_thresholds, models.finding_thresholds)

@@ -3,7 +3,9 @@
 Stage `autoencoder`: the VAE (L1 + edge + small KL), the attribute encoder's Siamese verifier (BCE
 on balanced same/different-patient pairs) and its age/sex/finding heads; at the end of each call
 the latent shift and scale are measured on the local images. Stage `denoiser`: the SAS UNet and
-the category tokens, with the VAE and the attribute encoder frozen. The objective (paper, SPG):
+the category tokens, with the VAE and the attribute encoder frozen (except a separate findings
+network, `encoder.findings_network`: it learns here, BCE beside the denoising loss, and its
+thresholds are measured at the end of each call). The objective (paper, SPG):
 
     SPG on:  L = mean_{c in {0, diag, n}} ||eps(z_t, c) - eps||^2 + lambda ||eps_p - eps||^2
              eps_p = eps(z_t, 0) + w_diag [eps(z_t, diag) - eps(z_t, 0)] - |w_s| [eps(z_t, n) - eps(z_t, m)]

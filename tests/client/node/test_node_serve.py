@@ -65,6 +65,7 @@ def node_command(tiny_model, node_dir: Path, port: int, archive_port: int, quiet
         str(tiny_model.public_key),
         "--site-secret",
         str(secret),
+        "--own-verifier",
         "--quarantine-threshold",
         "1.0",
         "--device",

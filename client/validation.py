@@ -16,7 +16,7 @@ folder. Only the losses, the two numbers per model and the counts go back.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from flwr.app import RecordDict
@@ -61,15 +61,9 @@ def score_candidate(task: FederatedTask, site: Site, content: RecordDict) -> pro
     images = int(record.get("images", 0))
     checked, candidate_privacy, accepted_privacy = 0, {}, {}
     if images > 0:
-        held_out = data.image, list(data.patient_ids)
-        if (
-            len(set(held_out[1])) < 2
-        ):  # re-ID needs two patients: add the test split's (also never trained on)
-            with contextlib.suppress(DatasetError):
-                test = task.load_validation_data(site.data, cfg, split="test")
-                held_out = torch.cat([data.image, test.image]), [*held_out[1], *test.patient_ids]
+        films, patients = held_out_films(task, site, cfg, data)
         checked, candidate_privacy, accepted_privacy = privacy_check(
-            task, site, cfg, candidate, *held_out, images
+            task, site, cfg, candidate, films, patients, images
         )
     return protocol.SiteScores(
         node_id=0,  # the server knows who answered
@@ -80,6 +74,19 @@ def score_candidate(task: FederatedTask, site: Site, content: RecordDict) -> pro
         candidate_privacy=candidate_privacy,
         accepted_privacy=accepted_privacy,
     )
+
+
+def held_out_films(
+    task: FederatedTask, site: Site, cfg: DictConfig, val: Any
+) -> tuple[torch.Tensor, list[str]]:
+    """The val films, and the test split's too when val has one patient only (re-ID needs two);
+    neither split is ever trained on."""
+    films, patients = val.image, list(val.patient_ids)
+    if len(set(patients)) < 2:
+        with contextlib.suppress(DatasetError):  # no test split: re-ID stays unmeasured
+            test = task.load_validation_data(site.data, cfg, split="test")
+            films, patients = torch.cat([films, test.image]), [*patients, *test.patient_ids]
+    return films, patients
 
 
 def spread_over_patients(patient_ids: list[str], count: int) -> list[int]:

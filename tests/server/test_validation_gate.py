@@ -155,7 +155,9 @@ def test_the_gate_refuses_an_anonymizer_that_returns_its_input(tmp_path):
     output still points at its input (re-ID AUC ~1) and the server refuses to sign."""
     fed = make_federation(tmp_path / "fed", 3)
     cfg = tiny_config(
-        tmp_path / "records", rounds={"autoencoder": 1, "denoiser": 1}, secagg={"enabled": False}
+        tmp_path / "records",
+        rounds={"autoencoder": 1, "denoiser": 1},
+        secagg={"enabled": False, "timeout_s": 600},
     )
     lines: list[str] = []
     with pytest.raises(FederationError, match="re-ID AUC of output vs input") as refused:
@@ -177,7 +179,9 @@ def test_the_gate_refuses_an_anonymizer_that_returns_its_input(tmp_path):
 def test_an_honest_candidate_passes_and_the_verdict_is_signed_with_it(tmp_path):
     fed = make_federation(tmp_path / "fed", 3)
     cfg = tiny_config(
-        tmp_path / "records", rounds={"autoencoder": 1, "denoiser": 1}, secagg={"enabled": False}
+        tmp_path / "records",
+        rounds={"autoencoder": 1, "denoiser": 1},
+        secagg={"enabled": False, "timeout_s": 600},
     )
     lines: list[str] = []
     run_plan(cfg, fed, tmp_path / "run", lines=lines)

@@ -6,9 +6,9 @@ signed model says: the privacy spent (Flower's RDP accountant, delta 1e-5), the 
 gate's per-stage val loss at the sites (candidate vs the seeded initial model), and the gate's
 quick privacy/utility check: re-ID AUC of output vs input with each site's own verifier and the
 diagnosis agreement of its findings classifier (server/validation.py). Every run uses the same
-site judges (trained at the first run's gate, then copied), so the runs differ only in the
-model. A short plan, so the numbers compare the settings with each other, not with a fully
-trained anonymizer.
+site judges (trained once, before the runs, then copied into each run's site folders), so the
+runs differ only in the model. A short plan, so the numbers compare the settings with each
+other, not with a fully trained anonymizer.
 
     python benchmarks/dp_cost.py --config demo --noise none,0.5,1.0 --out benchmarks/results/dp_cost.json
 """
@@ -34,8 +34,28 @@ from server.task import PrivdiffTask
 SITES = 3
 
 
-def run_once(config: str, noise: float | None, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def prepare_sites(cfg: Any, config: str, args: argparse.Namespace, work: Path) -> tuple[list[Path], Path]:
+    """The synthetic federation and each site's own judges (client/site_verifier.py), made once
+    and shared by every run, so that the runs differ only in the model they train."""
+    from client.site_verifier import judge_settings, train_site_judges
     from privdiff_core.synth import SynthParams, generate_federation
+
+    data, judges = work / f"data-{config}", work / f"judges-{config}"
+    if not data.is_dir():
+        params = SynthParams(
+            sites=SITES, patients=args.patients, images_per_patient=2, size=int(cfg.image_size)
+        )
+        generate_federation(data, params, progress=False)
+    sites = sorted(p for p in data.iterdir() if p.is_dir())
+    for site in sites:
+        if not (judges / site.name).is_dir():
+            started = time.perf_counter()
+            train_site_judges(site, judges / site.name, int(cfg.image_size), *judge_settings(cfg))
+            print(f"    {site.name}: judges trained in {time.perf_counter() - started:.0f} s", flush=True)
+    return sites, judges
+
+
+def run_once(config: str, noise: float | None, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from simulation.engine import run_federation
 
     overrides = [
@@ -61,24 +81,15 @@ def run_once(config: str, noise: float | None, args: argparse.Namespace, work: P
             f"federation.dp.clipping_norm={args.clipping_norm}",
         ]
     cfg = load_config(config, overrides)
-    data = work / f"data-{config}"
-    if not data.is_dir():
-        generate_federation(
-            data,
-            SynthParams(sites=SITES, patients=args.patients, images_per_patient=2, size=int(cfg.image_size)),
-            progress=False,
-        )
-    sites = sorted(p for p in data.iterdir() if p.is_dir())
+    sites, judges = prepare_sites(cfg, config, args, work)
     out = work / f"{config}-{'plain' if noise is None else f'dp{noise:g}'}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     generate_signing_key(out / "sign.pem", out / "sign.pub")
     homes = [out / "homes" / s.name for s in sites]
-    judges = work / f"judges-{config}"
     for home in homes:
         home.mkdir(parents=True)
-        if (judges / home.name).is_dir():
-            shutil.copytree(judges / home.name, home / "verifier")
+        shutil.copytree(judges / home.name, home / "verifier")
     load_before = os.getloadavg()
     started = time.perf_counter()
     run_federation(
@@ -92,9 +103,6 @@ def run_once(config: str, noise: float | None, args: argparse.Namespace, work: P
         progress=lambda line: print(f"    {line}", flush=True),
     )
     run_s = time.perf_counter() - started
-    for home in homes:
-        if not (judges / home.name).is_dir():
-            shutil.copytree(home / "verifier", judges / home.name)
     metadata = verify_model(out / "anonymizer", load_public_key(out / "sign.pub"))["metadata"]
     checked = metadata["validation"]["privacy"]
     return {

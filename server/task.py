@@ -150,8 +150,8 @@ class PrivdiffTask:
     def anonymize(
         self, models: torch.nn.Module, cfg: DictConfig, images: torch.Tensor, seed: int
     ) -> torch.Tensor:
-        """The model's outputs for (N, 1, S, S) images, as the release makes them (its config's
-        anonymize section), at the images' size (the model runs at its own)."""
+        """The model's outputs for (N, 1, S, S) images with its config's anonymize settings and
+        every attribute estimated from the image, at the images' size (the model runs at its own)."""
         from torch.nn import functional as F
 
         from privdiff_core.anonymizer import Anonymizer

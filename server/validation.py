@@ -79,9 +79,10 @@ def verdict(
     return result
 
 
-def _mean(scores: list[SiteScores], model: str, name: str) -> float | None:
-    """Films-weighted mean of one privacy metric over the sites that measured it."""
-    values = [(s.checked, getattr(s, f"{model}_privacy").get(name, math.nan)) for s in scores]
+def _mean(scores: list[SiteScores], model: str, name: str, cap: int) -> float | None:
+    """Films-weighted mean of one privacy metric over the sites that measured it; a site's weight
+    is capped at the films it was asked to check (a site cannot outweigh the others by claiming)."""
+    values = [(min(s.checked, cap), getattr(s, f"{model}_privacy").get(name, math.nan)) for s in scores]
     measured = [(w, v) for w, v in values if w > 0 and math.isfinite(v)]
     total = sum(w for w, _ in measured)
     return sum(w * v for w, v in measured) / total if total else None
@@ -97,10 +98,11 @@ def _privacy_verdict(scores: list[SiteScores], settings: ValidationSettings, res
         )
         return
     relative = all("reid_auc" in s.accepted_privacy for s in measured)
-    candidate = {n: _mean(measured, "candidate", n) for n in PRIVACY_METRICS}
-    accepted = {n: _mean(measured, "accepted", n) for n in PRIVACY_METRICS} if relative else None
+    cap = settings.images
+    candidate = {n: _mean(measured, "candidate", n, cap) for n in PRIVACY_METRICS}
+    accepted = {n: _mean(measured, "accepted", n, cap) for n in PRIVACY_METRICS} if relative else None
     result.privacy = {
-        "images": sum(s.checked for s in measured),
+        "images": sum(min(s.checked, cap) for s in measured),
         "sites": len(measured),
         "mode": "relative to the installed model" if relative else "absolute (no accepted model installed)",
         "candidate": candidate,

@@ -71,13 +71,13 @@ def test_privacy_numbers_travel_and_unmeasured_ones_stay_absent():
 
 def test_a_first_model_is_held_to_the_absolute_limits_weighted_by_films():
     passing = [
-        _checked(1, 30, {"reid_auc": 0.5, "diagnosis_agreement": 0.9}),
-        _checked(2, 10, {"reid_auc": 0.9, "diagnosis_agreement": 0.7}),
+        _checked(1, 6, {"reid_auc": 0.5, "diagnosis_agreement": 0.9}),
+        _checked(2, 2, {"reid_auc": 0.9, "diagnosis_agreement": 0.7}),
     ]
     result = verdict(passing, ["autoencoder"], PRIVACY, quorum=2)
     assert result.passed, result.reasons
-    assert result.privacy["candidate"]["reid_auc"] == pytest.approx((30 * 0.5 + 10 * 0.9) / 40)
-    assert result.privacy["mode"].startswith("absolute") and result.privacy["images"] == 40
+    assert result.privacy["candidate"]["reid_auc"] == pytest.approx((6 * 0.5 + 2 * 0.9) / 8)
+    assert result.privacy["mode"].startswith("absolute") and result.privacy["images"] == 8
     leaky = [_checked(1, 8, {"reid_auc": 0.97, "diagnosis_agreement": 1.0})]
     result = verdict(leaky, ["autoencoder"], PRIVACY, quorum=1)
     assert (
@@ -86,6 +86,14 @@ def test_a_first_model_is_held_to_the_absolute_limits_weighted_by_films():
     blurred = [_checked(1, 8, {"reid_auc": 0.5, "diagnosis_agreement": 0.4})]
     result = verdict(blurred, ["autoencoder"], PRIVACY, quorum=1)
     assert not result.passed and "diagnosis agreement of output vs input 0.4 < 0.6" in result.reasons[0]
+
+
+def test_a_site_cannot_outweigh_the_others_by_claiming_more_films():
+    liar = _checked(1, 10_000, {"reid_auc": 0.5, "diagnosis_agreement": 1.0})
+    honest = [_checked(n, 8, {"reid_auc": 0.9, "diagnosis_agreement": 0.9}) for n in (2, 3)]
+    result = verdict([liar, *honest], ["autoencoder"], PRIVACY, quorum=3)
+    assert result.privacy["candidate"]["reid_auc"] == pytest.approx((0.5 + 0.9 + 0.9) / 3)
+    assert not result.passed and result.privacy["images"] == 24
 
 
 def test_a_later_model_is_held_to_the_installed_one():

@@ -157,16 +157,23 @@ def test_the_gate_refuses_to_sign_a_broken_candidate_and_keeps_it_unsigned(tmp_p
     )
 
 
-@pytest.mark.slow
-def test_the_gate_refuses_an_anonymizer_that_returns_its_input(tmp_path):
-    """Losses alone would pass it (training is honest); the sites' own verifiers see that every
-    output still points at its input (re-ID AUC ~1) and the server refuses to sign."""
+def _gate_federation(tmp_path):  # noqa: ANN001, ANN202
+    """Three tiny sites, one round per stage, no SecAgg+ (the gate is the subject); the sites may
+    take minutes to answer on a loaded 2-core machine."""
     fed = make_federation(tmp_path / "fed", 3)
     cfg = tiny_config(
         tmp_path / "records",
         rounds={"autoencoder": 1, "denoiser": 1},
         secagg={"enabled": False, "timeout_s": 600},
     )
+    return fed, cfg
+
+
+@pytest.mark.slow
+def test_the_gate_refuses_an_anonymizer_that_returns_its_input(tmp_path):
+    """Losses alone would pass it (training is honest); the sites' own verifiers see that every
+    output still points at its input (re-ID AUC ~1) and the server refuses to sign."""
+    fed, cfg = _gate_federation(tmp_path)
     lines: list[str] = []
     with pytest.raises(FederationError, match="re-ID AUC of output vs input") as refused:
         run_plan(cfg, fed, tmp_path / "run", task=InputReturningTask(), lines=lines)
@@ -185,12 +192,7 @@ def test_the_gate_refuses_an_anonymizer_that_returns_its_input(tmp_path):
 
 @pytest.mark.slow
 def test_an_honest_candidate_passes_and_the_verdict_is_signed_with_it(tmp_path):
-    fed = make_federation(tmp_path / "fed", 3)
-    cfg = tiny_config(
-        tmp_path / "records",
-        rounds={"autoencoder": 1, "denoiser": 1},
-        secagg={"enabled": False, "timeout_s": 600},
-    )
+    fed, cfg = _gate_federation(tmp_path)
     lines: list[str] = []
     run_plan(cfg, fed, tmp_path / "run", lines=lines)
     payload = verify_model(tmp_path / "run" / "anonymizer", load_public_key(fed.public_key))

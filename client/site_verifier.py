@@ -94,7 +94,10 @@ def load_diagnosis(folder: Path, device: str | torch.device = "cpu") -> ImageCla
     if config.get("format") != DIAGNOSIS_FORMAT:
         raise VerifierError(f"{folder}: format {config.get('format')!r}, expected {DIAGNOSIS_FORMAT}")
     widths = tuple(config["widths"]) if config.get("widths") else None
-    model = build_diagnosis(AttackerSettings(config["backbone"], int(config["embed_dim"]), widths))
+    # by keyword: AttackerSettings extends FitBudget, whose fields come first
+    model = build_diagnosis(
+        AttackerSettings(backbone=config["backbone"], embed_dim=int(config["embed_dim"]), widths=widths)
+    )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

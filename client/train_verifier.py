@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from privdiff.client.site_verifier import default_site_verifier, judge_settings, train_site_judges
     from privdiff_core.config import load_config
+    from privdiff_core.logs import logger
 
     cfg = load_config(args.config, args.overrides)
     verifier, diagnosis = judge_settings(cfg)
@@ -54,5 +55,5 @@ def run(args: argparse.Namespace) -> int:
     what = (
         "verifier and findings classifier" if judges.diagnosis is not None else "verifier (no finding labels)"
     )
-    print(f"site {what} at {judges.image_size} px saved in {out}")
+    logger("train-verifier").info(f"site {what} at {judges.image_size} px saved in {out}")
     return 0

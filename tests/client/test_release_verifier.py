@@ -29,7 +29,7 @@ def test_train_verifier_saves_both_judges_in_the_site_folder(
     argv += ["evaluate.verifier.steps=5", "evaluate.classifier.steps=5", "--no-progress"]
     assert main(argv) == 0
     folder = tmp_path / "home" / "verifier"
-    assert f"saved in {folder}" in capsys.readouterr().out
+    assert f"saved in {folder}" in capsys.readouterr().err  # logged (privdiff_core/logs.py)
     assert {p.name for p in folder.iterdir()} >= {
         "verifier.json",
         "verifier.safetensors",

@@ -61,7 +61,7 @@ def node_run(model: Path, files: list[Path], workdir: Path, args: argparse.Names
     command += ["--host", "127.0.0.1", "--port", str(port), "--allow-ae", "PACS"]
     command += ["--destination", f"ARCHIVE@127.0.0.1:{archive_port}", "--quiet-time", str(args.quiet_time)]
     command += ["--model", str(model), "--allow-unsigned", "--site-secret", str(workdir / "secret")]
-    command += ["--quarantine-threshold", "1.0", "--batch-size", str(args.batch_size)]
+    command += ["--own-verifier", "--quarantine-threshold", "1.0", "--batch-size", str(args.batch_size)]
     command += ["--workers", str(args.workers), "--device", args.device]
     command += ["--threads", str(args.threads)] if args.threads else []
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -99,6 +99,7 @@ def release_once(model: Path, inputs: Path, workdir: Path, args: argparse.Namesp
         site_secret=workdir / "secret",
         quarantine_threshold=1.0,
         residual_check=risk,
+        own_verifier=True,  # the same network cost as a site verifier of the model's size
         batch_size=args.batch_size,
         workers=args.workers,
         device=args.device,

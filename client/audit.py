@@ -3,8 +3,9 @@
 `OUT/audit.sqlite` holds two tables:
 
 - `runs`: one row per `privdiff-client release` run into this folder: the model's SHA-256 and
-  signature key id (or `UNSIGNED`), the site secret's fingerprint, privdiff's version, the
-  residual-risk settings, start/end time and exit status;
+  signature key id (or `UNSIGNED`), the privacy budget its signed metadata states (DP epsilon at
+  delta), the site secret's fingerprint, privdiff's version, the residual-risk settings,
+  start/end time and exit status;
 - `records`: one row per input a run finished with: the salted hash of the input's content
   (`input_sha`) and of its relative path (`input_ref`), the output path relative to OUT (empty
   unless released or quarantined), the model hash and key id, `status` (released, refused,
@@ -44,7 +45,8 @@ CREATE TABLE IF NOT EXISTS runs (
     secret_fingerprint TEXT NOT NULL,
     privdiff_version TEXT NOT NULL,
     residual_check TEXT NOT NULL,
-    quarantine_threshold REAL
+    quarantine_threshold REAL,
+    model_privacy TEXT
 );
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -101,6 +103,9 @@ class AuditTrail:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a committed record survives a power cut
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+            if "model_privacy" not in columns:  # a folder released into before the column existed
+                self._db.execute("ALTER TABLE runs ADD COLUMN model_privacy TEXT")
         except sqlite3.DatabaseError as err:
             raise AuditError(f"{self.path}: not a readable audit database ({err})") from err
         self.run_id: str | None = None
@@ -133,12 +138,14 @@ class AuditTrail:
         version: str,
         residual_check: str,
         quarantine_threshold: float | None,
+        model_privacy: str = "",
     ) -> None:
         self.run_id, self._model_sha, self._key_id = run_id, model_sha256, key_id
         with self._transaction():
             self._db.execute(
                 "INSERT INTO runs (run_id, started, model_sha256, key_id, signed, secret_fingerprint, "
-                "privdiff_version, residual_check, quarantine_threshold) VALUES (?,?,?,?,?,?,?,?,?)",
+                "privdiff_version, residual_check, quarantine_threshold, model_privacy) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     utc_now(),
@@ -149,6 +156,7 @@ class AuditTrail:
                     version,
                     residual_check,
                     quarantine_threshold,
+                    model_privacy,
                 ),
             )
 

@@ -17,6 +17,7 @@ from privdiff_core.cli import build_command_parser, run_command
 SITE_COMMANDS: dict[str, str] = {
     "start": "privdiff.client.supernode",
     "verify": "privdiff.client.verify",
+    "train-verifier": "privdiff.client.train_verifier",
     "release": "privdiff.client.release",
     "trace": "privdiff.client.trace",
     "serve": "privdiff.client.node.serve",
@@ -27,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     return build_command_parser(
         "privdiff-client",
         "privdiff-client: a hospital's side of privdiff. Join the federation (start), check the "
-        "shared anonymizer's signature (verify), release anonymized DICOM (release) and map a "
-        "release's outputs back to their inputs on site (trace).",
+        "shared anonymizer's signature (verify), train the site's own verifier (train-verifier), "
+        "release anonymized DICOM (release) and map a release's outputs back to their inputs on "
+        "site (trace).",
         {name: importlib.import_module(path) for name, path in SITE_COMMANDS.items()},
     )
 

@@ -66,6 +66,7 @@ NODE_MODEL_STORE = "model-store"
 NODE_PUBLIC_KEY = "public-key"
 NODE_CACHE_DIR = "cache-dir"
 NODE_REQUIRE_SECAGG = "require-secagg"
+NODE_VERIFIER = "verifier"  # the site's own judges (client/site_verifier.py), for the validation gate
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class Site:
     cache_dir: Path | None
     require_secagg: bool
     seed_id: int  # mixes into the local training seed so sites draw different batches
+    verifier: Path | None = None  # the site's own judges' folder (trained there when missing)
 
 
 class SiteResolver(Protocol):
@@ -97,6 +99,7 @@ class NodeConfigSites:
         store = Path(str(config.get(NODE_MODEL_STORE, Path(str(config[NODE_DATA])) / "model-store")))
         key = config.get(NODE_PUBLIC_KEY)
         cache = config.get(NODE_CACHE_DIR)
+        verifier = config.get(NODE_VERIFIER)
         return Site(
             data=Path(str(config[NODE_DATA])),
             model_store=store,
@@ -104,6 +107,7 @@ class NodeConfigSites:
             cache_dir=Path(str(cache)) if cache else store / "cache",
             require_secagg=bool(config.get(NODE_REQUIRE_SECAGG, True)),
             seed_id=context.node_id % (2**31),
+            verifier=Path(str(verifier)) if verifier else None,
         )
 
 
@@ -112,7 +116,8 @@ class SimulatedSites:
     """Simulation: virtual site `partition-id` is the i-th site folder of a synthetic federation.
 
     `homes[i]` holds what a real site keeps locally: `model-store/`, `federation-public.pem`
-    (the federation's public key as that site received it) and a data cache.
+    (the federation's public key as that site received it), a data cache and `verifier/` (the
+    site's own judges).
     """
 
     site_dirs: tuple[Path, ...]
@@ -132,6 +137,7 @@ class SimulatedSites:
             cache_dir=home / "cache",
             require_secagg=self.require_secagg,
             seed_id=index,
+            verifier=home / "verifier",
         )
 
 

@@ -33,6 +33,19 @@ class ModelTrust:
     signed: bool
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def privacy_budget(self) -> str:
+        """The differential-privacy budget the signed metadata states (a federated DP run writes
+        epsilon at its delta; server/privacy.py), for the release's audit trail and summary."""
+        privacy = self.metadata.get("privacy")
+        if isinstance(privacy, dict) and privacy.get("epsilon") is not None:
+            spent = ", budget spent" if privacy.get("budget_spent") else ""
+            return f"DP epsilon {float(privacy['epsilon']):.4g} at delta {float(privacy['delta']):g}{spent}"
+        dp = self.metadata.get("dp")
+        if isinstance(dp, dict) and dp.get("enabled") is False:
+            return "no differential privacy (trained without DP)"
+        return "not stated by the signed metadata"
+
 
 def model_sha256(folder: str | Path) -> str:
     hashes = folder_hashes(folder)

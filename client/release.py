@@ -26,8 +26,10 @@ what it does
      per DICOM PS3.15 Annex E (Basic Profile + Clean Pixel Data, no Retain options: names, IDs,
      dates, ages, sex, institutions, free text and private tags go; UIDs are remapped with the
      site secret, consistently, so a study stays a study);
-  4. scores each output against its own input with a patient-verification network and holds back
-     (OUT/quarantine/) outputs still linkable above --quarantine-threshold;
+  4. scores each output against its own input with the site's own patient-verification network
+     (--verifier, else $PRIVDIFF_HOME/verifier from `privdiff-client train-verifier`; the
+     anonymizer's own verifier only with --own-verifier) and holds back (OUT/quarantine/)
+     outputs still linkable above --quarantine-threshold;
   5. reads every output with OCR (Tesseract), at its resolution and at the input's: an output in
      which text survived is held back (reason burned_in_text). Only outputs that passed write
      Burned In Annotation NO and the Clean Pixel Data code. An input whose header says text is
@@ -115,7 +117,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="DIR",
         help="the site's own patient-verification network (verifier.json + verifier.safetensors); "
-        "default: the anonymizer's own identity verifier",
+        "default: $PRIVDIFF_HOME/verifier, trained by `privdiff-client train-verifier`",
+    )
+    parser.add_argument(
+        "--own-verifier",
+        action="store_true",
+        help="if the site has no verifier of its own, let the anonymizer's own identity verifier judge "
+        "(weaker: the model was trained with it; recorded in the audit). Without an independent "
+        "verifier and without this flag the release refuses to start",
     )
     parser.add_argument(
         "--gallery",
@@ -213,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
         quarantine_threshold=args.quarantine_threshold,
         residual_check=not args.no_residual_check,
         verifier=args.verifier,
+        own_verifier=args.own_verifier,
         gallery=args.gallery,
         batch_size=args.batch_size,
         workers=args.workers,
@@ -243,7 +253,8 @@ def run(args: argparse.Namespace) -> int:
     for code, number in summary.reasons.items():
         print(f"  {number:6d}  {code}")
     print(
-        f"model sha256 {summary.trust.model_sha256[:16]}..., key {summary.trust.key_id}; "
+        f"model sha256 {summary.trust.model_sha256[:16]}..., key {summary.trust.key_id}, "
+        f"{summary.trust.privacy_budget}; "
         f"residual-risk check: {summary.residual_check}; summary: {SUMMARY_FILE}, audit: audit.sqlite"
     )
     if not summary.trust.signed:

@@ -84,6 +84,7 @@ class ReleaseSettings:
     quarantine_threshold: float = 0.5
     residual_check: bool = True
     verifier: Path | None = None
+    own_verifier: bool = False  # accept the anonymizer's own verifier when the site has none
     gallery: Path | None = None  # the site's own films, matched by the residual-risk check
     batch_size: int | None = None
     workers: int = 2
@@ -132,6 +133,7 @@ class ReleaseSummary:
             "model_sha256": self.trust.model_sha256,
             "key_id": self.trust.key_id,
             "signed": self.trust.signed,
+            "model_privacy": self.trust.privacy_budget,
             "residual_check": {"verifier": self.residual_check, "quarantine_threshold": self.threshold},
             "burned_in_text_check": self.text_check,
             "released_dir": RELEASED_DIR,
@@ -419,7 +421,7 @@ def _run_with_readers(
         raise ReleaseError(f"{trust.folder}: its manifest and its model disagree on the image size")
     risk: ResidualRiskCheck | None = None
     if settings.residual_check:
-        risk = residual_risk_check(anonymizer, settings.verifier, settings.gallery)
+        risk = residual_risk_check(anonymizer, settings.verifier, settings.gallery, settings.own_verifier)
     else:
         ctx.log.info(
             "residual-risk check OFF (--no-residual-check): outputs are released without being scored"
@@ -435,6 +437,7 @@ def _run_with_readers(
         privdiff_core.__version__,
         risk.source if risk else "off",
         threshold,
+        trust.privacy_budget,
     )
     text_check = ctx.text_check
     if text_check is None:

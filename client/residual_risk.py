@@ -8,13 +8,15 @@ back in OUT/quarantine/ and counted, not released.
 Where the verifier comes from (first that applies):
 
 1. `--verifier DIR`: an *independent* verifier the site trained on its own images (identities never
-   leave the site): `train_site_verifier(site_folder, DIR, image_size)` trains one on a site
-   folder (Contract 1) with `privdiff_core.verification.train_verifier` and saves it as
-   `verifier.json` + `verifier.safetensors`. The stronger judge: the anonymizer was never
-   optimised against it.
-2. The anonymizer's own identity verifier (its attribute encoder's `verifier`), which the model
-   folder always carries and the federation's signature covers. Weaker: the denoiser is
-   conditioned on this very embedding, so its outputs may fool it more than an outsider.
+   leave the site), `verifier.json` + `verifier.safetensors`. The stronger judge: the anonymizer
+   was never optimised against it.
+2. The site's own verifier in its site folder, `$PRIVDIFF_HOME/verifier` (`privdiff-client
+   train-verifier` trains it there; client/site_verifier.py), used automatically when present.
+3. Only with `--own-verifier`: the anonymizer's own identity verifier (its attribute encoder's
+   `verifier`), which the model folder always carries and the federation's signature covers.
+   Weaker: the denoiser is conditioned on this very embedding, so its outputs may fool it more
+   than an outsider, and a poisoned model brings a verifier that agrees with it. Without an
+   independent verifier and without that flag the release refuses to start.
 
 With `--gallery DIR` (a folder of the site's own films, any layout `open_dataset` reads), each
 output is also checked against every gallery film, as `privdiff evaluate` checks memorization
@@ -175,17 +177,43 @@ class ResidualRiskCheck:
         return probability
 
 
-def residual_risk_check(
-    anonymizer, verifier_dir: str | Path | None, gallery_dir: str | Path | None = None
-) -> ResidualRiskCheck:
-    """The check of the module docstring: the site's verifier when given, else the anonymizer's;
-    with `gallery_dir`, outputs are also matched against the site's own films."""
+def choose_verifier(verifier_dir: str | Path | None, own_verifier: bool) -> Path | None:
+    """The verifier folder the check will use (module docstring); None: the anonymizer's own,
+    allowed only with `own_verifier`. Raises VerifierError when no verifier may judge."""
+    from privdiff.client.site_verifier import default_site_verifier, has_site_verifier
+
     if verifier_dir is not None:
-        verifier, size = load_verifier(verifier_dir, anonymizer.device)
-        check = ResidualRiskCheck(verifier, size, "site verifier")
+        return Path(verifier_dir)
+    site_folder = default_site_verifier()
+    if has_site_verifier(site_folder):
+        return site_folder
+    if own_verifier:
+        return None
+    raise VerifierError(
+        f"no independent verifier for the residual-risk check (none at {site_folder}): train one "
+        "with `privdiff-client train-verifier --data DIR`, or pass --verifier DIR; --own-verifier "
+        "accepts the anonymizer's own (weaker) verifier"
+    )
+
+
+def residual_risk_check(
+    anonymizer,
+    verifier_dir: str | Path | None,
+    gallery_dir: str | Path | None = None,
+    own_verifier: bool = False,
+) -> ResidualRiskCheck:
+    """The check of the module docstring with the verifier `choose_verifier` picks; with
+    `gallery_dir`, outputs are also matched against the site's own films."""
+    folder = choose_verifier(verifier_dir, own_verifier)
+    if folder is not None:
+        verifier, size = load_verifier(folder, anonymizer.device)
+        source = "site verifier" if verifier_dir is not None else f"site verifier ({folder})"
+        check = ResidualRiskCheck(verifier, size, source)
     else:
         verifier = anonymizer.models.encoder.verifier.eval()
-        check = ResidualRiskCheck(verifier, anonymizer.image_size, "anonymizer's own verifier")
+        check = ResidualRiskCheck(
+            verifier, anonymizer.image_size, "anonymizer's own verifier (--own-verifier)"
+        )
     if gallery_dir is not None:
         check.gallery = load_gallery(gallery_dir, check.verifier, check.image_size)
         check.source += f" + site gallery ({len(check.gallery.images)} films)"

@@ -83,6 +83,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cache-dir", type=Path, help="decoded-image cache (default: MODEL_STORE/cache)")
     parser.add_argument(
+        "--verifier",
+        type=Path,
+        metavar="DIR",
+        help="this site's own verifier and findings classifier, which score a candidate model before "
+        "the federation signs it (default: $PRIVDIFF_HOME/verifier; trained there from --data when "
+        "missing, see `privdiff-client train-verifier`)",
+    )
+    parser.add_argument(
         "--port",
         type=int,
         default=9094,
@@ -117,7 +125,12 @@ def toml_string(value: str) -> str:
 
 
 def node_config(
-    data: Path, model_store: Path, public_key: Path | None, cache_dir: Path, require_secagg: bool
+    data: Path,
+    model_store: Path,
+    public_key: Path | None,
+    cache_dir: Path,
+    require_secagg: bool,
+    verifier: Path | None = None,
 ) -> str:
     """The --node-config string the ClientApp reads (client/client_app.py, NodeConfigSites)."""
     from privdiff.client.client_app import (
@@ -126,6 +139,7 @@ def node_config(
         NODE_MODEL_STORE,
         NODE_PUBLIC_KEY,
         NODE_REQUIRE_SECAGG,
+        NODE_VERIFIER,
     )
 
     items = [
@@ -135,6 +149,8 @@ def node_config(
     ]
     if public_key is not None:
         items.append((NODE_PUBLIC_KEY, toml_string(str(public_key))))
+    if verifier is not None:
+        items.append((NODE_VERIFIER, toml_string(str(verifier))))
     items.append((NODE_REQUIRE_SECAGG, "true" if require_secagg else "false"))
     return " ".join(f"{key}={value}" for key, value in items)
 
@@ -159,6 +175,9 @@ def supernode_command(args: argparse.Namespace) -> tuple[list[str], dict[str, st
     store = (args.model_store or data.parent / "privdiff-model-store").resolve()
     store.mkdir(parents=True, exist_ok=True)
     cache = (args.cache_dir or store / "cache").resolve()
+    from privdiff.client.site_verifier import default_site_verifier
+
+    verifier = (args.verifier or default_site_verifier()).resolve()
     public_key = (
         _existing(args.public_key, "federation public key", "--public-key") if args.public_key else None
     )
@@ -173,7 +192,7 @@ def supernode_command(args: argparse.Namespace) -> tuple[list[str], dict[str, st
         "--port",
         str(args.port),
         "--node-config",
-        node_config(data, store, public_key, cache, not args.allow_unmasked_updates),
+        node_config(data, store, public_key, cache, not args.allow_unmasked_updates, verifier),
     ]
     if args.insecure:
         command.append("--insecure")

@@ -8,7 +8,8 @@
   stage state plus the `FitConfig` below; the reply carries the site's clipped update
   (local - global) and `TrainMetrics`.
 - `query.validate` (after the last round): the candidate model (every stage, one flat vector);
-  each site answers with `SiteScores`, its val losses for the candidate and the accepted model;
+  each site answers with `SiteScores`: its val losses for the candidate and the accepted model,
+  and the quick privacy/utility check (re-ID AUC, diagnosis agreement) of both on a few val films;
 - `query.install_anonymizer` (after the validation gate passed): the signed anonymizer folder; each site
   verifies and installs it and answers with an acknowledgement (common/distribution.py).
 
@@ -18,6 +19,7 @@ Only the update, its weight (number of examples) and the metrics named here leav
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -71,20 +73,33 @@ METRIC_CLIPPED = "clipped-values"
 METRIC_RANGE_EXP = "update-range-exp"
 
 
+# The quick privacy/utility check's numbers in a site's scores (client/validation.py); a number
+# absent from the dicts (NaN in the record) was not measured (no accepted model installed at
+# the site, no finding labels, one patient only).
+PRIVACY_METRICS = ("reid_auc", "diagnosis_agreement")
+
+
 @dataclass(frozen=True)
 class SiteScores:
-    """One site's answer: per stage, the candidate's and the accepted model's val loss."""
+    """One site's answer: per stage, the candidate's and the accepted model's val loss; and the
+    quick privacy/utility check of both on `checked` val films (`PRIVACY_METRICS`)."""
 
     node_id: int
     examples: int
     candidate: dict[str, float]
     accepted: dict[str, float]
+    checked: int = 0
+    candidate_privacy: dict[str, float] = dataclasses.field(default_factory=dict)
+    accepted_privacy: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"examples": self.examples}
+        record: dict[str, Any] = {"examples": self.examples, "checked": self.checked}
         for stage, loss in self.candidate.items():
             record[f"candidate-{stage}"] = loss
             record[f"accepted-{stage}"] = self.accepted[stage]
+        for name in PRIVACY_METRICS:
+            record[f"candidate-{name}"] = float(self.candidate_privacy.get(name, math.nan))
+            record[f"accepted-{name}"] = float(self.accepted_privacy.get(name, math.nan))
         return record
 
     @classmethod
@@ -94,4 +109,12 @@ class SiteScores:
             examples=int(record["examples"]),
             candidate={s: float(record[f"candidate-{s}"]) for s in stages},
             accepted={s: float(record[f"accepted-{s}"]) for s in stages},
+            checked=int(record.get("checked", 0)),
+            candidate_privacy=_measured(record, "candidate"),
+            accepted_privacy=_measured(record, "accepted"),
         )
+
+
+def _measured(record: dict[str, Any], model: str) -> dict[str, float]:
+    values = {name: float(record.get(f"{model}-{name}", math.nan)) for name in PRIVACY_METRICS}
+    return {name: value for name, value in values.items() if not math.isnan(value)}

@@ -39,11 +39,15 @@ class FederatedTask(Protocol):
 
     def num_examples(self, data: Any) -> int: ...
 
-    def load_validation_data(self, site_dir: Path, cfg: DictConfig) -> Any: ...
+    def load_validation_data(self, site_dir: Path, cfg: DictConfig, split: str = "val") -> Any: ...
 
     def validation_loss(
         self, models: torch.nn.Module, stage: str, data: Any, cfg: DictConfig, batches: int, device: str
     ) -> float: ...
+
+    def anonymize(
+        self, models: torch.nn.Module, cfg: DictConfig, images: torch.Tensor, seed: int
+    ) -> torch.Tensor: ...
 
     def local_train(
         self,
@@ -127,11 +131,12 @@ class PrivdiffTask:
     def num_examples(self, data: Any) -> int:
         return len(data)
 
-    def load_validation_data(self, site_dir: Path, cfg: DictConfig) -> Any:
-        """The site's val split (never trained on): what the validation gate scores models on."""
+    def load_validation_data(self, site_dir: Path, cfg: DictConfig, split: str = "val") -> Any:
+        """The site's val split (never trained on): what the validation gate scores models on;
+        `split="test"` the other held-out films (the privacy check's extra patients)."""
         from privdiff_core.data import open_dataset
 
-        dataset = open_dataset(site_dir, cfg.image_size, split="val", progress=False)
+        dataset = open_dataset(site_dir, cfg.image_size, split=split, progress=False)
         return dataset.load_tensors(progress=False)
 
     def validation_loss(
@@ -141,6 +146,25 @@ class PrivdiffTask:
         from privdiff_core.training import evaluate_stage
 
         return evaluate_stage(models, stage, data, cfg, batches, seed=cfg.seed, device=device)
+
+    def anonymize(
+        self, models: torch.nn.Module, cfg: DictConfig, images: torch.Tensor, seed: int
+    ) -> torch.Tensor:
+        """The model's outputs for (N, 1, S, S) images with its config's anonymize settings and
+        every attribute estimated from the image, at the images' size (the model runs at its own)."""
+        from torch.nn import functional as F
+
+        from privdiff_core.anonymizer import Anonymizer
+
+        anonymizer = Anonymizer.from_models(models, cfg)
+        size = images.shape[-1]
+        if size != anonymizer.image_size:
+            images = F.interpolate(images, size=anonymizer.image_size, mode="bilinear", antialias=True)
+        with torch.no_grad():
+            outputs = anonymizer.anonymize(images.clamp(-1, 1).to(anonymizer.device), seed=seed).cpu()
+        if outputs.shape[-1] != size:
+            outputs = F.interpolate(outputs, size=size, mode="bilinear", antialias=True)
+        return outputs.clamp(-1, 1)
 
     def local_train(
         self,

@@ -318,6 +318,16 @@ class ValidationConfig:
     # per stage: candidate val loss <= this x the accepted (seeded initial) model's
     max_loss_ratio: float = 1.5
     batches: int = 2  # val batches per stage and model at each site
+    images: int = 12  # quick privacy/utility check: val films each site anonymizes (0 = losses only)
+    # first model (no accepted one installed at the sites): re-ID AUC of output vs input at most this
+    max_reid_auc: float = 0.75
+    # ... and findings agreement of output vs input (the site's classifier) at least this
+    min_diagnosis_agreement: float = 0.6
+    # later models: re-ID AUC at most this above the sites' installed (last accepted) model's
+    max_reid_auc_increase: float = 0.05
+    max_agreement_drop: float = 0.1  # ... and findings agreement at most this below it
+    # seconds to wait for the sites' scores (a site without its own judges trains them first)
+    timeout_s: float = 900.0
 
 
 @dataclass

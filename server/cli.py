@@ -269,7 +269,8 @@ def commands(kit: Kit) -> str:
             f"--data {q(str(kit.site_data(i)))} --port {kit.runtime_port(i)} \\\n"
             f"  --root-certificates {q(str(bundle / 'ca.crt'))} --auth-key {q(str(bundle / 'auth_key'))} \\\n"
             f"  --public-key {q(str(bundle / 'federation-public.pem'))} \\\n"
-            f"  --model-store {q(str(bundle / 'model-store'))} --log {q(str(bundle / 'site.log'))}"
+            f"  --model-store {q(str(bundle / 'model-store'))} --log {q(str(bundle / 'site.log'))} \\\n"
+            f"  --verifier {q(str(bundle / 'verifier'))}"
         )
     overrides = f"federation.min_sites={kit.sites} federation.sites={kit.sites}"
     run_config = (

@@ -74,6 +74,13 @@ class ValidationSettings:
     quorum: int | str = AUTO  # sites that must answer; auto = federation.min_sites
     max_loss_ratio: float = 1.5  # per stage: candidate val loss <= this x the accepted model's
     batches: int = 2  # val batches per stage and model at each site
+    # The quick privacy/utility check (site verifier and findings classifier, output vs input):
+    images: int = 16  # val films each site anonymizes with each model; 0 = losses only
+    max_reid_auc: float = 0.75  # absolute, while a site has no accepted model installed
+    min_diagnosis_agreement: float = 0.6  # absolute, likewise
+    max_reid_auc_increase: float = 0.05  # relative to the sites' installed (last accepted) model
+    max_agreement_drop: float = 0.1  # relative, likewise
+    timeout_s: float = 900.0  # wait for the sites' scores (a site without judges trains them first)
 
     def quorum_for(self, min_sites: int) -> int:
         return min_sites if self.quorum == AUTO else int(self.quorum)
@@ -125,6 +132,17 @@ def _positive_int(value: Any, key: str, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise FederationError(f"federation.{key} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def _fraction(value: Any, key: str) -> float:
+    """A number in [0, 1] (an AUC, an agreement or a change of one)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise FederationError(f"federation.{key} must be a number in [0, 1], got {value!r}") from err
+    if not 0.0 <= number <= 1.0:
+        raise FederationError(f"federation.{key} must be a number in [0, 1], got {value!r}")
+    return number
 
 
 def _auto_or(value: Any, key: str, kind: type) -> Any:
@@ -197,9 +215,23 @@ def federation_settings(cfg: DictConfig) -> FederationSettings:
         quorum=_auto_or(val_raw.get("quorum", AUTO), "validation.quorum", int),
         max_loss_ratio=float(val_raw.get("max_loss_ratio", 1.5)),
         batches=_positive_int(val_raw.get("batches", 2), "validation.batches", 1),
+        images=_positive_int(val_raw.get("images", 16), "validation.images"),
+        max_reid_auc=_fraction(val_raw.get("max_reid_auc", 0.75), "validation.max_reid_auc"),
+        min_diagnosis_agreement=_fraction(
+            val_raw.get("min_diagnosis_agreement", 0.6), "validation.min_diagnosis_agreement"
+        ),
+        max_reid_auc_increase=_fraction(
+            val_raw.get("max_reid_auc_increase", 0.05), "validation.max_reid_auc_increase"
+        ),
+        max_agreement_drop=_fraction(val_raw.get("max_agreement_drop", 0.1), "validation.max_agreement_drop"),
+        timeout_s=float(val_raw.get("timeout_s", 900.0)),
     )
     if validation.max_loss_ratio <= 0:
         raise FederationError("federation.validation.max_loss_ratio must be positive")
+    if validation.timeout_s <= 0:
+        raise FederationError("federation.validation.timeout_s must be positive")
+    if validation.images == 1:
+        raise FederationError("federation.validation.images must be 0 (no privacy check) or at least 2")
     sim = raw.get("simulation", {}) or {}
     return FederationSettings(
         sites=sites,

@@ -543,7 +543,12 @@ class FederatedPlan:
             {
                 "candidate": ArrayRecord(array_dict={"state": Array(vector)}),
                 protocol.CONFIG_RECORD: ConfigRecord(
-                    {"config-yaml": self.config_yaml, "stages": stages, "batches": gate.batches}
+                    {
+                        "config-yaml": self.config_yaml,
+                        "stages": stages,
+                        "batches": gate.batches,
+                        "images": gate.images,
+                    }
                 ),
             }
         )
@@ -552,7 +557,7 @@ class FederatedPlan:
             for n in nodes
         ]
         scores = []
-        for reply in grid.send_and_receive(messages, timeout=self.settings.secagg.timeout_s):
+        for reply in grid.send_and_receive(messages, timeout=gate.timeout_s):
             node = reply.metadata.src_node_id
             if reply.has_error():
                 self.progress(f"  ! site {node} did not score the candidate: {reply.error.reason}")
@@ -579,6 +584,14 @@ class FederatedPlan:
             f"{s} {v['candidate_loss']:.4g} (accepted {v['accepted_loss']:.4g})"
             for s, v in result.stages.items()
         )
+        checked = result.privacy.get("candidate")
+        if checked:
+            agreement = checked["diagnosis_agreement"]
+            losses += (
+                f"; re-ID AUC {checked['reid_auc']:.3g}, diagnosis agreement "
+                + ("not measured" if agreement is None else f"{agreement:.3g}")
+                + f" on {result.privacy['images']} films ({result.privacy['mode']})"
+            )
         self.progress(f"validation gate passed at {result.sites} sites: val loss {losses}")
         return summary
 

@@ -129,7 +129,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--site-secret", type=Path, metavar="FILE", help="the site secret (default: the release's default)"
     )
     release.add_argument("--quarantine-threshold", type=float, default=0.5, metavar="T", help="(default 0.5)")
-    release.add_argument("--verifier", type=Path, metavar="DIR", help="the site's own patient verifier")
+    release.add_argument(
+        "--verifier",
+        type=Path,
+        metavar="DIR",
+        help="the site's own patient verifier (default: $PRIVDIFF_HOME/verifier, from "
+        "`privdiff-client train-verifier`)",
+    )
+    release.add_argument(
+        "--own-verifier",
+        action="store_true",
+        help="without a site verifier, let the anonymizer's own verifier judge (weaker; recorded)",
+    )
     release.add_argument(
         "--gallery", type=Path, metavar="DIR", help="the site's own films: outputs matching one are held back"
     )
@@ -263,6 +274,10 @@ def run(args: argparse.Namespace) -> int:
 
     # The signature first: a node with a model it cannot trust must not accept a single image.
     trust = establish_trust(args.model, args.public_key, args.allow_unsigned)
+    if not args.no_residual_check:  # ... and a verifier to judge with, before any image arrives
+        from privdiff.client.residual_risk import choose_verifier
+
+        choose_verifier(args.verifier, args.own_verifier)
     if not trust.signed:
         log.warning("UNSIGNED MODEL (--allow-unsigned): every release records it as UNSIGNED")
     silence_dicom_libraries()  # the node reads headers; pydicom's messages may quote them
@@ -299,6 +314,7 @@ def _serve(args: argparse.Namespace) -> int:
         log.info(f"removed {removed} spool file(s) an interrupted node had not committed")
     # The release's own options, under the names `privdiff-client release` gives them.
     same_as_release = ("model", "public_key", "allow_unsigned", "quarantine_threshold", "verifier", "gallery")
+    same_as_release += ("own_verifier",)
     same_as_release += ("batch_size", "workers", "device", "seed")
     settings = ReleaseSettings(
         source=node_dir,  # replaced by each batch's folder

@@ -21,6 +21,7 @@ from .attackers import AttackerSettings
 from .baselines.deformation import DeformationAnonymizer, DeformationSettings, train_deformation
 from .baselines.dp_pix import dp_pix
 from .protocol import Cohort, EvalSplits, derive_seed
+from .results import PrivacyBudget
 
 BUILTIN_METHODS = ("identity", "noise", "dp_pix", "deformation", "oracle", "vae")
 CONDITION_MODES = ("none", "sensitive", "all")
@@ -250,9 +251,22 @@ class AnonymizerMethod(Method):
             )
         return torch.cat(out).float().clamp(-1.0, 1.0)
 
+    @property
+    def privacy_budget(self) -> PrivacyBudget:
+        """The differential-privacy budget its training stated in the manifest's metadata (a
+        federated DP run writes epsilon at delta; server/privacy.py), for the report."""
+        metadata = self.manifest.get("metadata") or {}
+        privacy, dp = metadata.get("privacy"), metadata.get("dp")
+        if isinstance(privacy, dict) and privacy.get("epsilon") is not None:
+            keys = ("epsilon", "delta", "max_epsilon", "budget_spent")
+            return PrivacyBudget(dp=True, **{k: privacy[k] for k in keys if k in privacy})
+        if isinstance(dp, dict) and dp.get("enabled") is False:
+            return PrivacyBudget(dp=False)
+        return PrivacyBudget(dp=None)  # not stated: a centrally trained model says nothing about DP
+
     def describe(self) -> dict:
         keep = {k: self.manifest[k] for k in ("versions", "hashes", "config") if k in self.manifest}
-        return {**super().describe(), "manifest": keep, "curve": self.curve}
+        return {**super().describe(), "manifest": keep, "curve": self.curve, "privacy": self.privacy_budget}
 
 
 def load_anonymizer(folder: Path, device: str, image_size: int):

@@ -355,6 +355,24 @@ def _findings_md(report: Report) -> list[str]:
     return lines
 
 
+def _privacy_budget_md(report: Report) -> list[str]:
+    """One line per evaluated model: the DP budget its training stated (manifest metadata)."""
+    lines = []
+    for _, result in _methods(report):
+        budget = result.method.privacy
+        if budget is None:  # not a trained model (or a result cached before budgets were read)
+            continue
+        if budget.dp:
+            spent = "; training stopped at the budget" if budget.budget_spent else ""
+            text = f"DP epsilon {budget.epsilon:.3g} at delta {budget.delta:g}{spent}"
+        elif budget.dp is False:
+            text = "trained without differential privacy (no epsilon)"
+        else:
+            text = "no differential-privacy budget stated by the model"
+        lines.append(f"- Privacy budget of {_label(result)}: {text}.")
+    return lines
+
+
 def _setup_md(report: Report) -> list[str]:
     s = report.settings
     data = report.data
@@ -376,6 +394,7 @@ def _setup_md(report: Report) -> list[str]:
         f"({report.adaptive_train.patients} patients); checkpoints chosen on anonymized validation "
         "images.",
         f"- Anonymizer conditions: {report.anonymizer_conditions}.",
+        *_privacy_budget_md(report),
         f"- Seed {s.seed}; wall time {report.timing['total_s']:.0f} s "
         f"(judges {report.timing['judges_s']:.0f} s"
         + ("".join(f", {k} {m.timing.total_s:.0f} s" for k, m in report.methods.items()))

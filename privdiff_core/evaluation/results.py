@@ -274,6 +274,18 @@ def summarize_method(runs: Sequence[MethodRun]) -> MethodSummary:
 
 
 @dataclass
+class PrivacyBudget:
+    """The differential-privacy budget a model's training stated in its manifest's metadata (a
+    federated DP run writes epsilon at delta; server/privacy.py)."""
+
+    dp: bool | None  # True: trained with DP (epsilon below); False: without; None: not stated
+    epsilon: float | None = None
+    delta: float | None = None
+    max_epsilon: float | None = None  # the configured budget, if any
+    budget_spent: bool | None = None  # training stopped because the next round would exceed it
+
+
+@dataclass
 class MethodInfo:
     """`Method.describe()`: who the method is and how it was set up."""
 
@@ -284,6 +296,7 @@ class MethodInfo:
     training: dict[str, Any] | None = None  # methods trained for the evaluation (deformation)
     manifest: dict[str, Any] | None = None  # anonymizer models: versions, hashes, config
     curve: str | None = None  # anonymizer models: strengths of one model and mode form a curve
+    privacy: PrivacyBudget | None = None  # anonymizer models: the DP budget of their training
 
 
 @dataclass

@@ -27,6 +27,7 @@ def test_the_release_prints_the_warning_and_logs_its_summary(tiny_model, tmp_pat
     copy_real("rsna_cr_jpeg_baseline.dcm", tmp_path / "in")
     (tmp_path / "secret").write_bytes(b"size check test site secret 0123")
     argv = ["release", "--model", str(tiny_model.folder), "--public-key", str(tiny_model.public_key)]
+    argv += ["--own-verifier"]
     argv += [
         "--in",
         str(tmp_path / "in"),

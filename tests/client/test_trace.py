@@ -20,6 +20,7 @@ def released(tiny_model, tmp_path_factory):
     copy_real("rsna_cr_jpeg_baseline.dcm", source / "Doe^Jane" / "chest")
     copy_real("ct_not_a_radiograph.dcm", source / "Doe^Jane")
     argv = ["release", "--model", str(tiny_model.folder), "--public-key", str(tiny_model.public_key)]
+    argv += ["--own-verifier"]
     argv += ["--in", str(source), "--out", str(out), "--site-secret", str(secret), "--no-progress"]
     assert main([*argv, "--device", "cpu", "--quarantine-threshold", "1.0"]) == 1  # the CT is refused
     copy_real("rsna_cr_jpeg_baseline_monochrome1.dcm", source / "Roe^John")

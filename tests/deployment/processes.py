@@ -168,6 +168,8 @@ def site_command(superlink: str, data: Path, bundle: Path | None, store: Path, p
         str(data),
         "--model-store",
         str(store),
+        "--verifier",  # each site its own judges (the default, ~/.privdiff/verifier, is per host)
+        str(store.parent / f"{store.name}-verifier"),
         "--port",
         str(port),
     ]

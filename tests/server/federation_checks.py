@@ -19,7 +19,14 @@ from privdiff.simulation.engine import run_federation
 
 
 def run_plan(
-    cfg, fed, out: Path, *, mods=(), lines: list[str] | None = None, sites: int | None = None
+    cfg,
+    fed,
+    out: Path,
+    *,
+    mods=(),
+    lines: list[str] | None = None,
+    sites: int | None = None,
+    task: RecordingTask | None = None,
 ) -> list[Path]:
     """Run the plan (on the first `sites` sites of `fed`, default all); snapshot the checkpoint
     after every round. Returns the snapshots."""
@@ -35,7 +42,7 @@ def run_plan(
     run_federation(
         cfg,
         federation_settings(cfg),
-        RecordingTask(),
+        task or RecordingTask(),
         out,
         fed.site_dirs[:sites],
         fed.homes[:sites],

@@ -67,6 +67,7 @@ def node_command(
         str(tiny_model.public_key),
         "--site-secret",
         str(secret),
+        "--own-verifier",
         "--quarantine-threshold",
         "1.0",
         "--device",

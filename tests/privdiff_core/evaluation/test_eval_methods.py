@@ -99,3 +99,40 @@ def test_vae_needs_a_model_and_the_oracle_is_skipped_on_real_data(folder, tmp_pa
 def test_modes_without_a_model_are_refused(tmp_path, capsys):
     assert main(["evaluate", "--config", "tiny", "--modes", "generative", f"data={tmp_path}", "out=/y"]) == 2
     assert "--modes applies to the --model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("metadata", "dp", "line"),
+    [
+        (
+            {"dp": {"enabled": True}, "privacy": {"epsilon": 7.0812, "delta": 1e-05, "budget_spent": True}},
+            True,
+            "- Privacy budget of fed: DP epsilon 7.08 at delta 1e-05; training stopped at the budget.",
+        ),
+        (
+            {"dp": {"enabled": False}},
+            False,
+            "- Privacy budget of fed: trained without differential privacy (no epsilon).",
+        ),
+        ({}, None, "- Privacy budget of fed: no differential-privacy budget stated by the model."),
+    ],
+)
+def test_the_report_states_the_privacy_budget_the_model_was_trained_with(tmp_path, metadata, dp, line):
+    """A federated DP run writes epsilon into the model's metadata (server/privacy.py); the
+    evaluation carries it into report.json and report.md beside the model's numbers."""
+    from dataclasses import asdict, replace
+
+    from test_eval_results import typed_report
+
+    from privdiff_core.evaluation.report import render_markdown
+    from privdiff_core.evaluation.results import MethodInfo
+
+    manifest = {"config": {"sas": {"enabled": True}}, "metadata": metadata}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    described = AnonymizerMethod("fed", "fed", tmp_path, "none", 4).describe()
+    assert described["privacy"].dp is dp
+    report = typed_report()
+    fed = replace(report.methods["privdiff"], method=MethodInfo(**described))
+    report = replace(report, methods={**report.methods, "privdiff": fed})
+    assert line in render_markdown(report).splitlines()
+    assert asdict(report)["methods"]["privdiff"]["method"]["privacy"]["dp"] is dp  # report.json

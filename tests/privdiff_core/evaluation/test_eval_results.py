@@ -75,7 +75,15 @@ def method_result(name: str, kind: str, reid: float, diag: float) -> r.MethodRes
     )
     return r.MethodResult(
         method=r.MethodInfo(
-            name=name, label=f"{name} label", kind=kind, settings={"strength": 0.6}, curve=f"{name}/img2img"
+            name=name,
+            label=f"{name} label",
+            kind=kind,
+            settings={"strength": 0.6},
+            curve=f"{name}/img2img",
+            # a trained model states its DP budget (manifest metadata); the oracle has none
+            privacy=r.PrivacyBudget(dp=True, epsilon=7.0812, delta=1e-5, budget_spent=True)
+            if kind == "model"
+            else None,
         ),
         runs=[run],
         summary=r.summarize_method([run]),
@@ -129,6 +137,11 @@ def test_report_markdown_is_rendered_from_typed_results():
     assert "Privacy floor (the oracle's retrained re-ID AUC): 50.0" in md
     # The stronger age attacker (retrained, 50%) is reported, not the naive one (45%).
     assert "Age group 50% and sex 60% correct" in md
+    assert (
+        "- Privacy budget of privdiff label: DP epsilon 7.08 at delta 1e-05; training stopped at the budget."
+        in md
+    )
+    assert "Privacy budget of oracle" not in md
     assert report.limits.methods["privdiff"].reid_above_floor == pytest.approx(0.02)
 
 
@@ -155,6 +168,7 @@ def test_a_cached_result_reads_back_into_the_same_types():
     assert again == result
     assert isinstance(again.runs[0].reid_adaptive.training, r.TrainingLog)
     assert again.runs[0].reid_hard_naive is None
+    assert again.method.privacy == r.PrivacyBudget(dp=True, epsilon=7.0812, delta=1e-5, budget_spent=True)
     assert again.summary.per_finding_auc["Effusion"].mean == pytest.approx(0.84)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -51,8 +51,9 @@ class SiteJudges:
     folder: Path
 
 
-def judge_settings(cfg: DictConfig) -> tuple[VerifierTraining, AttackerSettings]:
-    """Network and budget of both judges from a config's evaluate.verifier / evaluate.classifier."""
+def judge_settings(cfg: DictConfig, steps: int | None = None) -> tuple[VerifierTraining, AttackerSettings]:
+    """Network and budget of both judges from a config's evaluate.verifier / evaluate.classifier;
+    `steps` replaces both sections' training steps (the gate's quick judges)."""
     section = cfg.evaluate.verifier
     verifier = VerifierTraining(
         backbone=str(section.backbone),
@@ -63,7 +64,10 @@ def judge_settings(cfg: DictConfig) -> tuple[VerifierTraining, AttackerSettings]
         weight_decay=float(section.weight_decay),
         seed=int(cfg.seed),
     )
-    return verifier, AttackerSettings.from_config(cfg.evaluate.classifier, seed=int(cfg.seed))
+    classifier = AttackerSettings.from_config(cfg.evaluate.classifier, seed=int(cfg.seed))
+    if steps is None:
+        return verifier, classifier
+    return replace(verifier, steps=int(steps)), replace(classifier, steps=int(steps))
 
 
 def save_diagnosis(model: ImageClassifier, folder: Path, image_size: int, settings: AttackerSettings) -> None:

@@ -113,7 +113,7 @@ def site_judges(site: Site, cfg: DictConfig) -> SiteJudges:
         raise FederationError("this site has no folder for its verifier (privdiff-client start --verifier)")
     if has_site_verifier(site.verifier):
         return load_site_judges(site.verifier)
-    verifier, diagnosis = judge_settings(cfg)
+    verifier, diagnosis = judge_settings(cfg, cfg.federation.validation.get("judge_steps"))
     judges = train_site_judges(site.data, site.verifier, int(cfg.image_size), verifier, diagnosis)
     event(f"trained this site's own verifier for the validation gate: {site.verifier}")
     return judges

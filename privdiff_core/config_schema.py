@@ -328,6 +328,9 @@ class ValidationConfig:
     max_agreement_drop: float = 0.1  # ... and findings agreement at most this below it
     # seconds to wait for the sites' scores (a site without its own judges trains them first)
     timeout_s: float = 900.0
+    # training steps of the judges a site trains at the gate when it has none (null: the evaluate
+    # sections' steps; `privdiff-client train-verifier` always trains those)
+    judge_steps: int | None = None
 
 
 @dataclass

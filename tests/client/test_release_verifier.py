@@ -113,3 +113,24 @@ def test_own_verifier_is_used_only_when_asked_for_and_says_so(tiny_model, tmp_pa
     summary = json.loads((out / "release_summary.json").read_text())
     assert summary["residual_check"]["verifier"] == "anonymizer's own verifier (--own-verifier)"
     assert summary["model_privacy"] == "not stated by the signed metadata"
+
+
+def test_the_gate_trains_quick_judges_when_the_config_says_so():
+    """federation.validation.judge_steps: a site without judges trains them at the gate with that
+    many steps (demo: 400; with the evaluate sections' 2500 + 2000, three simulated sites on two
+    cores missed the gate's 900 s wait); train-verifier keeps the full budget."""
+    from privdiff.client.site_verifier import judge_settings
+    from privdiff_core.config import load_config
+
+    cfg = load_config("demo")
+    full_verifier, full_classifier = judge_settings(cfg)
+    assert (full_verifier.steps, full_classifier.steps) == (
+        cfg.evaluate.verifier.steps,
+        cfg.evaluate.classifier.steps,
+    )
+    quick_verifier, quick_classifier = judge_settings(cfg, cfg.federation.validation.judge_steps)
+    assert quick_verifier.steps == quick_classifier.steps == 400
+    assert (
+        quick_verifier.backbone == full_verifier.backbone
+        and quick_classifier.widths == full_classifier.widths
+    )

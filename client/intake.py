@@ -116,6 +116,9 @@ class Prepared:
     header: Dataset  # de-identified, without pixel data
     output_name: str  # "<study>/<series>/<sop>.dcm", all remapped UIDs
     burned_in_flagged: bool = False  # the header said YES and the site opted in to pixel cleaning
+    # the input's own SOP Instance UID, kept in memory only to find its row in the site's findings
+    # table (--findings); never written: the output carries the remapped one
+    source_uid: str = ""
 
 
 @dataclass(frozen=True)
@@ -313,10 +316,11 @@ class Intake:
         side = int(min(center_square(grey).shape))
         image = to_signed(square_resize(grey, self.image_size)).astype(np.float32)
         del ds.PixelData  # the original pixels never go further than this function
+        source_uid = str(ds.get("SOPInstanceUID", "") or "")
         self.deidentify(ds)
         for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
             if not ds.get(keyword):
                 # An input without it still needs a stable, unique name: derive one from its content.
                 setattr(ds, keyword, self.deidentify.map_uid.derived(input_sha, keyword))
         output_name = f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
-        return Prepared(source, input_sha, image, side, ds, output_name, burned_in)
+        return Prepared(source, input_sha, image, side, ds, output_name, burned_in, source_uid)

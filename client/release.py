@@ -134,6 +134,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(a generated film must not show one of our patients; see client/residual_risk.py)",
     )
     parser.add_argument(
+        "--findings",
+        type=Path,
+        metavar="CSV",
+        help="the films' findings from their reports: columns sop_instance_uid (or file, relative to "
+        "--in) and the 14 findings (1/0/empty) or a 'Finding Labels' column, as the site's labels.csv "
+        "(privdiff_core/anonymizer/findings_table.py). The generative anonymizer draws exactly these; "
+        "without a table (or for films it does not list) it estimates them from each film, which keeps "
+        "far less of the diagnosis. The summary counts both",
+    )
+    parser.add_argument(
         "--no-residual-check",
         action="store_true",
         help="release without the residual-risk check (recorded in the audit)",
@@ -232,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
         clean_burned_in=args.clean_burned_in,
         text_check=not args.no_text_check,
         blank_input_text=args.blank_input_text,
+        findings=args.findings,
     )
     if args.pixel_budget_mib is not None:
         settings.pixel_budget = int(args.pixel_budget_mib * 2**20)

@@ -54,6 +54,7 @@ from privdiff.client.ocr import BurnedInTextCheck, burned_in_text_check
 from privdiff.client.outputs import QUARANTINE_DIR, RELEASED_DIR, remove_stale_temporaries, write_atomically
 from privdiff.client.readers import ReaderPool
 from privdiff.client.residual_risk import ResidualRiskCheck, residual_risk_check
+from privdiff_core.anonymizer.findings_table import FindingsTable, read_findings_table
 from privdiff_core.data.dicom import DEFAULT_PIXEL_BUDGET
 from privdiff_core.errors import PrivdiffError
 from privdiff_core.logs import logger
@@ -100,6 +101,9 @@ class ReleaseSettings:
     text_check: bool = True
     # Also blank the words OCR finds in each input before anonymizing it (slower: full resolution).
     blank_input_text: bool = False
+    # The films' findings from their reports (privdiff_core/anonymizer/findings_table.py): the
+    # generative anonymizer draws these instead of estimating them from the film.
+    findings: Path | None = None
 
 
 @dataclass
@@ -117,6 +121,9 @@ class ReleaseSummary:
     threshold: float | None
     out: Path
     text_check: str = "off"  # "tesseract <version>" when every output was OCR-checked
+    # anonymized films whose findings came from --findings ("from_table") or from the film ("estimated");
+    # None: no table, every film's findings were estimated
+    findings: dict[str, int] | None = None
 
     def as_json(self) -> dict:
         return {
@@ -136,6 +143,7 @@ class ReleaseSummary:
             "model_privacy": self.trust.privacy_budget,
             "residual_check": {"verifier": self.residual_check, "quarantine_threshold": self.threshold},
             "burned_in_text_check": self.text_check,
+            "findings": self.findings or "estimated from each film",
             "released_dir": RELEASED_DIR,
             "quarantine_dir": QUARANTINE_DIR,
             "privdiff_version": privdiff_core.__version__,
@@ -303,6 +311,7 @@ class ReleaseContext:
     fingerprint: str  # of the site secret, recorded in the audit trail
     audit: AuditTrail
     ocr: BurnedInTextCheck | None  # None: neither the text check nor the input blanking asked for it
+    findings: FindingsTable | None = None  # --findings, read before any input is opened
 
     @property
     def text_check(self) -> BurnedInTextCheck | None:
@@ -330,6 +339,7 @@ def run_release(settings: ReleaseSettings, log: logging.Logger | None = None) ->
         raise ReleaseError(f"the pixel budget must be positive, got {settings.pixel_budget} bytes")
     if settings.clean_burned_in and not settings.text_check:
         raise ReleaseError("--clean-burned-in needs the OCR text check: it decides what is released")
+    findings = _findings_table(settings.findings)
     ocr = burned_in_text_check() if settings.text_check or settings.blank_input_text else None
     secret = _site_secret(settings.site_secret, log)
     fingerprint = secret_fingerprint(secret)
@@ -342,9 +352,20 @@ def run_release(settings: ReleaseSettings, log: logging.Logger | None = None) ->
     audit = AuditTrail(out)
     try:
         audit.check_compatible(trust.model_sha256, fingerprint)
-        return _run(ReleaseContext(settings, log, trust, source, out, secret, fingerprint, audit, ocr))
+        return _run(
+            ReleaseContext(settings, log, trust, source, out, secret, fingerprint, audit, ocr, findings)
+        )
     finally:
         audit.close()
+
+
+def _findings_table(path: Path | None) -> FindingsTable | None:
+    if path is None:
+        return None
+    try:
+        return read_findings_table(path)
+    except PrivdiffError as err:  # names the site's own file and line: no patient data
+        raise ReleaseError(f"--findings: {err}; nothing was released") from None
 
 
 def _run(ctx: ReleaseContext) -> ReleaseSummary:
@@ -494,6 +515,12 @@ def _run_with_readers(
         threshold,
         out,
         text_check.describe() if text_check else "off",
+        None
+        if ctx.findings is None
+        else {
+            "from_table": run.counters["findings_given"],
+            "estimated": run.counters["anonymized"] - run.counters["findings_given"],
+        },
     )
 
 
@@ -578,6 +605,7 @@ class _ReleaseRun:
         )
         self._lock = threading.Lock()
         self._batch: list[Prepared] = []
+        self.findings, self.source_root = ctx.findings, ctx.source
 
     def _provenance(self, prepared: Prepared) -> PixelProvenance:
         return PixelProvenance(
@@ -636,6 +664,17 @@ class _ReleaseRun:
         if len(self._batch) >= self.batch_size:
             self._anonymize_batch()
 
+    def _conditions(self, batch: list[Prepared]):
+        """The batch's findings from the site's table, by SOP Instance UID or path; None without one."""
+        if self.findings is None:
+            return None
+        root = self.source_root if self.source_root.is_dir() else self.source_root.parent
+        entries = [
+            self.findings.lookup(p.source_uid, p.source.path.relative_to(root).as_posix()) for p in batch
+        ]
+        self.counters["findings_given"] += sum(entry is not None for entry in entries)
+        return self.findings.conditions(entries)
+
     def _anonymize_batch(self) -> None:
         from privdiff_core.anonymizer import seed_for
 
@@ -643,7 +682,9 @@ class _ReleaseRun:
         images = torch.from_numpy(np.stack([p.image for p in batch])).unsqueeze(1)
         # One noise seed per image, from its output name: its pixels do not depend on its batch.
         seeds = [seed_for(self.settings.seed, p.output_name) for p in batch]
-        anonymized = self.anonymizer.anonymize(images, seed=seeds, batch_size=len(batch))
+        anonymized = self.anonymizer.anonymize(
+            images, conditions=self._conditions(batch), seed=seeds, batch_size=len(batch)
+        )
         if self.risk is not None:
             probabilities = [float(p) for p in self.risk.same_patient_probability(images, anonymized)]
         else:

@@ -288,6 +288,14 @@ class StageCounts:
 
 
 @dataclass
+class StageRates:
+    """One server learning rate per training stage (FedOpt's server step on the averaged update)."""
+
+    autoencoder: float = 1.0
+    denoiser: float = 1.0
+
+
+@dataclass
 class SecAggConfig:
     """SecAgg+ (Flower): the server only ever sees the sum of masked updates."""
 
@@ -367,6 +375,10 @@ class FederationConfig:
     rounds: StageCounts = field(default_factory=StageCounts)  # FedAvg rounds per stage (0: stage skipped)
     # optimizer steps each site takes per round (its own train split)
     local_steps: StageCounts = field(default_factory=lambda: StageCounts(autoencoder=2, denoiser=2))
+    # global weights <- global + server_lr x averaged update (1: FedAvg). Sites that start from the same
+    # model and train on alike data move alike: the average keeps their common direction and is as
+    # long as one site's, so >1 buys sequential progress per round (buffers always take the average)
+    server_lr: StageRates = field(default_factory=StageRates)
     round_retries: int = 1  # a round with too few usable updates runs again this often, then the run stops
     # a site's weight = the examples it declares when it joins (describe), capped here; never what it
     # reports per round

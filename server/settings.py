@@ -92,6 +92,7 @@ class FederationSettings:
     min_sites: int = 2
     rounds: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 1))
     local_steps: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 1))
+    server_lr: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 1.0))
     round_retries: int = 1
     max_site_weight: int = 10_000  # a site's registered weight (declared examples) is capped here
     wait_for_sites_s: float = 600.0
@@ -115,6 +116,7 @@ class FederationSettings:
         return {
             "rounds": dict(self.rounds),
             "local_steps": dict(self.local_steps),
+            "server_lr": dict(self.server_lr),
             "secagg": self.secagg.enabled,
             "dp": {
                 "enabled": self.dp.enabled,
@@ -145,6 +147,17 @@ def _fraction(value: Any, key: str) -> float:
     return number
 
 
+def _server_lr(value: Any, stage: str) -> float:
+    """A server step on the averaged update: positive, and beyond 10 it is a typo, not a choice."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise FederationError(f"federation.server_lr.{stage} must be a number, got {value!r}") from err
+    if not 0.0 < number <= 10.0:
+        raise FederationError(f"federation.server_lr.{stage} must be in (0, 10], got {value!r}")
+    return number
+
+
 def _auto_or(value: Any, key: str, kind: type) -> Any:
     if value == AUTO:
         return AUTO
@@ -165,6 +178,7 @@ def federation_settings(cfg: DictConfig) -> FederationSettings:
     assert isinstance(raw, dict)
     rounds = {s: _positive_int(raw.get("rounds", {}).get(s, 0), f"rounds.{s}") for s in STAGES}
     steps = {s: _positive_int(raw.get("local_steps", {}).get(s, 1), f"local_steps.{s}", 1) for s in STAGES}
+    server_lr = {s: _server_lr(raw.get("server_lr", {}).get(s, 1.0), s) for s in STAGES}
     if sum(rounds.values()) == 0:
         raise FederationError("federation.rounds: every stage has 0 rounds, nothing to train")
     sites = _positive_int(raw.get("sites", 3), "sites", 1)
@@ -238,6 +252,7 @@ def federation_settings(cfg: DictConfig) -> FederationSettings:
         min_sites=min_sites,
         rounds=rounds,
         local_steps=steps,
+        server_lr=server_lr,
         round_retries=_positive_int(raw.get("round_retries", 1), "round_retries"),
         max_site_weight=_positive_int(raw.get("max_site_weight", 10_000), "max_site_weight", 1),
         wait_for_sites_s=float(raw.get("wait_for_sites_s", 600.0)),

@@ -502,10 +502,23 @@ class FederatedPlan:
         return update, weighted_metrics(strategy.last.metrics) | {"dropped": strategy.last.dropped}
 
     def _apply(self, models: torch.nn.Module, stage: str, update: np.ndarray) -> None:
-        """global <- global + averaged update (in float64, stored as the model's dtype)."""
+        """global <- global + server_lr x averaged update on the weights; float buffers (latent
+        scale, running statistics) take the plain average (in float64, stored as the model's dtype)."""
         stage_state = self.task.stage_state(models, stage)
         layout = StateLayout.of(stage_state)
-        new_global = flatten_state(stage_state, layout).astype(np.float64) + update.astype(np.float64)
+        step = update.astype(np.float64)
+        server_lr = self.settings.server_lr[stage]
+        if server_lr != 1.0:
+            weights = {name for name, _ in models.named_parameters()}
+            scale = flatten_state(
+                {
+                    name: torch.full_like(value, server_lr if name in weights else 1.0)
+                    for name, value in stage_state.items()
+                },
+                layout,
+            )
+            step *= scale
+        new_global = flatten_state(stage_state, layout).astype(np.float64) + step
         self.task.load_stage_state(models, stage, unflatten_state(new_global.astype(np.float32), layout))
 
     def _report_round(self, entry: dict[str, Any], stage_rounds: int, total: int) -> None:

@@ -40,6 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=None, help="images per batch (default: the model's config)"
     )
+    parser.add_argument(
+        "--findings",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="the films' findings from their reports (columns file or sop_instance_uid, and the 14 "
+        "findings 1/0/empty or a 'Finding Labels' column; privdiff_core/anonymizer/findings_table.py): "
+        "the generative mode draws exactly these; films or findings it does not list are estimated "
+        "from the image",
+    )
     parser.add_argument("--bits", type=int, choices=(8, 16), default=8, help="PNG bit depth (default 8)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -51,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     from privdiff_core.anonymizer import Anonymizer, AnonymizerInputError, seed_for
     from privdiff_core.anonymizer.files import discover_inputs, output_paths, write_png
+    from privdiff_core.anonymizer.findings_table import FindingsTable, read_findings_table
     from privdiff_core.data.images import read_image_tensor
     from privdiff_core.errors import PrivdiffError
 
@@ -59,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise AnonymizerInputError(f"--in {source}: no such file or folder")
     if source.is_dir() and out_dir.resolve() == source.resolve():
         raise AnonymizerInputError(f"--out {out_dir} is the input folder; choose an output folder of its own")
+    findings = read_findings_table(args.findings) if args.findings is not None else None
     anonymizer = Anonymizer.load(args.model, device=args.device)
     inputs, skipped = discover_inputs(source, exclude=out_dir)
     if not inputs:
@@ -73,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     batch_size = int(args.batch_size or anonymizer.cfg.anonymize.batch_size)
     if batch_size < 1:
         raise AnonymizerInputError("--batch-size must be at least 1")
-    size, failures, written = anonymizer.image_size, [], 0
+    size, failures, written, told = anonymizer.image_size, [], 0, 0
     start = time.perf_counter()
     bar = tqdm(total=len(inputs), unit="img", desc="anonymize", disable=args.no_progress)
     for first in range(0, len(inputs), batch_size):
@@ -89,9 +101,15 @@ def run(args: argparse.Namespace) -> int:
                 failures.append((rel, getattr(err, "reason", str(err))))
         if images:
             seeds = [seed_for(args.seed, rel.as_posix()) for rel, _ in keep]
+            conditions = None
+            if findings is not None:
+                entries = [findings.lookup(file=rel.as_posix()) for rel, _ in keep]
+                told += sum(entry is not None for entry in entries)
+                conditions = FindingsTable.conditions(entries)
             with torch.inference_mode():
                 result = anonymizer.anonymize(
                     torch.stack(images),
+                    conditions=conditions,
                     seed=seeds,
                     strength=args.strength,
                     ddim_steps=args.ddim_steps,
@@ -107,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         f"anonymized {written} image(s) into {out_dir} in {seconds:.1f} s "
         f"({written / max(seconds, 1e-9):.2f} img/s)"
         + (f"; {skipped} non-image file(s) ignored" if skipped else "")
+        + (f"; findings from {args.findings} for {told}, estimated for {written - told}" if findings else "")
     )
     for rel, reason in failures:
         print(f"privdiff anonymize: skipped {rel}: {reason}", file=sys.stderr)

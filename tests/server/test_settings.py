@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 
 from privdiff.common.errors import FederationError
 from privdiff.server.settings import SecAggSettings, federation_settings
+from privdiff.server.workflow import FederatedPlan
 from privdiff_core.config import load_config
 
 
@@ -46,6 +47,8 @@ def test_a_threshold_above_the_shares_is_refused():
         ({"max_site_weight": 0}, "max_site_weight"),
         ({"validation": {"max_loss_ratio": 0}}, "validation.max_loss_ratio"),
         ({"validation": {"quorum": "most"}}, "validation.quorum"),
+        ({"server_lr": {"denoiser": 0}}, "server_lr.denoiser"),
+        ({"server_lr": {"autoencoder": 50}}, "server_lr.autoencoder"),
     ],
 )
 def test_bad_settings_name_the_key_to_fix(override, message):
@@ -62,7 +65,6 @@ def test_a_config_without_a_federation_section_is_refused():
 def test_a_sites_claimed_update_range_cannot_widen_the_range_past_the_cap(tmp_path):
     """Sites report their own range exponents; one claiming 2**30 gets max_clipping_range."""
     from privdiff.common.task import PrivdiffTask
-    from privdiff.server.workflow import FederatedPlan
 
     cfg = OmegaConf.merge(
         load_config("tiny"),
@@ -71,3 +73,31 @@ def test_a_sites_claimed_update_range_cannot_widen_the_range_past_the_cap(tmp_pa
     plan = FederatedPlan(cfg, federation_settings(cfg), PrivdiffTask(), tmp_path, tmp_path / "key.pem")
     assert plan._next_range([30, -3]) == 4.0
     assert plan._next_range([-3]) == 2.0**-2  # an honest range is left as it is
+
+
+def test_the_server_step_scales_the_averaged_update_of_the_weights_but_not_of_the_buffers(tmp_path):
+    """server_lr 2: weights move twice the sites' mean update; the latent shift and scale (float
+    buffers, measured statistics) take the mean as it is."""
+    import numpy as np
+    import torch
+
+    from privdiff.common.task import PrivdiffTask
+    from privdiff.common.updates import StateLayout, flatten_state
+
+    cfg = OmegaConf.merge(load_config("tiny"), {"federation": {"server_lr": {"autoencoder": 2.0}}})
+    task = PrivdiffTask()
+    plan = FederatedPlan(cfg, federation_settings(cfg), task, tmp_path, tmp_path / "key.pem")
+    models = task.build_models(cfg)
+    before = task.stage_state(models, "autoencoder")
+    update = np.full(StateLayout.of(before).size, 0.01, np.float32)
+    plan._apply(models, "autoencoder", update)
+    after = task.stage_state(models, "autoencoder")
+    weights = {name for name, _ in models.named_parameters()}
+    buffers = [name for name in before if name not in weights]
+    assert buffers and "latent_scale" in buffers
+    for name in before:
+        expected = 0.02 if name in weights else 0.01
+        assert torch.allclose(
+            after[name] - before[name], torch.full_like(before[name], expected), atol=1e-6
+        ), name
+    assert flatten_state(after, StateLayout.of(after)).size == update.size

@@ -83,7 +83,7 @@ def read_chestxray14_records(root: str | Path) -> list[CXRRecord]:
                 path=images[name],
                 uid=name,
                 patient_id=patient_id,
-                labels=_labels(row["Finding Labels"], csv_path, line),
+                labels=finding_labels(row["Finding Labels"], csv_path, line),
                 label_mask=(True,) * NUM_FINDINGS,
                 split=_split(name, patient_id, test_list, train_val_list),
                 age_group=age_group(parse_dicom_age(row["Patient Age"])),
@@ -97,7 +97,7 @@ def _patient_id(value: str) -> str:
     return value.zfill(8) if value.isdigit() else value
 
 
-def _labels(findings: str, csv_path: Path, line: int) -> tuple[float, ...]:
+def finding_labels(findings: str, csv_path: Path, line: int) -> tuple[float, ...]:
     names = {name.strip() for name in findings.split("|") if name.strip()}
     unknown = names - set(FINDINGS) - {NO_FINDING}
     if unknown:

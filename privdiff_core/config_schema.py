@@ -358,6 +358,7 @@ class LightEvaluationConfig:
 
     methods: list[str] | None = None  # --methods; null: the evaluate: section's own
     overrides: list[str] = field(default_factory=list)  # key=value overrides of the evaluate: section
+    conditions: list[str] | None = None  # --conditions: what the model is told; null: the config's
 
 
 @dataclass

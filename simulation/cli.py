@@ -65,16 +65,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own logs")
 
 
-def evaluation_plan(cfg: DictConfig, full: bool) -> tuple[str | None, list[str]]:
-    """(--methods, overrides) for the report: `federation.simulation.evaluation` of the config,
-    a lighter pass than its `evaluate:` section so the main job stays in minutes; `full` (or a
-    config without that key) keeps the config's evaluation as it is."""
+def evaluation_plan(cfg: DictConfig, full: bool) -> tuple[str | None, list[str], str | None]:
+    """(--methods, overrides, --conditions) for the report: `federation.simulation.evaluation` of
+    the config, a lighter pass than its `evaluate:` section so the main job stays in minutes; `full`
+    (or a config without that key) keeps the config's evaluation as it is."""
     light = cfg.federation.get("simulation", {}).get("evaluation") if "federation" in cfg else None
     if full or not light:
-        return None, []
+        return None, [], None
     methods = light.get("methods")
     chosen = None if methods is None else (",".join(str(m) for m in methods) or "none")
-    return chosen, [str(item) for item in light.get("overrides") or []]
+    conditions = light.get("conditions")
+    told = None if not conditions else ",".join(str(c) for c in conditions)
+    return chosen, [str(item) for item in light.get("overrides") or []], told
 
 
 def _evaluate(
@@ -83,6 +85,7 @@ def _evaluate(
     progress: bool,
     methods: str | None = None,
     overrides: Sequence[str] = (),
+    conditions: str | None = None,
 ) -> int | None:
     """The evaluation report through `privdiff evaluate`, if privdiff's evaluation package exists."""
     from privdiff_core import cli as core_cli
@@ -102,6 +105,7 @@ def _evaluate(
         "--model",
         f"federated={run_dir / 'anonymizer'}",
         *(["--methods", methods] if methods is not None else []),
+        *(["--conditions", conditions] if conditions is not None else []),
         f"data={data_root}",
         f"out={run_dir / 'evaluation'}",
         *overrides,
@@ -185,9 +189,9 @@ def run(args: argparse.Namespace) -> int:
 
     status = 0
     if not args.no_evaluate:
-        methods, overrides = evaluation_plan(cfg, args.full_evaluation)
+        methods, overrides, conditions = evaluation_plan(cfg, args.full_evaluation)
         evaluated = time.perf_counter()
-        status = _evaluate(run_dir, data_root, not args.no_progress, methods, overrides) or 0
+        status = _evaluate(run_dir, data_root, not args.no_progress, methods, overrides, conditions) or 0
         log.info(f"evaluation: {time.perf_counter() - evaluated:.0f} s")
     print(f"done in {time.perf_counter() - started:.0f} s: signed anonymizer {run_dir / 'anonymizer'}")
     return status

@@ -78,6 +78,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated anonymize modes: img2img, generative: every --model is evaluated in each, as "
         "NAME_<mode> (default: the model's own mode)",
     )
+    parser.add_argument(
+        "--conditions",
+        default=None,
+        metavar="LIST",
+        help="comma-separated: what every --model is told about each film: sensitive (age, sex; the "
+        "findings estimated from the film), all (+ the findings, as from the reports: --findings of "
+        "the release), none; those other than the config's evaluate.anonymizer_conditions are named "
+        "NAME_estimated, NAME_reports, NAME_blind (default: the config's)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -150,36 +159,57 @@ def parse_modes(spec: str | None) -> list[str | None]:
     return list(values)
 
 
+def parse_conditions(spec: str | None) -> list[str]:
+    """--conditions 'sensitive,all' -> ['sensitive', 'all']; not given -> [] (the config's)."""
+    from .methods import CONDITION_MODES, MethodError
+
+    if spec is None:
+        return []
+    values = [v.strip() for v in spec.split(",") if v.strip()]
+    if not values or any(v not in CONDITION_MODES for v in values) or len(set(values)) != len(values):
+        raise MethodError(
+            f"--conditions: each of {', '.join(CONDITION_MODES)} at most once, comma-separated; got {spec!r}"
+        )
+    return values
+
+
 def model_methods(
     cfg,
     models: list[tuple[str, str]],
     strengths: list[float | None],
     modes: list[str | None] = (None,),
+    conditions: list[str] = (),
 ) -> list:
-    """One AnonymizerMethod per model, mode and strength: NAME, NAME_<mode>, NAME[_<mode>]_s<percent>."""
-    from .methods import AnonymizerMethod
+    """One AnonymizerMethod per model, conditions, mode and strength: NAME, NAME_<mode>,
+    NAME[_<mode>]_s<percent>, with _<conditions suffix> after NAME where the conditions are not
+    the config's evaluate.anonymizer_conditions."""
+    from .methods import CONDITION_LABELS, CONDITION_SUFFIXES, AnonymizerMethod
 
-    conditions, batch = cfg.evaluate.anonymizer_conditions, cfg.evaluate.batch_size
+    default, batch = cfg.evaluate.anonymizer_conditions, cfg.evaluate.batch_size
     methods = []
     for name, path in models:
-        for mode in modes:
-            # A strength is an img2img setting: the generative mode is evaluated once, and a
-            # strength given without a mode runs img2img whatever the model's default mode.
-            for strength in [None] if mode == "generative" else strengths:
-                method_name = name if mode is None else f"{name}_{mode}"
-                if strength is not None:
-                    method_name += f"_s{round(strength * 100)}"
-                run_mode = "img2img" if mode is None and strength is not None else mode
-                method = AnonymizerMethod(
-                    method_name, name, path, conditions, batch, strength, mode=run_mode, model_name=name
-                )
-                # The label needs the model's manifest, which the method has just read.
-                method.label = model_label(name, method.architecture)
-                if mode is not None:
-                    method.label += f", {mode}"
-                if strength is not None:
-                    method.label += f", strength {strength:g}"
-                methods.append(method)
+        for told in conditions or [default]:
+            base = name if told == default else f"{name}_{CONDITION_SUFFIXES[told]}"
+            for mode in modes:
+                # A strength is an img2img setting: the generative mode is evaluated once, and a
+                # strength given without a mode runs img2img whatever the model's default mode.
+                for strength in [None] if mode == "generative" else strengths:
+                    method_name = base if mode is None else f"{base}_{mode}"
+                    if strength is not None:
+                        method_name += f"_s{round(strength * 100)}"
+                    run_mode = "img2img" if mode is None and strength is not None else mode
+                    method = AnonymizerMethod(
+                        method_name, name, path, told, batch, strength, mode=run_mode, model_name=base
+                    )
+                    # The label needs the model's manifest, which the method has just read.
+                    method.label = model_label(name, method.architecture)
+                    if told != default:
+                        method.label += f", {CONDITION_LABELS[told]}"
+                    if mode is not None:
+                        method.label += f", {mode}"
+                    if strength is not None:
+                        method.label += f", strength {strength:g}"
+                    methods.append(method)
     return methods
 
 
@@ -225,11 +255,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("say where the report goes: out=REPORT_DIR")
     require_sections(cfg, "evaluate", "baselines")
     strengths, modes = parse_strengths(args.strengths), parse_modes(args.modes)
-    for flag, given in (("--strengths", args.strengths), ("--modes", args.modes)):
+    conditions = parse_conditions(args.conditions)
+    for flag, given in (
+        ("--strengths", args.strengths),
+        ("--modes", args.modes),
+        ("--conditions", args.conditions),
+    ):
         if given is not None and not args.model:
             raise ConfigError(f"{flag} applies to the --model anonymizers; give at least one --model")
     models = parse_models(args.model)
-    methods = model_methods(cfg, models, strengths, modes)
+    methods = model_methods(cfg, models, strengths, modes, conditions)
     extra, notes = reference_methods(parse_methods(args.methods, cfg.evaluate.get("baselines")), cfg, models)
     # The oracle first: the samples grid shows it right under the inputs.
     methods = [m for m in extra if m.kind == "oracle"] + methods + [m for m in extra if m.kind != "oracle"]

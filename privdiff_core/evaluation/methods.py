@@ -25,6 +25,14 @@ from .results import PrivacyBudget
 
 BUILTIN_METHODS = ("identity", "noise", "dp_pix", "deformation", "oracle", "vae")
 CONDITION_MODES = ("none", "sensitive", "all")
+# A model evaluated under conditions other than the config's evaluate.anonymizer_conditions is
+# named NAME_<suffix> and labelled with what it was told.
+CONDITION_SUFFIXES = {"none": "blind", "sensitive": "estimated", "all": "reports"}
+CONDITION_LABELS = {
+    "none": "told nothing",
+    "sensitive": "findings estimated from the film",
+    "all": "findings from the reports",
+}
 ANONYMIZE_MODES = ("img2img", "generative")
 
 

@@ -108,15 +108,16 @@ def test_the_demo_evaluates_a_lighter_pass_whose_overrides_evaluate_accepts():
     from privdiff_core.config import load_config
 
     demo = load_config("demo")
-    methods, overrides = evaluation_plan(demo, full=False)
+    methods, overrides, conditions = evaluation_plan(demo, full=False)
     assert methods == "oracle,dp_pix" and overrides  # the limit beside the model
+    assert conditions == "sensitive,all"  # findings estimated, and from the reports
     light = load_config("demo", overrides)  # every override names a key the config has
     assert light.evaluate.verifier.steps < demo.evaluate.verifier.steps
     assert light.evaluate.max_images.test < (demo.evaluate.max_images.test or float("inf"))
-    assert evaluation_plan(demo, full=True) == (None, [])  # --full-evaluation
-    assert evaluation_plan(load_config("paper"), full=False) == (None, [])
+    assert evaluation_plan(demo, full=True) == (None, [], None)  # --full-evaluation
+    assert evaluation_plan(load_config("paper"), full=False) == (None, [], None)
     none = load_config("tiny", ["federation.simulation.evaluation={methods: [], overrides: []}"])
-    assert evaluation_plan(none, full=False) == ("none", [])
+    assert evaluation_plan(none, full=False) == ("none", [], None)
 
 
 def test_a_bad_federation_setting_stops_before_any_work(tmp_path, capsys):

@@ -9,18 +9,25 @@ from eval_toydata import toy_cohort
 
 from privdiff_core.cli import main
 from privdiff_core.config import load_config
-from privdiff_core.evaluation.cli_evaluate import model_methods, parse_modes, reference_methods
+from privdiff_core.evaluation.cli_evaluate import (
+    model_methods,
+    parse_conditions,
+    parse_modes,
+    reference_methods,
+)
 from privdiff_core.evaluation.methods import AnonymizerMethod, MethodError, VAEMethod
 
 
 class FakeAnonymizer:
-    """Records the keywords of each anonymize call; returns the images negated."""
+    """Records the keywords (and conditions) of each anonymize call; returns the images negated."""
 
     def __init__(self) -> None:
         self.calls: list[dict] = []
+        self.conditions: list = []
 
     def anonymize(self, images, conditions=None, seed=0, **kwargs):
         self.calls.append(kwargs)
+        self.conditions.append(conditions)
         return -images
 
 
@@ -136,3 +143,25 @@ def test_the_report_states_the_privacy_budget_the_model_was_trained_with(tmp_pat
     report = replace(report, methods={**report.methods, "privdiff": fed})
     assert line in render_markdown(report).splitlines()
     assert asdict(report)["methods"]["privdiff"]["method"]["privacy"]["dp"] is dp  # report.json
+
+
+def test_each_model_is_evaluated_under_each_conditions_named_by_what_it_is_told(folder):
+    """--conditions sensitive,all: the config's (sensitive) keeps the model's name; 'all' is
+    NAME_reports, told every film's findings; the findings never reach the sensitive one."""
+    cfg = load_config("tiny")
+    methods = model_methods(
+        cfg, [("federated", str(folder))], [None], [None], parse_conditions("sensitive,all")
+    )
+    assert [m.name for m in methods] == ["federated", "federated_reports"]
+    assert methods[1].label.endswith("findings from the reports") and methods[0].curve != methods[1].curve
+    cohort = toy_cohort(3, 2, size=16)
+    for method in methods:
+        method.anonymizer = FakeAnonymizer()
+        method.anonymize(cohort, seed=0, progress=False)
+    estimated, reports = (m.anonymizer.conditions[0] for m in methods)
+    assert estimated.labels is None and estimated.sex is not None
+    torch.testing.assert_close(reports.labels, cohort.labels[: len(reports.labels)])
+    assert parse_conditions(None) == []
+    for bad in ("reports", "all,all", ""):
+        with pytest.raises(MethodError, match="--conditions"):
+            parse_conditions(bad)

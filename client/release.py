@@ -22,7 +22,9 @@ what it does
   2. walks --in (every file; DICOM is recognised by content, not by name) and releases chest
      radiographs only: Modality CR or DX, or a Secondary Capture marked Body Part Examined CHEST.
      CT, MR, colour, multi-frame and non-image objects (SR, PR, KO) are refused with a reason;
-  3. regenerates the pixels with the anonymizer at its image size, and de-identifies the header
+  3. regenerates the pixels with the anonymizer at its image size (a new patient drawn with the
+     film's findings: from --findings, the site's report labels, where it lists the film, else
+     estimated from the film, which keeps far less of the diagnosis), and de-identifies the header
      per DICOM PS3.15 Annex E (Basic Profile + Clean Pixel Data, no Retain options: names, IDs,
      dates, ages, sex, institutions, free text and private tags go; UIDs are remapped with the
      site secret, consistently, so a study stays a study);

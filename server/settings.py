@@ -26,6 +26,7 @@ class SecAggSettings:
     clipping_range: float | str = AUTO
     initial_clipping_range: float = 8.0
     max_clipping_range: float = 8.0  # an automatic range never grows beyond this (sites report their ranges)
+    range_headroom_bits: int = 2  # automatic range: 2**this x last round's largest |update|, rounded up
     timeout_s: float | None = None
     implementation: str = "privdiff"  # privdiff: Flower's protocol, fast vector path; flower: stock
 
@@ -193,6 +194,7 @@ def federation_settings(cfg: DictConfig) -> FederationSettings:
         clipping_range=_auto_or(sa.get("clipping_range", AUTO), "secagg.clipping_range", float),
         initial_clipping_range=float(sa.get("initial_clipping_range", 8.0)),
         max_clipping_range=float(sa.get("max_clipping_range", 8.0)),
+        range_headroom_bits=_positive_int(sa.get("range_headroom_bits", 2), "secagg.range_headroom_bits"),
         timeout_s=None if sa.get("timeout_s") is None else float(sa["timeout_s"]),
         implementation=str(sa.get("implementation", "privdiff")),
     )

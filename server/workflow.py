@@ -366,7 +366,9 @@ class FederatedPlan:
         """The automatic range, never beyond secagg.max_clipping_range: sites report their own
         ranges, so one site's claim must not widen every site's influence without bound."""
         return next_clipping_range(
-            range_exponents, bounds=(2.0**-24, self.settings.secagg.max_clipping_range)
+            range_exponents,
+            headroom=self.settings.secagg.range_headroom_bits,
+            bounds=(2.0**-24, self.settings.secagg.max_clipping_range),
         )
 
     def _checked_round(

@@ -72,7 +72,7 @@ def test_a_sites_claimed_update_range_cannot_widen_the_range_past_the_cap(tmp_pa
     )
     plan = FederatedPlan(cfg, federation_settings(cfg), PrivdiffTask(), tmp_path, tmp_path / "key.pem")
     assert plan._next_range([30, -3]) == 4.0
-    assert plan._next_range([-3]) == 2.0**-2  # an honest range is left as it is
+    assert plan._next_range([-3]) == 2.0**-1  # an honest range: 2 bits above the largest update
 
 
 def test_the_server_step_scales_the_averaged_update_of_the_weights_but_not_of_the_buffers(tmp_path):

@@ -10,8 +10,9 @@ and to real diagnosis.
     OMP_NUM_THREADS=1 python benchmarks/anonymizer_frontier.py --model runs/central/anonymizer \
         --data runs/data-demo --out runs/frontier --json benchmarks/results/anonymizer_frontier.json
 
-Extra `key=value` arguments go to `privdiff evaluate` (e.g. evaluate.anonymizer_conditions=all,
-or the light settings of `federation.simulation.evaluation`).
+Extra `key=value` arguments go to `privdiff evaluate` (e.g. the light settings of
+`federation.simulation.evaluation`); `--conditions sensitive,all` evaluates each model with its
+findings estimated and told (NAME_reports).
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def summarize(report: dict) -> dict:
         summary = result["summary"]
         row = {"label": result["method"]["label"]}
         row.update({key: summary.get(key) for key, _ in COLUMNS})
-        row["ssim"] = (result.get("quality") or {}).get("ssim_mean")
+        quality = result.get("quality") or {}
+        row["ssim"], row["fd"] = quality.get("ssim_mean"), quality.get("fd")
         rows[name] = row
     return {
         "chance": {"age": real.get("age_chance"), "sex": real.get("sex_chance")},
@@ -71,7 +73,7 @@ def summarize(report: dict) -> dict:
 
 
 def markdown(summary: dict, command: str, load: tuple[float, float]) -> str:
-    header = "| method | " + " | ".join(title for _, title in COLUMNS) + " |"
+    header = "| method | " + " | ".join(title for _, title in COLUMNS) + " | SSIM | FD |"
     lines = [
         "# Anonymizer vs the oracle limit",
         "",
@@ -80,10 +82,12 @@ def markdown(summary: dict, command: str, load: tuple[float, float]) -> str:
         f"Load average before/after: {load[0]:.1f} / {load[1]:.1f} (2 cores: above 2, shared).",
         "",
         header,
-        "|" + "---|" * (len(COLUMNS) + 1),
+        "|" + "---|" * (len(COLUMNS) + 3),
     ]
     for row in summary["methods"].values():
-        lines.append(f"| {row['label']} | " + " | ".join(_cell(row.get(key)) for key, _ in COLUMNS) + " |")
+        quality = " | ".join("-" if row.get(key) is None else f"{row[key]:.3g}" for key in ("ssim", "fd"))
+        cells = " | ".join(_cell(row.get(key)) for key, _ in COLUMNS)
+        lines.append(f"| {row['label']} | {cells} | {quality} |")
     chance = summary["chance"]
     lines += ["", f"Chance: age {_cell(chance['age'])}, sex {_cell(chance['sex'])}, re-ID 0.5."]
     return "\n".join(lines) + "\n"
@@ -106,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="generative,img2img")
     parser.add_argument("--strengths", default=None, help="img2img strengths, e.g. 0.4,0.8")
     parser.add_argument("--methods", default="oracle,vae,dp_pix")
+    parser.add_argument(
+        "--conditions", default=None, help="what each model is told, e.g. sensitive,all (privdiff evaluate)"
+    )
     parser.add_argument("--json", default="benchmarks/results/anonymizer_frontier.json")
     args, overrides = parser.parse_known_args(argv)
     command = [
@@ -114,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         "--modes", args.modes, "--methods", args.methods,
         f"data={args.data}", f"out={args.out}", f"evaluate.runs={args.runs}", *overrides,
     ]  # fmt: skip
+    if args.conditions:
+        command[command.index("--methods") : command.index("--methods")] = ["--conditions", args.conditions]
     if args.strengths:
         command[command.index("--methods") : command.index("--methods")] = ["--strengths", args.strengths]
     load_before = os.getloadavg()[0]

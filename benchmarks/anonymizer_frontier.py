@@ -72,14 +72,16 @@ def summarize(report: dict) -> dict:
     }
 
 
-def markdown(summary: dict, command: str, load: tuple[float, float]) -> str:
+def markdown(summary: dict, command: str, load: tuple[float, float] | None) -> str:
     header = "| method | " + " | ".join(title for _, title in COLUMNS) + " | SSIM | FD |"
     lines = [
         "# Anonymizer vs the oracle limit",
         "",
         f"`{command}`",
         "",
-        f"Load average before/after: {load[0]:.1f} / {load[1]:.1f} (2 cores: above 2, shared).",
+        f"Load average before/after: {load[0]:.1f} / {load[1]:.1f} (2 cores: above 2, shared)."
+        if load
+        else "Summarized from finished evaluations (their load is not recorded here).",
         "",
         header,
         "|" + "---|" * (len(COLUMNS) + 3),
@@ -114,7 +116,17 @@ def main(argv: list[str] | None = None) -> int:
         "--conditions", default=None, help="what each model is told, e.g. sensitive,all (privdiff evaluate)"
     )
     parser.add_argument("--json", default="benchmarks/results/anonymizer_frontier.json")
+    parser.add_argument(
+        "--report",
+        action="append",
+        default=[],
+        metavar="REPORT",
+        help="summarize finished `privdiff evaluate` folders (or their report.json) instead of running "
+        "one (repeatable: their methods side by side; each run on the same data and judges' settings)",
+    )
     args, overrides = parser.parse_known_args(argv)
+    if args.report:
+        return _summarize_reports(args)
     command = [
         sys.executable, "-m", "privdiff_core.cli", "evaluate", "--config", args.config, "--no-progress",
         *[part for model in args.model for part in ("--model", model)],
@@ -144,6 +156,24 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2))
     out.with_suffix(".md").write_text(markdown(summary, shown, tuple(result["load_average"])))
     print(out.with_suffix(".md").read_text())
+    return 0
+
+
+def _summarize_reports(args: argparse.Namespace) -> int:
+    """The table of finished evaluations: their methods side by side, with the commands that ran them."""
+    paths = [Path(p) / "report.json" if Path(p).is_dir() else Path(p) for p in args.report]
+    reports = [json.loads(path.read_text()) for path in paths]
+    summary = summarize(reports[0])
+    for report in reports[1:]:
+        summary["methods"].update({k: v for k, v in summarize(report)["methods"].items() if k != "real"})
+    commands = [report.get("command", "") for report in reports]
+    result = {"commands": commands, "reports": args.report, "load_average": None, **summary}
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    text = markdown(summary, " ; ".join(commands), None)
+    out.with_suffix(".md").write_text(text)
+    print(text)
     return 0
 
 

@@ -101,12 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--model",
-        required=True,
         action="append",
         help="[NAME=]anonymizer folder (or privdiff train run); repeat to compare models",
     )
-    parser.add_argument("--data", required=True, help="synthetic federation folder (privdiff synth)")
-    parser.add_argument("--out", required=True, help="evaluation folder (reused when run again)")
+    parser.add_argument("--data", help="synthetic federation folder (privdiff synth)")
+    parser.add_argument("--out", help="evaluation folder (reused when run again)")
     parser.add_argument("--config", default="demo")
     parser.add_argument("--runs", type=int, default=3, help="independent evaluation runs (mean, std)")
     parser.add_argument("--modes", default="generative,img2img")
@@ -124,9 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         help="summarize finished `privdiff evaluate` folders (or their report.json) instead of running "
         "one (repeatable: their methods side by side; each run on the same data and judges' settings)",
     )
+    parser.add_argument(
+        "--legend", default=None, help="what the compared models are (written under the table)"
+    )
     args, overrides = parser.parse_known_args(argv)
     if args.report:
         return _summarize_reports(args)
+    if not (args.model and args.data and args.out):
+        parser.error("give --model, --data and --out (or --report to summarize finished evaluations)")
     command = [
         sys.executable, "-m", "privdiff_core.cli", "evaluate", "--config", args.config, "--no-progress",
         *[part for model in args.model for part in ("--model", model)],
@@ -167,11 +171,17 @@ def _summarize_reports(args: argparse.Namespace) -> int:
     for report in reports[1:]:
         summary["methods"].update({k: v for k, v in summarize(report)["methods"].items() if k != "real"})
     commands = [report.get("command", "") for report in reports]
-    result = {"commands": commands, "reports": args.report, "load_average": None, **summary}
+    result = {
+        "commands": commands,
+        "reports": args.report,
+        "legend": args.legend,
+        "load_average": None,
+        **summary,
+    }
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    text = markdown(summary, " ; ".join(commands), None)
+    text = markdown(summary, " ; ".join(commands), None) + (f"\n{args.legend}\n" if args.legend else "")
     out.with_suffix(".md").write_text(text)
     print(text)
     return 0

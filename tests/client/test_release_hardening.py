@@ -99,7 +99,7 @@ class _Unchanged:
     image_size = 256
     cfg = SimpleNamespace(anonymize=SimpleNamespace(batch_size=4))
 
-    def anonymize(self, images, seed=None, batch_size=None):
+    def anonymize(self, images, conditions=None, seed=None, batch_size=None):  # Anonymizer.anonymize
         return images.clone()
 
 

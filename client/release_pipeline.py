@@ -605,7 +605,9 @@ class _ReleaseRun:
         )
         self._lock = threading.Lock()
         self._batch: list[Prepared] = []
-        self.findings, self.source_root = ctx.findings, ctx.source
+        self.findings = ctx.findings
+        # the folder the table's `file` paths are relative to (--in, or the folder of a single file)
+        self.source_root = ctx.source if ctx.source.is_dir() else ctx.source.parent
 
     def _provenance(self, prepared: Prepared) -> PixelProvenance:
         return PixelProvenance(
@@ -668,9 +670,9 @@ class _ReleaseRun:
         """The batch's findings from the site's table, by SOP Instance UID or path; None without one."""
         if self.findings is None:
             return None
-        root = self.source_root if self.source_root.is_dir() else self.source_root.parent
         entries = [
-            self.findings.lookup(p.source_uid, p.source.path.relative_to(root).as_posix()) for p in batch
+            self.findings.lookup(p.source_uid, p.source.path.relative_to(self.source_root).as_posix())
+            for p in batch
         ]
         self.counters["findings_given"] += sum(entry is not None for entry in entries)
         return self.findings.conditions(entries)

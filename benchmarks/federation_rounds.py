@@ -84,7 +84,7 @@ class DenseTask:
         return int(data.shape[0])
 
     def local_train(
-        self, models, stage, data, cfg, steps, seed, device, optimizer_state=None
+        self, models, stage, data, cfg, steps, seed, device, optimizer_state=None, schedule_span=(0.0, 1.0)
     ) -> dict[str, float]:
         torch.manual_seed(seed)
         params = list(models["body"].parameters())

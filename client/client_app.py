@@ -194,6 +194,14 @@ def _frozen_layout(task: FederatedTask, models: torch.nn.Module, stage: str) -> 
 _OPTIMIZER_PREFIX = "optimizer."
 
 
+def _schedule_span(cfg: Any, fit: protocol.FitConfig) -> tuple[float, float]:
+    """The part of the stage's learning-rate schedule this round's local steps cover: the stage's
+    R rounds split it evenly, so a decaying schedule (train.<stage>.lr_schedule) reaches its end
+    in the last round, as `privdiff train` does in its last step."""
+    rounds = max(int(cfg.federation.rounds[fit.stage]), fit.stage_round)
+    return (fit.stage_round - 1) / rounds, fit.stage_round / rounds
+
+
 def _optimizer_rounds(context: Context, stage: str) -> dict[int, str]:
     prefix = f"{_OPTIMIZER_PREFIX}{stage}.round-"
     return {int(key[len(prefix) :]): key for key in context.state.array_records if key.startswith(prefix)}
@@ -339,6 +347,7 @@ def make_client_app(
             seed=seed,
             device=resolve_device(cfg.device),
             optimizer_state=optimizer_state,
+            schedule_span=_schedule_span(cfg, fit),
         )
         if optimizer_state:
             _keep_optimizer_state(context, fit.stage, fit.round, optimizer_state)

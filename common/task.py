@@ -59,6 +59,7 @@ class FederatedTask(Protocol):
         seed: int,
         device: str,
         optimizer_state: dict[str, torch.Tensor] | None = None,
+        schedule_span: tuple[float, float] = (0.0, 1.0),
     ) -> dict[str, float]: ...
 
     def save_anonymizer(
@@ -176,6 +177,7 @@ class PrivdiffTask:
         seed: int,
         device: str,
         optimizer_state: dict[str, torch.Tensor] | None = None,
+        schedule_span: tuple[float, float] = (0.0, 1.0),
     ) -> dict[str, float]:
         from privdiff_core.training import local_train
 
@@ -189,6 +191,7 @@ class PrivdiffTask:
             device=device,
             progress=False,
             optimizer_state=optimizer_state,
+            schedule_span=schedule_span,
         )
 
     def save_anonymizer(

@@ -27,6 +27,7 @@ from privdiff_core.training.stages import (
     evaluate_stage,
     load_stage_state,
     local_train,
+    lr_factor,
     resolve_steps,
     stage_state,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "evaluate_stage",
     "load_stage_state",
     "local_train",
+    "lr_factor",
     "resolve_steps",
     "save_anonymizer",
     "stage_state",

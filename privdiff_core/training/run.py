@@ -203,7 +203,7 @@ def train_run(
                 bar.close()
                 return RunResult(False, done_now, None, state["metrics"])
             try:
-                parts = trainer.step()
+                parts = trainer.step(trainer.step_index / steps)
             except KeyboardInterrupt:
                 checkpoint(stage_index, trainer)  # the step in flight is lost, nothing else
                 raise

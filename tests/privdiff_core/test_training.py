@@ -16,6 +16,7 @@ from privdiff_core.training import (
     build_models,
     load_stage_state,
     local_train,
+    lr_factor,
     stage_state,
 )
 from privdiff_core.training.run import train_run
@@ -195,11 +196,11 @@ def test_ctrl_c_leaves_a_checkpoint_to_resume_from(data, tmp_path, monkeypatch):
     cfg = tiny_cfg("train.autoencoder.steps=3", "train.denoiser.steps=2", "train.checkpoint_every=100")
     real_step, calls = StageTrainer.step, []
 
-    def interrupted_step(self):
+    def interrupted_step(self, progress=0.0):
         calls.append(self.step_index)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real_step(self)
+        return real_step(self, progress)
 
     monkeypatch.setattr(StageTrainer, "step", interrupted_step)
     with pytest.raises(KeyboardInterrupt):
@@ -264,3 +265,47 @@ def test_optimizer_state_carries_over_between_calls(data):
     local_train(fresh, "autoencoder", data, cfg, 1, seed=1, progress=False)
     assert int(state["0.step"]) == 3
     assert not torch.equal(kept.vae.encoder.conv_in.weight, fresh.vae.encoder.conv_in.weight)
+
+
+def test_cosine_schedule_decays_every_lr_of_the_stage_to_its_final_fraction():
+    cfg = tiny_cfg("train.denoiser.lr_schedule=cosine", "train.denoiser.lr_final=0.2")
+    assert lr_factor(cfg, "autoencoder", 0.7) == 1.0  # constant: the default
+    assert lr_factor(cfg, "denoiser", 0.0) == pytest.approx(1.0)
+    assert lr_factor(cfg, "denoiser", 0.5) == pytest.approx(0.6)
+    assert lr_factor(cfg, "denoiser", 1.0) == pytest.approx(0.2)
+    factors = [lr_factor(cfg, "denoiser", p / 10) for p in range(11)]
+    assert all(a > b for a, b in zip(factors, factors[1:], strict=False))
+    with pytest.raises(TrainingError, match="train.denoiser.lr_schedule must be one of"):
+        lr_factor(tiny_cfg("train.denoiser.lr_schedule=linear"), "denoiser", 0.5)
+    with pytest.raises(TrainingError, match="lr_final must be in"):
+        lr_factor(tiny_cfg("train.denoiser.lr_schedule=cosine", "train.denoiser.lr_final=2"), "denoiser", 0.5)
+
+
+def test_a_federated_round_trains_its_part_of_the_schedule(data):
+    """local_train's schedule_span reaches the optimizer: at the end of a cosine schedule that
+    decays to 0 the weights stay where they are; at its start they move."""
+    cfg = tiny_cfg("train.denoiser.lr_schedule=cosine", "train.denoiser.lr_final=0")
+    models = build_models(cfg)
+    before = stage_state(models, "denoiser")
+    local_train(models, "denoiser", data, cfg, 2, seed=0, progress=False, schedule_span=(1.0, 1.0))
+    assert all(torch.equal(v, before[k]) for k, v in stage_state(models, "denoiser").items())
+    local_train(models, "denoiser", data, cfg, 2, seed=0, progress=False, schedule_span=(0.0, 0.5))
+    assert not all(torch.equal(v, before[k]) for k, v in stage_state(models, "denoiser").items())
+    with pytest.raises(TrainingError, match="schedule_span"):
+        local_train(models, "denoiser", data, cfg, 1, seed=0, progress=False, schedule_span=(0.6, 0.5))
+
+
+def test_privdiff_train_runs_each_stage_through_its_whole_schedule(data, tmp_path, monkeypatch):
+    cfg = tiny_cfg("train.autoencoder.steps=4", "train.denoiser.steps=2", "train.checkpoint_every=100")
+    real_step, seen = StageTrainer.step, []
+
+    def recorded_step(self, progress=0.0):
+        seen.append((self.stage, progress))
+        return real_step(self, progress)
+
+    monkeypatch.setattr(StageTrainer, "step", recorded_step)
+    train_run(cfg, "unused", tmp_path, progress=False, train_data=data)
+    assert seen == [
+        ("autoencoder", 0.0), ("autoencoder", 0.25), ("autoencoder", 0.5), ("autoencoder", 0.75),
+        ("denoiser", 0.0), ("denoiser", 0.5),
+    ]  # fmt: skip

@@ -32,11 +32,13 @@ class RecordingTask(PrivdiffTask):
         return data
 
     def local_train(
-        self, models, stage, data, cfg, steps, seed, device, optimizer_state=None
+        self, models, stage, data, cfg, steps, seed, device, optimizer_state=None, schedule_span=(0.0, 1.0)
     ) -> dict[str, float]:
         before = self.stage_state(models, stage)
         frozen = {k: v for s in STAGES[: STAGES.index(stage)] for k, v in self.stage_state(models, s).items()}
-        result = super().local_train(models, stage, data, cfg, steps, seed, device, optimizer_state)
+        result = super().local_train(
+            models, stage, data, cfg, steps, seed, device, optimizer_state, schedule_span
+        )
         folder = Path(cfg.test_record_dir)
         folder.mkdir(parents=True, exist_ok=True)
         record = {
@@ -47,6 +49,7 @@ class RecordingTask(PrivdiffTask):
             "before": before,
             "after": self.stage_state(models, stage),
             "frozen": frozen,
+            "schedule_span": list(schedule_span),
             "niceness": os.getpriority(os.PRIO_PROCESS, 0),  # of the Ray actor that trained
         }
         torch.save(record, folder / f"{stage}-{data.site_name}-{seed}.pt")

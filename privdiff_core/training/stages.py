@@ -76,8 +76,8 @@ def lr_factor(cfg: DictConfig, stage: str, progress: float) -> float:
     """The multiplier of a stage's learning rates at `progress` through its training (0: its first
     step, 1: past its last), from train.<stage>.lr_schedule. "cosine" goes from 1 down to
     train.<stage>.lr_final along half a cosine: the last steps take small steps around what the
-    earlier ones found instead of jumping about at the full rate (on the demo the federated
-    denoiser's samples stayed far less realistic than central training's at a constant rate)."""
+    earlier ones found instead of jumping about at the full rate. Tried on the demo's federated
+    denoiser (its samples less realistic than central training's): worse there (config_schema)."""
     section = cfg.train[stage]
     schedule = str(section.lr_schedule)
     if schedule not in LR_SCHEDULES:

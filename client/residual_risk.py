@@ -33,6 +33,7 @@ verifier judged, or that none did.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,12 @@ class VerifierError(PrivdiffError):
 
 
 def save_verifier(
-    model: SiameseVerifier, folder: str | Path, image_size: int, backbone: str, embed_dim: int
+    model: SiameseVerifier,
+    folder: str | Path,
+    image_size: int,
+    backbone: str,
+    embed_dim: int,
+    widths: Sequence[int] | None = None,
 ) -> None:
     """Write a verifier folder `--verifier` can load (weights + the settings that rebuild it)."""
     from safetensors.torch import save_file
@@ -67,6 +73,7 @@ def save_verifier(
         "image_size": int(image_size),
         "backbone": backbone,
         "embed_dim": embed_dim,
+        "widths": list(widths) if widths else None,
     }
     save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, folder / VERIFIER_WEIGHTS)
     (folder / VERIFIER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
@@ -81,7 +88,7 @@ def train_site_verifier(
     settings = settings or VerifierTraining()
     tensors = open_dataset(data, image_size).load_tensors()
     model = train_verifier(tensors.image, tensors.patient_ids, settings, progress=False)
-    save_verifier(model, folder, image_size, settings.backbone, settings.embed_dim)
+    save_verifier(model, folder, image_size, settings.backbone, settings.embed_dim, settings.widths)
     return model
 
 
@@ -101,7 +108,8 @@ def load_verifier(folder: str | Path, device: str | torch.device = "cpu") -> tup
         raise VerifierError(
             f"--verifier {folder}: format {config.get('format')!r}, expected {VERIFIER_FORMAT}"
         )
-    model = SiameseVerifier(config["backbone"], int(config["embed_dim"]))
+    widths = config.get("widths")  # absent in folders written before it was kept: nets.py's default
+    model = SiameseVerifier(config["backbone"], int(config["embed_dim"]), tuple(widths) if widths else None)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

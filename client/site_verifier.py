@@ -58,6 +58,7 @@ def judge_settings(cfg: DictConfig, steps: int | None = None) -> tuple[VerifierT
     verifier = VerifierTraining(
         backbone=str(section.backbone),
         embed_dim=int(section.embed_dim),
+        widths=tuple(section.widths) if section.widths else None,
         steps=int(section.steps),
         batch_size=int(section.batch_size),
         lr=float(section.lr),
@@ -142,7 +143,7 @@ def train_site_judges(
         )
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_verifier(verifier_net, tmp, image_size, verifier.backbone, verifier.embed_dim)
+    save_verifier(verifier_net, tmp, image_size, verifier.backbone, verifier.embed_dim, verifier.widths)
     if classifier is not None:
         save_diagnosis(classifier, tmp, image_size, diagnosis)
     (tmp / "training.json").write_text(

@@ -52,6 +52,7 @@ class VerifierTraining(FitBudget):
 
     backbone: str = "small"
     embed_dim: int = 128
+    widths: tuple[int, ...] | None = None  # small backbone: a stride-2 block each (None: nets.py's)
     steps: int = 1000
     batch_size: int = 32
 
@@ -76,7 +77,7 @@ def train_verifier(
     if len(patient_ids) != len(images):
         raise ValueError(f"{len(patient_ids)} patient ids for {len(images)} images")
     torch.manual_seed(settings.seed)  # the initial weights too: else they depend on what ran before
-    model = SiameseVerifier(settings.backbone, settings.embed_dim).to(device)
+    model = SiameseVerifier(settings.backbone, settings.embed_dim, settings.widths).to(device)
     loss_fn = nn.BCEWithLogitsLoss()
 
     def batch_loss(rng: np.random.Generator) -> torch.Tensor:

@@ -134,3 +134,5 @@ def test_the_gate_trains_quick_judges_when_the_config_says_so():
         quick_verifier.backbone == full_verifier.backbone
         and quick_classifier.widths == full_classifier.widths
     )
+    # the evaluation's verifier network, not nets.py's default (3.5x the time per step at the gate)
+    assert quick_verifier.widths == full_verifier.widths == tuple(cfg.evaluate.verifier.widths)

@@ -21,6 +21,21 @@ def test_saved_verifier_loads_with_the_same_scores(tmp_path):
     assert torch.equal(model(a, b), loaded(a, b))
 
 
+def test_a_verifier_with_its_own_widths_loads_as_saved_and_old_folders_keep_the_default(tmp_path):
+    torch.manual_seed(0)
+    model = SiameseVerifier("small", 16, (8, 16)).eval()
+    save_verifier(model, tmp_path, 32, "small", 16, (8, 16))
+    loaded, _ = load_verifier(tmp_path)
+    a, b = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
+    assert torch.equal(model(a, b), loaded(a, b))
+    default = SiameseVerifier("small", 16).eval()
+    save_verifier(default, tmp_path, 32, "small", 16)
+    config = json.loads((tmp_path / "verifier.json").read_text())
+    del config["widths"]  # written before widths were kept
+    (tmp_path / "verifier.json").write_text(json.dumps(config))
+    assert torch.equal(default(a, b), load_verifier(tmp_path)[0](a, b))
+
+
 def test_scores_are_probabilities_and_other_sizes_are_resampled(tmp_path):
     check = ResidualRiskCheck(SiameseVerifier("small", 16).eval(), 32, "site verifier")
     originals = torch.rand(2, 1, 64, 64) * 2 - 1

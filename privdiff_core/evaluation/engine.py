@@ -18,7 +18,8 @@ So test pairs are (anonymized image i, original image j) of held-out patients, i
 - quality: SSIM per image, Fréchet distance on the diagnosis network's features;
 - linkage (`linkage`): re-ID AUC with negatives matched on sex, age group and site; retrieval
   precision@1 among the real test films; memorization (best match among the training films above
-  a threshold with `memorization_fpr` false alarms on real validation films).
+  a threshold with `memorization_fpr` false alarms on real validation films, all of the split's
+  even where `max_images.val` caps the films the methods anonymize).
 
 Each method anonymizes each image once (fixed seeds); the R runs re-draw pairs and retrain the
 attackers, which is where the run-to-run spread comes from.
@@ -178,7 +179,11 @@ def build_context(splits: EvalSplits, settings: EvaluationSettings, cache_dir: P
     attribute_index = np.sort(rng.choice(len(test), n_attr, replace=False))
     thresholds = [
         memorization_threshold(
-            j.verifier, splits.val.images, splits.train.images, settings.memorization_fpr, settings.device
+            j.verifier,
+            splits.memorization_reference.images,
+            splits.train.images,
+            settings.memorization_fpr,
+            settings.device,
         )
         for j in judges
     ]

@@ -127,7 +127,8 @@ def limits_md(report: Report) -> list[str]:
         "Memorization (% of anonymized test films): the real-trained verifier compares each film with "
         "every training film; a film counts when its best same-patient score, or its nearest distance "
         "in the verifier's embedding space (which catches exact copies, a pair the verifier never "
-        f"trained on), crosses a threshold that real validation films (patients no model saw) cross "
+        f"trained on), crosses a threshold that real validation films (patients no model saw, all of "
+        "the split's) cross "
         f"against the same training films at {100 * fpr / 2:g}% each ({100 * fpr:g}% at most together). "
         "The real row is that rate for real test films: the level of chance resemblance, which a "
         "method that copies no one stays near.",

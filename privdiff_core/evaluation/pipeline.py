@@ -78,15 +78,15 @@ def load_split_tensors(cfg, data_root: str | Path, progress: bool = True) -> dic
 
 def splits_from_tensors(cfg, tensors: dict) -> EvalSplits:
     """In-memory cohorts, each capped at `evaluate.max_images.<split>` (whole patients kept together)."""
-    cohorts = {}
+    cohorts, whole = {}, {}
     for split in SPLITS:
         cap = cfg.evaluate.max_images[split]
+        whole[split] = Cohort.from_tensors(tensors[split])
         cohorts[split] = subsample_patients(
-            Cohort.from_tensors(tensors[split]),
-            None if cap is None else int(cap),
-            derive_seed(cfg.seed, "cap", split),
+            whole[split], None if cap is None else int(cap), derive_seed(cfg.seed, "cap", split)
         )
-    return EvalSplits(**cohorts)
+    capped = len(cohorts["val"]) < len(whole["val"])
+    return EvalSplits(**cohorts, calibration=whole["val"] if capped else None)
 
 
 def load_splits(cfg, data_root: str | Path, progress: bool = True) -> EvalSplits:

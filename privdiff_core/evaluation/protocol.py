@@ -121,6 +121,10 @@ class EvalSplits:
     train: Cohort
     val: Cohort
     test: Cohort
+    # The whole val split when `val` is a capped sample of it: real films of patients no model saw,
+    # which only calibrate the memorization threshold (embedding them costs little, anonymizing
+    # them is what the cap saves). None: `val` is the whole split.
+    calibration: Cohort | None = None
 
     def __post_init__(self) -> None:
         check_patient_disjoint({"train": self.train, "val": self.val, "test": self.test})
@@ -129,11 +133,19 @@ class EvalSplits:
             if cohort.images.shape[1:] != self.train.images.shape[1:]:
                 raise ProtocolError("all splits must have the same image size")
             require_pairs_possible(cohort.patient_ids, name)
+        if self.calibration is not None:
+            check_patient_disjoint({"train": self.train, "test": self.test, "calibration": self.calibration})
+            if self.calibration.images.shape[1:] != self.train.images.shape[1:]:
+                raise ProtocolError("all splits must have the same image size")
+
+    @property
+    def memorization_reference(self) -> Cohort:
+        """The real unseen films that set the memorization threshold: as many as there are."""
+        return self.val if self.calibration is None else self.calibration
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(
-            "".join(c.fingerprint() for c in (self.train, self.val, self.test)).encode()
-        ).hexdigest()[:16]
+        cohorts = (self.train, self.val, self.test, *([] if self.calibration is None else [self.calibration]))
+        return hashlib.sha256("".join(c.fingerprint() for c in cohorts).encode()).hexdigest()[:16]
 
     def summary(self) -> dict:
         return {

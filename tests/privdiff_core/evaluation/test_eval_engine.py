@@ -149,3 +149,25 @@ def test_runs_are_summarised_as_mean_and_std(identity_result):
     s = identity_result.summary.reid_adaptive_auc
     assert s.runs == 1 and s.values == [identity_result.runs[0].reid_adaptive.auc]
     assert np.isfinite(identity_result.summary.diagnosis_mean_auc.mean)
+
+
+def test_the_memorization_threshold_is_set_on_the_whole_val_split(monkeypatch):
+    """With max_images.val capping what the methods anonymize, the threshold still comes from
+    every real val film (EvalSplits.calibration)."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    splits = synth_splits(sites=2, patients=60, images_per_patient=3, size=32)
+    capped = replace(splits, val=splits.val.subset(range(6)), calibration=splits.val)
+    seen = []
+    monkeypatch.setattr(
+        engine, "load_or_train_judges", lambda *a, **k: (SimpleNamespace(verifier=None), False)
+    )
+    monkeypatch.setattr(
+        engine,
+        "memorization_threshold",
+        lambda verifier, reference, train, fpr, device: seen.append(len(reference)),
+    )
+    settings = EvaluationSettings.from_config(load_config("tiny"), progress=False)
+    engine.build_context(capped, settings, None)
+    assert seen == [len(splits.val)] * settings.runs and len(splits.val) > 6

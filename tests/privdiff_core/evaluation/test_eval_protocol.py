@@ -74,3 +74,41 @@ def test_cohort_rejects_misaligned_fields():
         type(c)(c.images, c.patient_ids[:-1], c.age_group, c.sex, c.labels, c.label_mask)
     with pytest.raises(ProtocolError, match="shape"):
         c.with_images(torch.zeros(1, 1, 8, 8))
+
+
+def test_a_capped_val_split_keeps_all_its_films_for_the_memorization_threshold():
+    """max_images.val caps the films every method anonymizes; the memorization threshold is a
+    quantile of real unseen films (0.5% each side at fpr 0.01), so it is set on all of them."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from privdiff_core.evaluation.pipeline import splits_from_tensors
+
+    def as_tensors(cohort):
+        return SimpleNamespace(
+            images=cohort.images,
+            patient_ids=list(cohort.patient_ids),
+            age_group=cohort.age_group,
+            sex=cohort.sex,
+            labels=cohort.labels,
+            label_mask=cohort.label_mask,
+        )
+
+    whole = {
+        "train": toy_cohort(8, 2, prefix="a"),
+        "val": toy_cohort(30, 3, prefix="v"),
+        "test": toy_cohort(6, 2, prefix="t"),
+    }
+    tensors = {name: as_tensors(c) for name, c in whole.items()}
+    capped = OmegaConf.create(
+        {"seed": 0, "evaluate": {"max_images": {"train": None, "val": 12, "test": None}}}
+    )
+    splits = splits_from_tensors(capped, tensors)
+    assert len(splits.val) <= 12 and splits.memorization_reference is splits.calibration
+    assert splits.calibration.patient_ids == whole["val"].patient_ids
+    uncapped = OmegaConf.merge(capped, {"evaluate": {"max_images": {"val": None}}})
+    all_val = splits_from_tensors(uncapped, tensors)
+    assert all_val.calibration is None and all_val.memorization_reference is all_val.val
+    with pytest.raises(ProtocolError, match="both 'train' and 'calibration'"):
+        EvalSplits(**{**whole, "calibration": toy_cohort(3, 2, prefix="a")})

@@ -1,0 +1,93 @@
+"""How fast the autoencoder learns: reconstruction SSIM of test films against training steps.
+
+Trains the config's VAE alone (its loss, `train.autoencoder.lr`, `train.batch_size`) on the pooled
+train split of a federation folder and measures the SSIM of encode -> decode (the posterior mean)
+on the first test films at each checkpoint. With 3 sites the mean of their updates moves about
+as far as one site's, so R federated rounds x S local steps compare with R x S steps here: this
+curve says how many the federated autoencoder needs (`federation.local_steps.autoencoder`).
+
+    OMP_NUM_THREADS=1 python benchmarks/vae_curve.py --data runs/demo/federation \\
+        --checkpoints 200 400 600 800 --json benchmarks/results/vae_curve_demo.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from measure import load_average, write_report
+
+from privdiff_core.config import load_config
+from privdiff_core.data import open_dataset
+from privdiff_core.evaluation.quality import ssim_per_image
+from privdiff_core.model.vae import vae_loss
+from privdiff_core.training import build_models
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True, help="federation folder (privdiff synth)")
+    parser.add_argument("--config", default="demo")
+    parser.add_argument("--checkpoints", type=int, nargs="+", default=[200, 400, 600, 800])
+    parser.add_argument("--images", type=int, default=160, help="test films measured (first N)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/vae_curve_demo.json"))
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+    args = parser.parse_args()
+    cfg = load_config(args.config, args.overrides)
+    torch.manual_seed(args.seed)
+    vae = build_models(cfg).vae.train()
+    size = int(cfg.image_size)
+    train = open_dataset(args.data, size, split="train", progress=False).load_tensors(progress=False).images
+    test = open_dataset(args.data, size, split="test", progress=False).load_tensors(progress=False).images
+    test = test[: args.images]
+    optimizer = torch.optim.Adam(vae.parameters(), lr=float(cfg.train.autoencoder.lr))
+    generator = torch.Generator().manual_seed(args.seed)
+    batch = int(cfg.train.batch_size)
+    checkpoints, rows = sorted(set(args.checkpoints)), []
+    started = time.perf_counter()
+    for step in range(1, checkpoints[-1] + 1):
+        index = torch.randint(0, len(train), (batch,), generator=generator)
+        loss, _ = vae_loss(vae, train[index], cfg.vae.kl_weight, cfg.vae.edge_weight, generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step in checkpoints:
+            vae.eval()
+            with torch.no_grad():
+                recon = vae.decode(vae.encode(test).latent_dist.mode()).sample.clamp(-1, 1)
+            vae.train()
+            rows.append(
+                {
+                    "steps": step,
+                    "ssim": float(ssim_per_image(test, recon).mean()),
+                    "seconds": time.perf_counter() - started,
+                }
+            )
+            print(f"step {step:5d}: SSIM {rows[-1]['ssim']:.3f} ({rows[-1]['seconds']:.0f} s)", flush=True)
+    report = {
+        "command": "python benchmarks/vae_curve.py "
+        + " ".join(
+            [f"--data {args.data}", f"--config {args.config}", "--checkpoints", *map(str, checkpoints)]
+            + [f"--images {args.images}", *args.overrides]
+        ),
+        "config": args.config,
+        "overrides": args.overrides,
+        "batch_size": batch,
+        "lr": float(cfg.train.autoencoder.lr),
+        "train_films": len(train),
+        "test_films": len(test),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": load_average(),
+        "curve": rows,
+    }
+    write_report(args.json, report)
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

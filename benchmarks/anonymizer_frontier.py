@@ -2,10 +2,10 @@
 
 Runs `privdiff evaluate` once on a trained anonymizer (both anonymize modes, optionally several
 strengths, the oracle, the autoencoder alone and DP-Pix) with `evaluate.runs` independent runs
-(pairs redrawn, attackers retrained), then writes the summary a reader needs as JSON and a
-Markdown table: retrained (adaptive) re-ID AUC, hard-negative re-ID, precision@1, diagnosis AUC,
-age/sex accuracy vs chance, memorization, SSIM, and each method's distance to the oracle floor
-and to real diagnosis.
+(outputs drawn again, pairs redrawn, attackers retrained: `evaluate.anonymize_per_run`), then
+writes the summary a reader needs as JSON and a Markdown table: retrained (adaptive) re-ID AUC,
+hard-negative re-ID, precision@1, diagnosis AUC, age/sex accuracy vs chance, memorization, SSIM,
+and each method's distance to the oracle floor and to real diagnosis.
 
     OMP_NUM_THREADS=1 python benchmarks/anonymizer_frontier.py --model runs/central/anonymizer \
         --data runs/data-demo --out runs/frontier --json benchmarks/results/anonymizer_frontier.json
@@ -135,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.executable, "-m", "privdiff_core.cli", "evaluate", "--config", args.config, "--no-progress",
         *[part for model in args.model for part in ("--model", model)],
         "--modes", args.modes, "--methods", args.methods,
-        f"data={args.data}", f"out={args.out}", f"evaluate.runs={args.runs}", *overrides,
+        f"data={args.data}", f"out={args.out}", f"evaluate.runs={args.runs}",
+        # each run draws its own outputs too: the std then covers what a second draw would show
+        "evaluate.anonymize_per_run=true", *overrides,
     ]  # fmt: skip
     if args.conditions:
         command[command.index("--methods") : command.index("--methods")] = ["--conditions", args.conditions]

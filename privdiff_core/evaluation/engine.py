@@ -22,7 +22,9 @@ So test pairs are (anonymized image i, original image j) of held-out patients, i
   even where `max_images.val` caps the films the methods anonymize).
 
 Each method anonymizes each image once (fixed seeds); the R runs re-draw pairs and retrain the
-attackers, which is where the run-to-run spread comes from.
+attackers, which is where the run-to-run spread comes from. With `evaluate.anonymize_per_run`
+each run also anonymizes again with its own seeds, so the spread includes the outputs' own
+randomness (run 0 keeps the single-run seeds; quality and figures are run 0's).
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ class EvaluationSettings:
     tsne_patients: int
     grid_samples: int
     memorization_fpr: float = MEMORIZATION_FPR
+    anonymize_per_run: bool = False
     device: str = "cpu"
     progress: bool = True
 
@@ -126,12 +129,16 @@ class EvaluationSettings:
             tsne_patients=int(e.tsne.patients),
             grid_samples=int(e.figures.grid_samples),
             memorization_fpr=float(e.get("memorization_fpr", MEMORIZATION_FPR)),
+            anonymize_per_run=bool(e.get("anonymize_per_run", False)),
             device=device,
             progress=progress,
         )
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        settings = asdict(self)
+        if not self.anonymize_per_run:  # absent when off: results cached before it existed stay valid
+            del settings["anonymize_per_run"]
+        return settings
 
 
 @dataclass
@@ -261,8 +268,10 @@ def evaluate_real(ctx: EvalContext) -> RealResult:
     return RealResult(runs=runs, summary=summarize_real(runs))
 
 
-def _anonymize(method: Method, cohort: Cohort, split: str, ctx: EvalContext) -> torch.Tensor:
-    out = method.anonymize(cohort, derive_seed(ctx.settings.seed, method.name, split), ctx.settings.progress)
+def _anonymize(method: Method, cohort: Cohort, split: str, ctx: EvalContext, run: int = 0) -> torch.Tensor:
+    """The method's outputs for a cohort; run 0's seeds are those of a single-run evaluation."""
+    keys = (ctx.settings.seed, method.name, split) + ((run,) if run else ())
+    out = method.anonymize(cohort, derive_seed(*keys), ctx.settings.progress)
     if out.shape != cohort.images.shape:
         raise ValueError(f"{method.name} returned {tuple(out.shape)} for {tuple(cohort.images.shape)} images")
     if not torch.isfinite(out).all():
@@ -280,21 +289,28 @@ def evaluate_method(
     method.prepare(splits, dev, s.progress, workdir)
     prepare_s = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    anon_test = _anonymize(method, splits.test, "test", ctx)
-    anon_val = _anonymize(method, splits.val, "val", ctx)
-    anon_train = _anonymize(method, train, "train", ctx)
-    timing = MethodTiming(
-        prepare_s=prepare_s,
-        anonymize_s=time.perf_counter() - t0,
-        anonymized_images=len(anon_test) + len(anon_val) + len(anon_train),
-    )
+    def anonymize_all(run: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(test, val, adaptive-train) outputs of a run, their time and count added to `timing`."""
+        t = time.perf_counter()
+        outputs = tuple(
+            _anonymize(method, cohort, split, ctx, run)
+            for cohort, split in ((splits.test, "test"), (splits.val, "val"), (train, "train"))
+        )
+        timing.anonymize_s += time.perf_counter() - t
+        timing.anonymized_images += sum(len(o) for o in outputs)
+        return outputs
 
-    t0 = time.perf_counter()
+    timing = MethodTiming(prepare_s=prepare_s, anonymize_s=0.0, anonymized_images=0)
+    first = anonymize_all(0)
+
     test, val = splits.test, splits.val
     runs = []
     adaptive_models: dict[str, torch.nn.Module] = {}
     for plan, judge in zip(ctx.plans, ctx.judges, strict=True):
+        anon_test, anon_val, anon_train = (
+            anonymize_all(plan.run) if s.anonymize_per_run and plan.run > 0 else first
+        )
+        t0 = time.perf_counter()
         naive_scores = verifier_scores(judge.verifier, anon_test, test.images, plan.test_pairs, dev)
         naive_val = roc_auc_score(
             plan.val_pairs[:, 2], verifier_scores(judge.verifier, anon_val, val.images, plan.val_pairs, dev)
@@ -363,7 +379,8 @@ def evaluate_method(
         )
         if plan.run == 0:
             adaptive_models = {"verifier": adaptive, "demographics": demo_adaptive}
-    timing.attacks_s = time.perf_counter() - t0
+        timing.attacks_s += time.perf_counter() - t0
+    anon_test = first[0]  # run 0's outputs: the image quality and the figures
 
     t0 = time.perf_counter()
     quality = image_quality(ctx, anon_test)

@@ -171,3 +171,43 @@ def test_the_memorization_threshold_is_set_on_the_whole_val_split(monkeypatch):
     settings = EvaluationSettings.from_config(load_config("tiny"), progress=False)
     engine.build_context(capped, settings, None)
     assert seen == [len(splits.val)] * settings.runs and len(splits.val) > 6
+
+
+class SeedRecordingNoise(NoiseMethod):
+    def __init__(self, seeds: list[int]) -> None:
+        super().__init__()
+        self.seeds = seeds
+
+    def anonymize(self, cohort, seed: int, progress: bool = True) -> torch.Tensor:
+        self.seeds.append(seed)
+        return super().anonymize(cohort, seed, progress)
+
+
+def test_anonymize_per_run_draws_new_outputs_for_each_run_and_keeps_run_0s(synth_context):
+    """evaluate.anonymize_per_run: run r > 0 anonymizes with its own seeds (the spread then
+    includes the outputs' randomness); run 0 keeps a single-run evaluation's seeds; off, every
+    run scores the same outputs."""
+    from dataclasses import replace
+
+    ctx, _ = synth_context
+    two_runs = replace(
+        ctx,
+        plans=[ctx.plans[0], replace(ctx.plans[0], run=1)],
+        judges=ctx.judges * 2,
+        memorization_thresholds=ctx.memorization_thresholds * 2,
+    )
+    for per_run, draws in ((False, 1), (True, 2)):
+        ctx_runs = replace(two_runs, settings=replace(ctx.settings, anonymize_per_run=per_run))
+        seeds: list[int] = []
+        method = SeedRecordingNoise(seeds)
+        result, _ = evaluate_method(method, ctx_runs)
+        assert len(seeds) == 3 * draws and len(set(seeds)) == 3 * draws
+        assert seeds[:3] == [
+            derive_seed(ctx.settings.seed, "noise", split) for split in ("test", "val", "train")
+        ]
+        assert result.timing.anonymized_images == draws * (
+            len(ctx.splits.test) + len(ctx.splits.val) + len(ctx.adaptive_train)
+        )
+        naive = [run.reid_naive.auc for run in result.runs]  # the same judge and pairs in both runs
+        assert (naive[0] == naive[1]) is (not per_run)
+    assert "anonymize_per_run" not in ctx.settings.as_dict()  # off: cache keys as before it existed

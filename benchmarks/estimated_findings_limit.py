@@ -76,7 +76,8 @@ def measure(model: str, judges: str, data: str, config: str, films: int | None, 
         estimates = torch.cat(
             [models.encoder.estimate(images[i : i + 64])["diagnosis"] for i in range(0, n, 64)]
         ).numpy()
-    called = estimates >= models.finding_thresholds.numpy()
+    sex = torch.nn.functional.one_hot(test.sex[:n].clamp(min=0), 2)  # the told sex picks the row
+    called = estimates >= models.finding_thresholds_for(sex).numpy()
     sens = np.array([called[truth[:, k] == 1, k].mean() for k in findings])
     spec = np.array([1.0 - called[truth[:, k] == 0, k].mean() for k in findings])
     told = Conditions(

@@ -33,7 +33,7 @@ from privdiff_core.model.folder import (
     read_manifest,
     save_models,
 )
-from privdiff_core.model.privdiff_net import PrivDiffModels
+from privdiff_core.model.privdiff_net import PrivDiffModels, pooled_thresholds_as_rows
 from privdiff_core.model.unet import SASUNet2DConditionModel
 
 
@@ -98,7 +98,7 @@ class PrivDiffPipeline(DiffusionPipeline):
         )
         thresholds = self.encoder.config.finding_thresholds
         if thresholds is not None:
-            models.finding_thresholds.copy_(torch.tensor(thresholds, dtype=torch.float32))
+            models.finding_thresholds.copy_(pooled_thresholds_as_rows(thresholds))
         models.sampler_config = dict(self.scheduler.config)
         return Anonymizer.from_models(place_models(models, self.device), cfg)
 

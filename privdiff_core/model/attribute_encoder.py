@@ -31,7 +31,8 @@ class AttributeEncoder(ModelMixin, ConfigMixin):
 
     A diffusers model (`save_pretrained` / `from_pretrained`, config.json beside the weights).
     `finding_thresholds` only travels in the config: where each finding's estimate counts as present,
-    measured in training (`PrivDiffModels.finding_thresholds` holds the live copy).
+    a row per sex, measured in training (`PrivDiffModels.finding_thresholds` holds the live copy;
+    models saved before the rows were per sex have one row).
     """
 
     @register_to_config
@@ -40,7 +41,7 @@ class AttributeEncoder(ModelMixin, ConfigMixin):
         backbone: str = "small",
         embed_dim: int = 128,
         widths: Sequence[int] | None = None,
-        finding_thresholds: Sequence[float] | None = None,
+        finding_thresholds: Sequence[Sequence[float]] | Sequence[float] | None = None,
         findings_network: bool = False,
     ):
         super().__init__()

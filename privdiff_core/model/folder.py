@@ -39,7 +39,7 @@ import privdiff_core
 from privdiff_core.config import stored_config
 from privdiff_core.errors import PrivdiffError
 from privdiff_core.model import components
-from privdiff_core.model.privdiff_net import PrivDiffModels
+from privdiff_core.model.privdiff_net import PrivDiffModels, pooled_thresholds_as_rows
 from privdiff_core.model.tokens import TokenLayout
 from privdiff_core.model.unet import SASUNet2DConditionModel, sas_settings
 from privdiff_core.signing import SIGNATURE_FILE, sha256_file
@@ -114,7 +114,7 @@ def save_models(
     models.vae.save_pretrained(tmp / "vae", safe_serialization=True)
     models.unet.save_pretrained(tmp / "unet", safe_serialization=True)
     models.encoder.register_to_config(
-        finding_thresholds=[float(t) for t in models.finding_thresholds]  # measured in training
+        finding_thresholds=models.finding_thresholds.tolist()  # measured in training, a row per sex
     )
     models.encoder.save_pretrained(tmp / "encoder", safe_serialization=True)
     models.conditioner.save_pretrained(tmp / "conditioning", safe_serialization=True)
@@ -226,7 +226,7 @@ def load_models(
     models.latent_scale.fill_(float(vae.config.scaling_factor))
     thresholds = json.loads((folder / "encoder" / "config.json").read_text()).get("finding_thresholds")
     if thresholds is not None:  # folders written before thresholds were measured keep 0.5
-        models.finding_thresholds.copy_(torch.tensor(thresholds, dtype=torch.float32))
+        models.finding_thresholds.copy_(pooled_thresholds_as_rows(thresholds))
     return place_models(models, device), cfg, manifest
 
 

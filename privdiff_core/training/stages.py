@@ -415,7 +415,7 @@ class StageTrainer:
             measured = {"latent_shift": shift, "latent_scale": scale}
         if self.objective.learns_findings:
             self.models.measure_finding_thresholds(
-                self.data.images[idx], self.data.labels[idx], self.data.label_mask[idx]
+                self.data.images[idx], self.data.labels[idx], self.data.label_mask[idx], self.data.sex[idx]
             )
         return measured
 

@@ -61,6 +61,10 @@ class EncoderConfig:
     # the findings get their own network, trained in the denoiser stage (which has the steps);
     # false: a head on the backbone shared with age and sex, trained in the autoencoder stage
     findings_network: bool = False
+    # how often an estimated finding is called present (privdiff_net.measure_finding_thresholds):
+    # "prevalence" (in the share of training films that have it) or "youden" (Youden's threshold:
+    # 3x as many findings per film in the demo, which drew films unlike the training films)
+    finding_calls: str = "prevalence"
 
 
 @dataclass

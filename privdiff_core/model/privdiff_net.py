@@ -39,6 +39,8 @@ from privdiff_core.model.vae import build_vae, vae_downsampling
 ANONYMIZE_MODES = ("img2img", "generative")
 # Films of one sex needed to give that sex its own finding thresholds (`measure_finding_thresholds`).
 MIN_FILMS_PER_SEX = 20
+# How often an estimated finding is called present (encoder.finding_calls).
+FINDING_CALLS = ("prevalence", "youden")
 
 
 def autocast_for(device: torch.device) -> AbstractContextManager:
@@ -111,6 +113,12 @@ class PrivDiffModels(nn.Module):
         self.latent_size = self.image_size // factor
         self.latent_channels = int(self.vae.config.latent_channels)
         enc = cfg.encoder
+        # models trained before the option existed called at Youden's threshold
+        self.finding_calls = str(enc.get("finding_calls", "youden"))
+        if self.finding_calls not in FINDING_CALLS:
+            raise ValueError(
+                f"encoder.finding_calls must be one of {FINDING_CALLS}, got {self.finding_calls!r}"
+            )
         self.encoder = (
             encoder
             if encoder is not None
@@ -197,17 +205,21 @@ class PrivDiffModels(nn.Module):
     ) -> torch.Tensor:
         """Set `finding_thresholds` from these images; returns a copy (NUM_SEXES, NUM_FINDINGS).
 
-        Each finding first gets its Youden-optimal threshold on all films: a fixed 0.5 would call
-        almost every rare finding absent, and the generative mode would draw healthy lungs. Then
-        each sex gets its own threshold, the one that calls the finding in the same share of its
-        films as the pooled threshold calls overall. The estimator picks up sex-linked anatomy (in
-        the demo's main job it called Emphysema in 23% of women and 3% of men, truly 4% and 6%),
-        the generated patient shows what was called, and calls made more often in one sex tell the
-        sex: on that model, a classifier read sex from the 14 calls at 0.61 (majority 0.52), from
-        sex-balanced calls at 0.53, with the same mean Youden index. This also evens out a true
-        difference in prevalence between the sexes, on purpose: the anonymized film must not tell the
-        sex. Findings never seen positive and negative, and a sex with fewer than
-        `MIN_FILMS_PER_SEX` such films, keep the pooled threshold (0.5 when there is none).
+        How often each finding is called, by `encoder.finding_calls`:
+        - "prevalence": in the share of these films that have it. The denoiser learned films with
+          their true findings (1.4 per film in the demo); Youden's threshold called 4.3 per film,
+          so the generated films were unlike any it learned (FD 23 against 4.9 at the
+          prevalence, one model, 3 runs: benchmarks/results/finding_calls.md).
+        - "youden": at the Youden-optimal threshold of all films (the most sensitivity +
+          specificity per finding; a fixed 0.5 would call almost every rare finding absent).
+        Then each sex gets its own threshold, the one that calls the finding in that same share of
+        its films. The estimator picks up sex-linked anatomy (in the demo's main job it called
+        Emphysema in 23% of women and 3% of men, truly 4% and 6%), the generated patient shows what
+        was called, and calls made more often in one sex tell the sex (a classifier read it from
+        the 14 calls at 0.68, from the per-sex calls at 0.62, majority 0.52). This also evens out
+        a true difference in prevalence between the sexes, on purpose: the anonymized film must not
+        tell the sex. Findings never seen positive and negative keep their threshold (0.5 at
+        first), and a sex with fewer than `MIN_FILMS_PER_SEX` such films the pooled one.
         """
         from sklearn.metrics import roc_curve
 
@@ -223,9 +235,13 @@ class PrivDiffModels(nn.Module):
             y, p = truth[known[:, k], k], probs[known[:, k], k]
             if not 0 < y.sum() < len(y):
                 continue
-            fpr, tpr, cut = roc_curve(y, p)
-            pooled = float(min(cut[int((tpr - fpr).argmax())], 1.0))
-            called_share = float((p >= pooled).mean())
+            if self.finding_calls == "youden":
+                fpr, tpr, cut = roc_curve(y, p)
+                pooled = float(min(cut[int((tpr - fpr).argmax())], 1.0))
+                called_share = float((p >= pooled).mean())
+            else:
+                called_share = float(y.mean())
+                pooled = float(np.quantile(p, 1.0 - called_share))
             self.finding_thresholds[:, k] = pooled
             for s in range(NUM_SEXES):
                 group = p[sexes[known[:, k]] == s]

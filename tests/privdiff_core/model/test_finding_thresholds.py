@@ -14,7 +14,7 @@ from sklearn.model_selection import cross_val_score
 from privdiff_core.attributes import NUM_FINDINGS, NUM_SEXES
 from privdiff_core.config import load_config
 from privdiff_core.model.conditioning import Conditions
-from privdiff_core.model.privdiff_net import MIN_FILMS_PER_SEX, pooled_thresholds_as_rows
+from privdiff_core.model.privdiff_net import FINDING_CALLS, MIN_FILMS_PER_SEX, pooled_thresholds_as_rows
 from privdiff_core.signing import sha256_file
 from privdiff_core.training import build_models
 
@@ -24,18 +24,23 @@ FILMS = 400
 MALE, FEMALE = 0, 1  # Conditions.sex
 
 
+def build(calls: str = "prevalence"):
+    torch.manual_seed(0)
+    return build_models(load_config("tiny", ["device=cpu", f"encoder.finding_calls={calls}"]))
+
+
 @pytest.fixture
 def models():
-    torch.manual_seed(0)
-    return build_models(load_config("tiny", ["device=cpu"]))
+    return build()
 
 
-def sex_biased_estimates(seed: int = 0):
-    """Labels independent of sex (prevalence 10-30%), and estimates that see the finding but also
-    rise for women: on the first 5 findings by +0.25, as an estimator that reads sex-linked anatomy."""
+def sex_biased_estimates(seed: int = 0, prevalence: tuple[float, float] = (0.1, 0.3)):
+    """Labels independent of sex (each finding's prevalence drawn from `prevalence`), and estimates
+    that see the finding but also rise for women: on the first 5 findings by +0.25, as an estimator
+    that reads sex-linked anatomy."""
     rng = np.random.default_rng(seed)
     sex = rng.integers(0, NUM_SEXES, FILMS)
-    labels = (rng.random((FILMS, NUM_FINDINGS)) < rng.uniform(0.1, 0.3, NUM_FINDINGS)).astype(np.float32)
+    labels = (rng.random((FILMS, NUM_FINDINGS)) < rng.uniform(*prevalence, NUM_FINDINGS)).astype(np.float32)
     bias = np.zeros(NUM_FINDINGS)
     bias[:5] = 0.25
     estimates = 0.25 * labels + 0.15 * rng.standard_normal((FILMS, NUM_FINDINGS))
@@ -66,25 +71,51 @@ def sex_accuracy(called: np.ndarray, sex: torch.Tensor) -> float:
     return float(cross_val_score(LogisticRegression(max_iter=1000), called, sex.numpy(), cv=5).mean())
 
 
-def test_calls_are_as_frequent_in_both_sexes_and_no_longer_tell_the_sex(models, monkeypatch):
-    labels, sex, estimates = sex_biased_estimates()
-    thresholds = measure(models, labels, sex, estimates, monkeypatch)
-    assert thresholds.shape == (NUM_SEXES, NUM_FINDINGS)
-    # The pooled (one-row) calls: the Youden threshold of all films, as before the rows per sex.
-    pooled = np.zeros_like(thresholds)
+def pooled_youden_calls(labels: torch.Tensor, estimates: torch.Tensor) -> np.ndarray:
+    """The calls before the rows per sex: each finding at the Youden threshold of all films."""
+    cuts = []
     for k in range(NUM_FINDINGS):
         fpr, tpr, cut = roc_curve(labels[:, k].numpy(), estimates[:, k].numpy())
-        pooled[:, k] = min(cut[int((tpr - fpr).argmax())], 1.0)
-    before, after = calls(estimates, sex, pooled), calls(estimates, sex, thresholds)
+        cuts.append(min(cut[int((tpr - fpr).argmax())], 1.0))
+    return (estimates.numpy() >= np.array(cuts)).astype(float)
+
+
+@pytest.mark.parametrize("rule", FINDING_CALLS)
+def test_calls_are_as_frequent_in_both_sexes_and_no_longer_tell_the_sex(rule, monkeypatch):
+    labels, sex, estimates = sex_biased_estimates()
+    thresholds = measure(build(rule), labels, sex, estimates, monkeypatch)
+    assert thresholds.shape == (NUM_SEXES, NUM_FINDINGS)
+    before, after = pooled_youden_calls(labels, estimates), calls(estimates, sex, thresholds)
     women, men = sex.numpy() == FEMALE, sex.numpy() == MALE
     gap_before = np.abs(before[women].mean(0) - before[men].mean(0))[:5]
     gap_after = np.abs(after[women].mean(0) - after[men].mean(0))
     assert gap_before.min() > 0.15  # the biased findings: called far more often in women
     assert gap_after.max() < 0.03  # each finding called in the same share of both sexes
-    np.testing.assert_allclose(after.mean(0), before.mean(0), atol=0.02)  # as often as the pooled call
+    # as often as the rule says: the pooled Youden call's share, or the finding's prevalence
+    share = before.mean(0) if rule == "youden" else labels.numpy().mean(0)
+    np.testing.assert_allclose(after.mean(0), share, atol=0.02)
     assert sex_accuracy(before, sex) > 0.7
     assert sex_accuracy(after, sex) < 0.6
-    assert youden(after, labels) > youden(before, labels) - 0.03  # the calls stay as informative
+    if rule == "youden":
+        assert youden(after, labels) > youden(before, labels) - 0.03  # the calls stay as informative
+
+
+def test_prevalence_calls_as_many_findings_per_film_as_the_films_have(monkeypatch):
+    """Youden's threshold calls a faint finding in far more films than have it (the demo's main job:
+    4.3 findings per film, truly 1.4), and the generative mode then draws films unlike any the
+    denoiser learned; "prevalence" calls each in the share of films that have it."""
+    labels, sex, estimates = sex_biased_estimates(prevalence=(0.04, 0.17))  # the demo's range
+    truly = labels.numpy().sum(1).mean()
+    by_youden = calls(estimates, sex, measure(build("youden"), labels, sex, estimates, monkeypatch))
+    by_prevalence = calls(estimates, sex, measure(build("prevalence"), labels, sex, estimates, monkeypatch))
+    assert by_youden.sum(1).mean() > 1.5 * truly
+    assert abs(by_prevalence.sum(1).mean() - truly) < 0.1 * truly
+    assert youden(by_prevalence, labels) > 0.2  # still calls what the estimator sees
+
+
+def test_an_unknown_finding_calls_rule_is_refused():
+    with pytest.raises(ValueError, match="encoder.finding_calls must be one of"):
+        build("often")
 
 
 def test_a_sex_with_too_few_films_and_films_of_unknown_sex_keep_the_pooled_threshold(models, monkeypatch):

@@ -155,12 +155,14 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(seconds, 1),
         "load_average": [load_before, os.getloadavg()[0]],
         "threads": os.environ.get("OMP_NUM_THREADS"),
+        "legend": args.legend,
         **summary,
     }
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(summary, shown, tuple(result["load_average"])))
+    legend = f"\n{args.legend}\n" if args.legend else ""
+    out.with_suffix(".md").write_text(markdown(summary, shown, tuple(result["load_average"])) + legend)
     print(out.with_suffix(".md").read_text())
     return 0
 

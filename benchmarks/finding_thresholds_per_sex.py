@@ -1,25 +1,27 @@
-"""Do the estimated findings tell the sex? One trained anonymizer, its finding thresholds measured two ways.
+"""How a trained anonymizer calls its estimated findings: per sex or not, Youden or prevalence.
 
 The generative mode draws the findings its estimator calls. This script re-measures a trained
 model's thresholds with the final model on each site's training films (512 per site, as a site
-does at the end of a round) and averages them over the sites, two ways:
+does at the end of a round) and averages them over the sites, three ways
+(`PrivDiffModels.measure_finding_thresholds`):
 
-    pooled     one Youden-optimal row for both sexes (privdiff before the rows per sex)
-    balanced   a row per sex that calls each finding in the same share of both sexes
-               (`PrivDiffModels.measure_finding_thresholds`)
+    youden_pooled         one Youden-optimal row for both sexes (privdiff before 0182170)
+    youden_balanced       a row per sex that calls each finding in the same share of both sexes
+    prevalence_balanced   each finding called in the share of films that have it, in each sex
+                          (encoder.finding_calls=prevalence, the default)
 
-and writes each as an anonymizer folder under --out (manifest hashes updated, signature dropped),
-then measures on the test split: the estimator's mean AUC, the calls' mean Youden index J, the
-largest gap between the sexes in how often a finding is called, and how well a logistic regression
-reads the sex from the 14 calls (5 x shuffled 5-fold cross-validation). What the outputs then show
-is measured by running the frontier on the two folders:
+writes each as an anonymizer folder under --out (manifest hashes updated, signature dropped),
+then measures on the test split: the estimator's mean AUC, findings called per film, the calls'
+mean Youden index J, the largest gap between the sexes in how often a finding is called, and how
+well a logistic regression reads the sex from the 14 calls (5 x shuffled 5-fold cross-validation).
+What the outputs then show is measured by running the frontier on the folders:
 
     OMP_NUM_THREADS=1 python benchmarks/finding_thresholds_per_sex.py \
         --model runs/demo/anonymizer --data runs/demo/federation --out runs/thresholds \
         --json benchmarks/results/finding_thresholds_calls.json
     OMP_NUM_THREADS=1 python benchmarks/anonymizer_frontier.py \
-        --model pooled=runs/thresholds/pooled/anonymizer \
-        --model balanced=runs/thresholds/balanced/anonymizer \
+        --model youden_pooled=runs/thresholds/youden_pooled/anonymizer \
+        --model prevalence_balanced=runs/thresholds/prevalence_balanced/anonymizer \
         --data runs/demo/federation --out runs/thresholds/eval --modes generative --methods oracle \
         --conditions sensitive [the main job's light overrides]
 """
@@ -46,9 +48,17 @@ from privdiff_core.signing import sha256_file
 FILMS_PER_SITE = 512  # train.latent_stats_images: what a site measures its thresholds on
 
 
+# variant: (encoder.finding_calls, whether the films' sex is used)
+VARIANTS = {
+    "youden_pooled": ("youden", False),
+    "youden_balanced": ("youden", True),
+    "prevalence_balanced": ("prevalence", True),
+}
+
+
 def site_thresholds(anonymizer: Anonymizer, data: Path, seed: int) -> dict[str, torch.Tensor]:
-    """Both kinds of thresholds, measured per site and averaged over the sites."""
-    models, rows = anonymizer.models, {"pooled": [], "balanced": []}
+    """Every variant's thresholds, measured per site and averaged over the sites."""
+    models, rows = anonymizer.models, {name: [] for name in VARIANTS}
     sites = sorted(p for p in data.iterdir() if p.is_dir())
     for site in sites:
         train = open_dataset(site, anonymizer.image_size, split="train", progress=False).load_tensors(
@@ -56,9 +66,11 @@ def site_thresholds(anonymizer: Anonymizer, data: Path, seed: int) -> dict[str, 
         )
         idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:FILMS_PER_SITE]
         films = (train.images[idx], train.labels[idx], train.label_mask[idx])
-        rows["balanced"].append(models.measure_finding_thresholds(*films, train.sex[idx]).clone())
         unknown_sex = torch.full_like(train.sex[idx], -1)  # no sex known: the pooled row for both
-        rows["pooled"].append(models.measure_finding_thresholds(*films, unknown_sex).clone())
+        for name, (calls, by_sex) in VARIANTS.items():
+            models.finding_calls = calls
+            sex = train.sex[idx] if by_sex else unknown_sex
+            rows[name].append(models.measure_finding_thresholds(*films, sex).clone())
     return {name: torch.stack(values).mean(dim=0) for name, values in rows.items()}
 
 
@@ -95,6 +107,8 @@ def call_statistics(anonymizer: Anonymizer, thresholds: torch.Tensor, data: Path
         "sex_from_calls": float(np.mean(accuracy)),
         "sex_from_calls_std": float(np.std([a.mean() for a in accuracy])),
         "majority_sex": float(max(sex[known].mean(), 1 - sex[known].mean())),
+        "calls_per_film": float(called.sum(axis=1).mean()),
+        "findings_per_film": float(truth.sum(axis=1).mean()),
         "max_call_rate_gap": float(np.abs(called[sex == 0].mean(0) - called[sex == 1].mean(0)).max()),
         "films": int(len(test)),
     }

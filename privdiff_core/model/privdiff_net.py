@@ -209,7 +209,7 @@ class PrivDiffModels(nn.Module):
         - "prevalence": in the share of these films that have it. The denoiser learned films with
           their true findings (1.4 per film in the demo); Youden's threshold called 4.3 per film,
           so the generated films were unlike any it learned (FD 23 against 4.9 at the
-          prevalence, one model, 3 runs: benchmarks/results/finding_calls.md).
+          prevalence, one model, 3 runs: benchmarks/results/finding_calls_prevalence.md).
         - "youden": at the Youden-optimal threshold of all films (the most sensitivity +
           specificity per finding; a fixed 0.5 would call almost every rare finding absent).
         Then each sex gets its own threshold, the one that calls the finding in that same share of

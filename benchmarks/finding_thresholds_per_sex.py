@@ -8,7 +8,7 @@ does at the end of a round) and averages them over the sites, three ways
     youden_pooled         one Youden-optimal row for both sexes (privdiff before 0182170)
     youden_balanced       a row per sex that calls each finding in the same share of both sexes
     prevalence_balanced   each finding called in the share of films that have it, in each sex
-                          (encoder.finding_calls=prevalence, the default)
+                          (encoder.finding_calls=prevalence: demo, paper)
 
 writes each as an anonymizer folder under --out (manifest hashes updated, signature dropped),
 then measures on the test split: the estimator's mean AUC, findings called per film, the calls'

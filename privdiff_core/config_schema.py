@@ -62,9 +62,9 @@ class EncoderConfig:
     # false: a head on the backbone shared with age and sex, trained in the autoencoder stage
     findings_network: bool = False
     # how often an estimated finding is called present (privdiff_net.measure_finding_thresholds):
-    # "prevalence" (in the share of training films that have it) or "youden" (Youden's threshold:
-    # 3x as many findings per film in the demo, which drew films unlike the training films)
-    finding_calls: str = "prevalence"
+    # "youden" (Youden's threshold) or "prevalence" (in the share of training films that have it;
+    # demo and paper: Youden called 3x as many findings per film, which drew unlike films)
+    finding_calls: str = "youden"
 
 
 @dataclass

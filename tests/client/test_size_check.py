@@ -27,10 +27,7 @@ def test_the_release_prints_the_warning_and_logs_its_summary(tiny_model, tmp_pat
     copy_real("rsna_cr_jpeg_baseline.dcm", tmp_path / "in")
     (tmp_path / "secret").write_bytes(b"size check test site secret 0123")
     argv = ["release", "--model", str(tiny_model.folder), "--public-key", str(tiny_model.public_key)]
-    # --no-text-check: the OCR check has its own tests (tests/client/test_ocr.py); on a 32 px
-    # output blown up to the input's 1024 px it finds "text" in some draws, and a held-back output is
-    # not what this test is about
-    argv += ["--own-verifier", "--no-text-check"]
+    argv += ["--own-verifier"]
     argv += [
         "--in",
         str(tmp_path / "in"),

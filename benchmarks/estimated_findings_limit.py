@@ -72,18 +72,29 @@ def measure(model: str, judges: str, data: str, config: str, films: int | None, 
     truth = labels.numpy()
     findings = [k for k in range(NUM_FINDINGS) if known[k] and 0 < truth[:, k].sum() < n]
     models = anonymizer.models
-    with torch.no_grad():
-        estimates = torch.cat(
-            [models.encoder.estimate(images[i : i + 64])["diagnosis"] for i in range(0, n, 64)]
-        ).numpy()
-    sex = torch.nn.functional.one_hot(test.sex[:n].clamp(min=0), 2)  # the told sex picks the row
-    called = estimates >= models.finding_thresholds_for(sex).numpy()
-    sens = np.array([called[truth[:, k] == 1, k].mean() for k in findings])
-    spec = np.array([1.0 - called[truth[:, k] == 0, k].mean() for k in findings])
     told = Conditions(
         age_group=test.age_group[:n], sex=test.sex[:n], labels=labels, label_mask=test.label_mask[:n]
     )
     untold = Conditions(age_group=test.age_group[:n], sex=test.sex[:n])
+    with torch.no_grad():
+        estimates = torch.cat(
+            [models.encoder.estimate(images[i : i + 64])["diagnosis"] for i in range(0, n, 64)]
+        ).numpy()
+        # the calls exactly as the anonymizer makes them (the threshold row of the told or estimated sex)
+        called = (
+            torch.cat(
+                [
+                    models.condition_state(
+                        images[i : i + 64], untold.index(slice(i, i + 64)), estimate=True
+                    ).diagnosis
+                    for i in range(0, n, 64)
+                ]
+            )
+            .numpy()
+            .astype(bool)
+        )
+    sens = np.array([called[truth[:, k] == 1, k].mean() for k in findings])
+    spec = np.array([1.0 - called[truth[:, k] == 0, k].mean() for k in findings])
     terms = {
         "real": _aucs(truth, _scores(judge, images), findings),
         "est_auc": _aucs(truth, estimates, findings),

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", required=True, help="trained anonymizer folder")
     parser.add_argument("--data", required=True, help="its synthetic federation (site folders)")
-    parser.add_argument("--out", required=True, help="where the two variants are written")
+    parser.add_argument("--out", required=True, help="where the variants' anonymizer folders are written")
     parser.add_argument("--json", required=True, help="output JSON")
     parser.add_argument("--seed", type=int, default=0, help="which 512 training films per site")
     args = parser.parse_args(argv)

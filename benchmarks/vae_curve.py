@@ -7,7 +7,7 @@ as far as one site's, so R federated rounds x S local steps compare with R x S s
 curve says how many the federated autoencoder needs (`federation.local_steps.autoencoder`).
 
     OMP_NUM_THREADS=1 python benchmarks/vae_curve.py --data runs/demo/federation \\
-        --checkpoints 200 400 600 800 --json benchmarks/results/vae_curve_demo.json
+        --checkpoints 200 400 600 --json benchmarks/results/vae_curve_demo.json vae.ssim_weight=0
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from measure import load_average, write_report
 
@@ -23,36 +24,24 @@ from privdiff_core.config import load_config
 from privdiff_core.data import open_dataset
 from privdiff_core.evaluation.quality import ssim_per_image
 from privdiff_core.model.vae import vae_loss
-from privdiff_core.training import build_models
+from privdiff_core.training import build_models, lr_factor
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, required=True, help="federation folder (privdiff synth)")
-    parser.add_argument("--config", default="demo")
-    parser.add_argument("--checkpoints", type=int, nargs="+", default=[200, 400, 600, 800])
-    parser.add_argument("--images", type=int, default=160, help="test films measured (first N)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/vae_curve_demo.json"))
-    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
-    args = parser.parse_args()
-    cfg = load_config(args.config, args.overrides)
-    torch.manual_seed(args.seed)
+def curve(cfg, train: torch.Tensor, test: torch.Tensor, checkpoints: list[int], seed: int) -> list[dict]:
+    """Test-film SSIM (and seconds) at each checkpoint of one VAE trained from seed `seed`."""
+    torch.manual_seed(seed)
     vae = build_models(cfg).vae.train()
-    size = int(cfg.image_size)
-    train = open_dataset(args.data, size, split="train", progress=False).load_tensors(progress=False).images
-    test = open_dataset(args.data, size, split="test", progress=False).load_tensors(progress=False).images
-    test = test[: args.images]
-    optimizer = torch.optim.Adam(vae.parameters(), lr=float(cfg.train.autoencoder.lr))
-    generator = torch.Generator().manual_seed(args.seed)
+    base_lr = float(cfg.train.autoencoder.lr)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=base_lr)
+    generator = torch.Generator().manual_seed(seed)
     batch = int(cfg.train.batch_size)
-    checkpoints, rows = sorted(set(args.checkpoints)), []
-    started = time.perf_counter()
+    rows, started = [], time.perf_counter()
     for step in range(1, checkpoints[-1] + 1):
+        # train.autoencoder.lr_schedule over the whole curve (the last checkpoint ends it)
+        for group in optimizer.param_groups:
+            group["lr"] = base_lr * lr_factor(cfg, "autoencoder", (step - 1) / checkpoints[-1])
         index = torch.randint(0, len(train), (batch,), generator=generator)
-        loss, _ = vae_loss(vae, train[index], cfg.vae.kl_weight, cfg.vae.edge_weight, generator)
+        loss, _ = vae_loss(vae, train[index], cfg.vae, generator)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -68,17 +57,57 @@ def main() -> None:
                     "seconds": time.perf_counter() - started,
                 }
             )
-            print(f"step {step:5d}: SSIM {rows[-1]['ssim']:.3f} ({rows[-1]['seconds']:.0f} s)", flush=True)
+            print(
+                f"seed {seed} step {step:5d}: SSIM {rows[-1]['ssim']:.3f} ({rows[-1]['seconds']:.0f} s)",
+                flush=True,
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True, help="federation folder (privdiff synth)")
+    parser.add_argument("--config", default="demo")
+    parser.add_argument("--checkpoints", type=int, nargs="+", default=[200, 400, 600, 800])
+    parser.add_argument("--images", type=int, default=160, help="test films measured (first N)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one VAE per seed")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/vae_curve_demo.json"))
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+    args = parser.parse_args()
+    cfg = load_config(args.config, args.overrides)
+    size = int(cfg.image_size)
+    train = open_dataset(args.data, size, split="train", progress=False).load_tensors(progress=False).images
+    test = open_dataset(args.data, size, split="test", progress=False).load_tensors(progress=False).images
+    test = test[: args.images]
+    checkpoints = sorted(set(args.checkpoints))
+    runs = [curve(cfg, train, test, checkpoints, seed) for seed in args.seeds]
+    rows = []
+    for index, steps in enumerate(checkpoints):
+        values = np.array([run[index]["ssim"] for run in runs])
+        seconds = np.array([run[index]["seconds"] for run in runs])
+        rows.append(
+            {
+                "steps": steps,
+                "ssim": float(values.mean()),
+                "ssim_std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                "ssim_per_seed": values.tolist(),
+                "seconds": float(seconds.mean()),
+            }
+        )
     report = {
         "command": "python benchmarks/vae_curve.py "
         + " ".join(
             [f"--data {args.data}", f"--config {args.config}", "--checkpoints", *map(str, checkpoints)]
-            + [f"--images {args.images}", *args.overrides]
+            + [f"--images {args.images}", "--seeds", *map(str, args.seeds), *args.overrides]
         ),
         "config": args.config,
         "overrides": args.overrides,
-        "batch_size": batch,
+        "batch_size": int(cfg.train.batch_size),
         "lr": float(cfg.train.autoencoder.lr),
+        "lr_schedule": str(cfg.train.autoencoder.lr_schedule),
+        "ssim_weight": float(cfg.vae.ssim_weight),
         "train_films": len(train),
         "test_films": len(test),
         "torch_threads": torch.get_num_threads(),

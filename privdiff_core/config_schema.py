@@ -43,6 +43,7 @@ class VAEConfig:
     pretrained: str | None = None  # a local diffusers AutoencoderKL folder (1 channel) to start from
     kl_weight: float = 1.0e-4  # on the KL per latent element; reconstruction comes first
     edge_weight: float = 0.5  # L1 on image gradients: keeps rib and heart edges sharp
+    ssim_weight: float = 0.0  # on 1 - SSIM (local structure); demo/paper: 0.5 (vae.vae_loss)
 
 
 @dataclass
@@ -119,6 +120,9 @@ class AutoencoderStageConfig:
     steps: int | None = 40  # null: use epochs
     epochs: int | None = None
     lr: float = 2.0e-3  # VAE learning rate (the encoder uses encoder.lr)
+    # the attribute encoder (verifier, age/sex heads) learns on every k-th step, the VAE on each:
+    # an encoder step costs ~3x a VAE step, and the VAE needs far more steps to reconstruct well
+    encoder_every: int = 1
     lr_schedule: str = "constant"  # or "cosine": every lr of the stage decays to lr_final x itself
     lr_final: float = 0.1  #  over its steps (federated: over all its rounds, see training.lr_factor)
     reuse: str | None = None  # an anonymizer/run folder whose trained autoencoder stage is reused (skip it)

@@ -200,6 +200,10 @@ class StageObjective:
         self.pos_weight = finding_pos_weight(data.labels, data.label_mask)
         # Which stage learns the findings (and measures their thresholds at the end of a call).
         self.learns_findings = _in_stage("finding_thresholds", stage, models)
+        # .get: a stored config from before this key trains as it did
+        self.encoder_every = int(cfg.train.autoencoder.get("encoder_every", 1))
+        if self.encoder_every < 1:
+            raise TrainingError(f"train.autoencoder.encoder_every must be >= 1, got {self.encoder_every}")
 
     def generator(self, step: int) -> torch.Generator:
         stage_index = STAGES.index(self.stage)
@@ -223,7 +227,11 @@ class StageObjective:
     def _autoencoder_loss(self, step: int, generator: torch.Generator):
         models, cfg = self.models, self.cfg
         images, _ = self.batch(generator)
-        loss, parts = vae_loss(models.vae, images, cfg.vae.kl_weight, cfg.vae.edge_weight, generator)
+        loss, parts = vae_loss(models.vae, images, cfg.vae, generator)
+        if step % self.encoder_every:
+            # A VAE-only step: the encoder's parameters get no gradient, and Adam leaves them be.
+            parts["loss"] = loss.item()
+            return loss, parts
         device = images.device
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
         idx, seen = self._attribute_batch(generator, rng)

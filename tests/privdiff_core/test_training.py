@@ -112,6 +112,28 @@ def test_stages_train_only_their_own_weights_and_measure_the_latent_scale(data):
     assert all(p.requires_grad is False for p in models.vae.parameters())
 
 
+def test_the_attribute_encoder_learns_on_every_kth_autoencoder_step_only(data):
+    cfg = tiny_cfg("train.autoencoder.encoder_every=2")
+    models = build_models(cfg)
+    trainer = StageTrainer(models, "autoencoder", data, cfg, seed=0)
+
+    def weights(module):
+        return [p.detach().clone() for p in module.parameters()]
+
+    def moved(before, module):
+        return any(not torch.equal(a, b) for a, b in zip(before, weights(module), strict=True))
+
+    changed_per_step = []
+    for _ in range(4):
+        vae, encoder = weights(models.vae), weights(models.encoder)
+        parts = trainer.step()
+        changed_per_step.append((moved(vae, models.vae), moved(encoder, models.encoder), "verifier" in parts))
+    # steps 0 and 2 train both; steps 1 and 3 the VAE alone (and report no encoder loss)
+    assert changed_per_step == [(True, True, True), (True, False, False)] * 2
+    with pytest.raises(TrainingError, match="encoder_every"):
+        StageTrainer(build_models(cfg), "autoencoder", data, tiny_cfg("train.autoencoder.encoder_every=0"))
+
+
 def test_spg_off_trains_with_the_plain_loss(data):
     cfg = tiny_cfg("spg.enabled=false")
     metrics = local_train(build_models(cfg), "denoiser", data, cfg, 2, seed=0, progress=False)

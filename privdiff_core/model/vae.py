@@ -87,8 +87,9 @@ def vae_loss(
     """L1(x_hat, x) + edge_weight * L1(grad x_hat, grad x) + ssim_weight * (1 - SSIM(x_hat, x))
     + kl_weight * KL per latent element; `weights`: the config's `vae` section.
 
-    The SSIM term: with L1 and edges alone the demo VAE reconstructed test films at SSIM 0.82
-    after 600 steps, with the term (weight 0.5) at 0.87 (benchmarks/vae_curve.py)."""
+    The SSIM term: the demo VAE alone, 3 seeds, reconstructs test films at SSIM 0.72 / 0.80
+    after 400 / 600 steps with L1 and edges, at 0.82 / 0.85 with the term (weight 0.5;
+    benchmarks/vae_curve.py)."""
     posterior = vae.encode(images).latent_dist
     recon = vae.decode(posterior.sample(generator=generator)).sample.float()
     rec = F.l1_loss(recon, images)

@@ -43,7 +43,9 @@ class VAEConfig:
     pretrained: str | None = None  # a local diffusers AutoencoderKL folder (1 channel) to start from
     kl_weight: float = 1.0e-4  # on the KL per latent element; reconstruction comes first
     edge_weight: float = 0.5  # L1 on image gradients: keeps rib and heart edges sharp
-    ssim_weight: float = 0.0  # on 1 - SSIM (local structure); demo/paper: 0.5 (vae.vae_loss)
+    # on 1 - SSIM (local structure). Demo, 0.5 with 3x the VAE steps: SSIM 0.87 but the denoiser,
+    # same steps, kept less diagnosis (benchmarks/results/main_job_frontier_ssim_autoencoder.md)
+    ssim_weight: float = 0.0
 
 
 @dataclass

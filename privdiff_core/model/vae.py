@@ -1,9 +1,9 @@
 """The first stage of the latent diffusion model: a one-channel diffusers `AutoencoderKL`.
 
 Trained from scratch (no weights can be downloaded here) with an L1 reconstruction loss, a small
-KL term, an L1 loss on image gradients that keeps rib and heart edges sharp and an SSIM loss
-(local structure: the L1 + SSIM mix of Zhao et al. 2017); or started from a local diffusers VAE
-folder (`vae.pretrained`). The latents the denoiser sees are
+KL term, an L1 loss on image gradients that keeps rib and heart edges sharp and, optionally
+(`vae.ssim_weight`), an SSIM loss (local structure: the L1 + SSIM mix of Zhao et al. 2017); or
+started from a local diffusers VAE folder (`vae.pretrained`). The latents the denoiser sees are
 z = (mode(E(x)) - shift) * scale with shift and scale measured on our own images (diffusers'
 `shift_factor` / `scaling_factor` convention), not Stable Diffusion's 0.18215.
 """

@@ -12,7 +12,11 @@ before it may claim Clean Pixel Data:
   each pass keeps the pixels above a fraction of the grey range, as dark letters on white (what
   Tesseract reads best), in sparse-text page segmentation (psm 11: words anywhere, no layout);
 - a "word" is at least `min_chars` letters or digits read with confidence >= `min_confidence`:
-  anatomy and noise give short, low-confidence fragments.
+  anatomy and noise give short, low-confidence fragments. A short word (at most
+  `short_word_chars`) also needs `short_word_confidence` or a second reading on another page (the
+  other threshold or polarity): Tesseract reads 3-letter words into noise now and then ("bee" at
+  72 in one page of a 32-px output upscaled 4x), while burned-in text is saturated and reads the
+  same at both thresholds ("DOE" at 92-96 in the films of tests/client/test_ocr.py).
 
 Optionally (`--blank-input-text`) the same reading runs on each input before it is anonymized and
 fills the words' boxes with the film's median grey (what Presidio and the RSNA Anonymizer do):
@@ -43,6 +47,8 @@ class BurnedInTextCheck:
     thresholds: tuple[float, ...] = (0.7, 0.8)  # fractions of the grey range kept as "text"
     min_confidence: float = 60.0
     min_chars: int = 3
+    short_word_chars: int = 3
+    short_word_confidence: float = 85.0
     max_upscale: int = 4
     max_side: int = 1024
 
@@ -76,10 +82,20 @@ class BurnedInTextCheck:
             Image.fromarray(sheet), config="--psm 11", output_type=pytesseract.Output.DICT, timeout=_TIMEOUT_S
         )
         boxes = zip(data["left"], data["top"], data["width"], data["height"], strict=True)
-        return [
-            (word, (left, top % height, width, h))
+        candidates = [
+            (word, float(confidence), top // height, (left, top % height, width, h))
             for word, confidence, (left, top, width, h) in zip(data["text"], data["conf"], boxes, strict=True)
             if sum(c.isalnum() for c in word) >= self.min_chars and float(confidence) >= self.min_confidence
+        ]
+        pages_of: dict[str, set[int]] = {}
+        for word, _, page, _ in candidates:
+            pages_of.setdefault(word, set()).add(page)
+        return [
+            (word, box)
+            for word, confidence, _, box in candidates
+            if sum(c.isalnum() for c in word) > self.short_word_chars
+            or confidence >= self.short_word_confidence
+            or len(pages_of[word]) > 1
         ]
 
     def words(self, unit: np.ndarray) -> list[str]:

@@ -82,18 +82,19 @@ class BurnedInTextCheck:
             Image.fromarray(sheet), config="--psm 11", output_type=pytesseract.Output.DICT, timeout=_TIMEOUT_S
         )
         boxes = zip(data["left"], data["top"], data["width"], data["height"], strict=True)
-        candidates = [
-            (word, float(confidence), top // height, (left, top % height, width, h))
-            for word, confidence, (left, top, width, h) in zip(data["text"], data["conf"], boxes, strict=True)
-            if sum(c.isalnum() for c in word) >= self.min_chars and float(confidence) >= self.min_confidence
-        ]
+        candidates = []  # (word, letters and digits in it, confidence, page, box in its page)
+        for word, confidence, (left, top, width, h) in zip(data["text"], data["conf"], boxes, strict=True):
+            letters = sum(c.isalnum() for c in word)
+            if letters >= self.min_chars and float(confidence) >= self.min_confidence:
+                box = (left, top % height, width, h)
+                candidates.append((word, letters, float(confidence), top // height, box))
         pages_of: dict[str, set[int]] = {}
-        for word, _, page, _ in candidates:
+        for word, _, _, page, _ in candidates:
             pages_of.setdefault(word, set()).add(page)
         return [
             (word, box)
-            for word, confidence, _, box in candidates
-            if sum(c.isalnum() for c in word) > self.short_word_chars
+            for word, letters, confidence, _, box in candidates
+            if letters > self.short_word_chars
             or confidence >= self.short_word_confidence
             or len(pages_of[word]) > 1
         ]

@@ -34,19 +34,23 @@ WEIGHT_RTOL = 1e-2
 _PROJECTIONS = 3
 
 
-def _repin(path: Path, write, skip: bool = True) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write(path)
-    if skip:
-        pytest.skip(f"re-pinned {path.relative_to(PINNED.parents[1])} (PRIVDIFF_REPIN=1): commit it")
+def _repinning() -> bool:
+    return os.environ.get("PRIVDIFF_REPIN") == "1"
+
+
+def _skip_repinned(paths: list[Path]) -> None:
+    """After re-pinning, skip the test: a re-pinning run never passes."""
+    names = ", ".join(path.name for path in paths)
+    pytest.skip(f"re-pinned {names} in {PINNED.relative_to(PINNED.parents[2])} (PRIVDIFF_REPIN=1): commit it")
 
 
 def assert_pixels_pinned(name: str, images: torch.Tensor) -> None:
     """`images` equal the pinned `name` to PIXEL_ATOL."""
     path = PINNED / f"{name}.npy"
     got = images.detach().float().cpu().numpy()
-    if os.environ.get("PRIVDIFF_REPIN") == "1":
-        _repin(path, lambda p: np.save(p, got))
+    if _repinning():
+        np.save(path, got)
+        _skip_repinned([path])
     np.testing.assert_allclose(got, np.load(path), rtol=0, atol=PIXEL_ATOL, err_msg=name)
 
 
@@ -68,11 +72,11 @@ def assert_weights_pinned(models: dict[str, nn.Module]) -> None:
     """Each model's weights match its pinned fingerprint (`name.json`): the same tensors, each value
     within WEIGHT_RTOL of the tensor's pinned RMS (plus 1e-6 for tensors that are all zeros)."""
     got = {name: weight_fingerprint(model) for name, model in models.items()}
-    if os.environ.get("PRIVDIFF_REPIN") == "1":
-        for name, fingerprint in got.items():
-            path = PINNED / f"{name}.json"
-            _repin(path, lambda p, f=fingerprint: p.write_text(json.dumps(f, indent=1) + "\n"), skip=False)
-        pytest.skip(f"re-pinned {', '.join(got)} (PRIVDIFF_REPIN=1): commit them")
+    if _repinning():
+        paths = [PINNED / f"{name}.json" for name in got]
+        for path, fingerprint in zip(paths, got.values(), strict=True):
+            path.write_text(json.dumps(fingerprint, indent=1) + "\n")
+        _skip_repinned(paths)
     for name, fingerprint in got.items():
         pinned = json.loads((PINNED / f"{name}.json").read_text())
         assert fingerprint.keys() == pinned.keys(), f"{name}: other tensors than pinned"

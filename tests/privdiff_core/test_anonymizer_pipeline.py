@@ -63,7 +63,7 @@ def tiny_model(tmp_path_factory):
     return folder, data.images[:3], data
 
 
-def test_anonymized_pixels_match_the_hash_pinned_before_the_change(tiny_model):
+def test_anonymized_pixels_match_the_pixels_pinned_before_the_change(tiny_model):
     folder, images, _ = tiny_model
     anonymizer = Anonymizer.load(folder)
     for mode in ("generative", "img2img"):

@@ -10,18 +10,25 @@ scores above one drawn "negative" with probability A_true, so the judge's AUC on
 
 (a positive film is drawn positive with probability sens, a negative one negative with spec).
 Since J <= 2 * AUC_estimator - 1 and the estimator sees no more than the evaluation's judge
-(AUC on real films), the generative mode's diagnosis is bounded far below real when the findings
-are faint. This script measures every term per finding with ONE real-trained judge:
+(AUC on real films), yes/no calls keep far less diagnosis than real films when the findings are
+faint. Graded calls (`anonymize.finding_softness` > 0: a plainer finding where the estimator is
+surer) keep the estimator's ranking instead; the guidance weight `spg.w_diag` sets how plainly a
+finding is drawn. This script measures every term with ONE real-trained judge:
 
-    real       judge AUC on the real test films
-    est_auc    the anonymizer's own estimator (soft), J of its thresholded call
+    real       judge AUC on the real test films (per finding, then the mean)
+    est_auc    the anonymizer's own estimator (soft); J: Youden's index of its yes/no call
+    and for each (spg.w_diag, softness) in --w-diag x --softness, averaged over --seeds draws:
     A_true     judge AUC on generative outputs drawn from the true findings
     A_est      judge AUC on generative outputs drawn from the estimated findings
-    predicted  0.5 + (A_true - 0.5) * J
+    calls_auc  AUC of the calls the denoiser is given (graded or yes/no) against the truth
+    calls_linkage_auc  how well those 14 calls alone link a patient's films (true findings:
+               true_findings_linkage_auc; the oracle anonymizer keeps that much)
+    predicted_yes_no  0.5 + (A_true - 0.5) * J
 
     OMP_NUM_THREADS=1 python benchmarks/estimated_findings_limit.py \
         --model runs/demo/anonymizer --judges runs/demo/evaluation/judges/run_0 \
-        --data runs/data-demo --json benchmarks/results/estimated_findings_limit.json
+        --data runs/demo/federation --softness 0,0.5,1,2 --w-diag 6,10 --seeds 3 \
+        --json benchmarks/results/estimated_findings_limit.json
 
 `--judges`: a judges folder `privdiff evaluate` wrote (OUT/judges/run_K); `--config` must be the
 config that evaluation ran with (the judge's architecture).
@@ -57,7 +64,24 @@ def _aucs(labels: np.ndarray, scores: np.ndarray, findings: list[int]) -> np.nda
     return np.array([roc_auc_score(labels[:, k], scores[:, k]) for k in findings])
 
 
-def measure(model: str, judges: str, data: str, config: str, films: int | None, seed: int) -> dict:
+def _linkage_auc(calls: np.ndarray, patients: np.ndarray) -> float:
+    """How well the 14 calls alone link a patient's films: AUC of -distance, same vs other patient."""
+    pairs = np.triu_indices(len(calls), 1)
+    distance = np.linalg.norm(calls[:, None] - calls[None], axis=-1)[pairs]
+    same = (patients[:, None] == patients[None, :])[pairs]
+    return float(roc_auc_score(same, -distance))
+
+
+def measure(
+    model: str,
+    judges: str,
+    data: str,
+    config: str,
+    films: int | None,
+    seeds: list[int],
+    softness: list[float] | None,
+    w_diag: list[float] | None,
+) -> dict:
     cfg = load_config(config)
     judge = build_diagnosis(AttackerSettings.from_config(cfg.evaluate.classifier))
     judge.load_state_dict(load_file(str(Path(judges) / "diagnosis.safetensors")))
@@ -70,52 +94,93 @@ def measure(model: str, judges: str, data: str, config: str, films: int | None, 
     images, labels = test.images[:n], test.labels[:n]
     known = test.label_mask[:n].bool().all(dim=0).numpy()
     truth = labels.numpy()
+    patients = np.array([str(p) for p in test.patient_ids[:n]])
     findings = [k for k in range(NUM_FINDINGS) if known[k] and 0 < truth[:, k].sum() < n]
     models = anonymizer.models
     told = Conditions(
         age_group=test.age_group[:n], sex=test.sex[:n], labels=labels, label_mask=test.label_mask[:n]
     )
     untold = Conditions(age_group=test.age_group[:n], sex=test.sex[:n])
+
+    def calls() -> np.ndarray:
+        """The findings exactly as the anonymizer hands them to the denoiser (condition_state)."""
+        with torch.no_grad():
+            return torch.cat(
+                [
+                    models.condition_state(images[i : i + 64], untold.index(slice(i, i + 64)), True).diagnosis
+                    for i in range(0, n, 64)
+                ]
+            ).numpy()
+
+    def outputs_auc(conditions: Conditions) -> float:
+        runs = [
+            _aucs(
+                truth,
+                _scores(
+                    judge,
+                    anonymizer.anonymize(images, conditions, seed=seed, mode="generative", batch_size=64),
+                ),
+                findings,
+            )
+            for seed in seeds
+        ]
+        return np.mean(runs, axis=0)
+
     with torch.no_grad():
         estimates = torch.cat(
             [models.encoder.estimate(images[i : i + 64])["diagnosis"] for i in range(0, n, 64)]
         ).numpy()
-        # the calls exactly as the anonymizer makes them (the threshold row of the told or estimated sex)
-        called = (
-            torch.cat(
-                [
-                    models.condition_state(
-                        images[i : i + 64], untold.index(slice(i, i + 64)), estimate=True
-                    ).diagnosis
-                    for i in range(0, n, 64)
-                ]
-            )
-            .numpy()
-            .astype(bool)
-        )
+    own_softness, own_w_diag = models.finding_softness, float(models.cfg.spg.w_diag)
+    models.finding_softness = 0.0
+    called = calls() >= 0.5  # yes/no (a graded call is above 0.5 exactly where this is 1)
     sens = np.array([called[truth[:, k] == 1, k].mean() for k in findings])
     spec = np.array([1.0 - called[truth[:, k] == 0, k].mean() for k in findings])
     terms = {
         "real": _aucs(truth, _scores(judge, images), findings),
         "est_auc": _aucs(truth, estimates, findings),
+        "J": sens + spec - 1.0,
     }
-    terms["J"] = sens + spec - 1.0
-    for name, conditions in (("A_true", told), ("A_est", untold)):
-        out = anonymizer.anonymize(images, conditions, seed=seed, mode="generative", batch_size=64)
-        terms[name] = _aucs(truth, _scores(judge, out), findings)
-    terms["predicted"] = 0.5 + (terms["A_true"] - 0.5) * terms["J"]
+    settings = []
+    for w in w_diag or [own_w_diag]:
+        models.cfg.spg.w_diag = w
+        a_true = outputs_auc(told)
+        for soft in softness or [own_softness]:
+            models.finding_softness = soft
+            graded = calls()
+            a_est = outputs_auc(untold)
+            settings.append(
+                {
+                    "w_diag": w,
+                    "softness": soft,
+                    "A_true": float(a_true.mean()),
+                    "A_est": float(a_est.mean()),
+                    "calls_auc": float(_aucs(truth, graded, findings).mean()),
+                    "calls_linkage_auc": _linkage_auc(graded[:, findings], patients),
+                    "predicted_yes_no": float((0.5 + (a_true - 0.5) * terms["J"]).mean()),
+                    "A_est_per_finding": {FINDINGS[k]: float(a_est[i]) for i, k in enumerate(findings)},
+                }
+            )
+            print(json.dumps({k: v for k, v in settings[-1].items() if k != "A_est_per_finding"}), flush=True)
+    models.finding_softness, models.cfg.spg.w_diag = own_softness, own_w_diag
     return {
         "model": model,
         "judges": judges,
         "films": n,
+        "seeds": seeds,
+        "true_findings_linkage_auc": _linkage_auc(truth[:, findings], patients),
         "mean": {name: float(values.mean()) for name, values in terms.items()},
         "per_finding": {
             FINDINGS[k]: {name: float(values[i]) for name, values in terms.items()}
             for i, k in enumerate(findings)
         },
+        "settings": settings,
         "called_positive_rate": float(called[:, findings].mean()),
         "true_positive_rate": float(truth[:, findings].mean()),
     }
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,7 +192,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="the synthetic federation the judges were trained on")
     parser.add_argument("--config", default="demo", help="the config the evaluation ran with (default demo)")
     parser.add_argument("--films", type=int, default=None, help="first N test films (default all)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="output draws per setting, averaged (seeds 0..N-1)"
+    )
+    parser.add_argument(
+        "--softness",
+        type=_floats,
+        default=None,
+        help="anonymize.finding_softness values, e.g. 0,0.5,1 (default: the model's)",
+    )
+    parser.add_argument(
+        "--w-diag", type=_floats, default=None, help="spg.w_diag values, e.g. 6,10 (default: the model's)"
+    )
     parser.add_argument("--json", required=True, help="output JSON (rewritten after each model)")
     args = parser.parse_args(argv)
     for path in (*args.model, args.judges, args.data):
@@ -137,7 +213,16 @@ def main(argv: list[str] | None = None) -> int:
     out = {"command": " ".join(["python", *sys.argv]), "threads": torch.get_num_threads(), "models": []}
     for model in args.model:
         load, started = os.getloadavg()[0], time.perf_counter()
-        result = measure(model, args.judges, args.data, args.config, args.films, args.seed)
+        result = measure(
+            model,
+            args.judges,
+            args.data,
+            args.config,
+            args.films,
+            list(range(args.seeds)),
+            args.softness,
+            args.w_diag,
+        )
         result.update(seconds=time.perf_counter() - started, load_before=load, load_after=os.getloadavg()[0])
         out["models"].append(result)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

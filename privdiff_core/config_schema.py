@@ -165,6 +165,9 @@ class AnonymizeConfig:
     ddim_steps: int = 10  # DDIM steps for the full schedule; strength uses a part of them
     batch_size: int = 16
     estimate_unknown: bool = True  # unknown age/sex/findings estimated by the attribute encoder
+    # estimated findings reach the denoiser as yes/no calls (0) or as graded evidence
+    # sigmoid((logit p - logit threshold) / softness) (conditioning.ConditionState.with_called_diagnosis)
+    finding_softness: float = 0.0
 
 
 # ---- evaluation: attacks, utility, quality, baselines, ablation (privdiff_core/evaluation)

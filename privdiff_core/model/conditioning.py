@@ -26,6 +26,9 @@ from privdiff_core.attributes import NUM_AGE_GROUPS, NUM_FINDINGS, NUM_SEXES, UN
 from privdiff_core.errors import PrivdiffError
 from privdiff_core.model.tokens import CATEGORIES, TokenLayout
 
+# Probabilities are kept this far from 0 and 1 before a logit (a threshold can be exactly 0 or 1).
+_PROBABILITY_EPS = 1e-6
+
 
 class ConditionsError(PrivdiffError, ValueError):
     """Conditions that do not fit the images they come with."""
@@ -48,6 +51,14 @@ class Conditions:
     def from_samples(cls, data: object) -> Conditions:
         """Conditions of a `CXRTensors`-like object (fields age_group, sex, labels, label_mask)."""
         return cls(age_group=data.age_group, sex=data.sex, labels=data.labels, label_mask=data.label_mask)
+
+    def told_findings(self, batch: int) -> torch.Tensor:
+        """(batch, 14) bool: True where a finding's label is given (not to be estimated)."""
+        if self.labels is None:
+            return torch.zeros(batch, NUM_FINDINGS, dtype=torch.bool)
+        if self.label_mask is None:
+            return torch.ones(batch, NUM_FINDINGS, dtype=torch.bool)
+        return self.label_mask.bool().cpu()
 
     def index(self, idx: torch.Tensor | slice) -> Conditions:
         return Conditions(**{f.name: _take(getattr(self, f.name), idx) for f in fields(self)})
@@ -142,15 +153,30 @@ class ConditionState:
             changes[f"{category}_known"] = known & (mask if known.ndim == 1 else mask[:, None])
         return replace(self, **changes)
 
-    def with_binary_diagnosis(self, thresholds: torch.Tensor) -> ConditionState:
-        """Findings as 0/1 (probability >= the finding's threshold), known findings only changed.
+    def with_called_diagnosis(
+        self, thresholds: torch.Tensor, estimated: torch.Tensor, softness: float = 0.0
+    ) -> ConditionState:
+        """Estimated findings as calls (`estimated`: (B, 14) bool, True where the probability is an
+        estimate, not a told label; only those change).
 
-        Soft finding estimates fingerprint a patient (a vector of 14 probabilities links a
-        patient's films far better than the findings themselves), so the denoiser sees findings
-        the way it was trained on them: present or absent.
+        softness 0: present or absent (probability >= the finding's threshold), the way the
+        denoiser learned findings. softness T > 0: graded evidence
+        sigmoid((logit p - logit threshold) / T), 0.5 at the threshold, near 0 or 1 far from it, so
+        a film the estimator is surer of gets a plainer finding. Demo main job's model, 3 runs, same
+        judges (benchmarks/results/main_job_frontier_graded.md): diagnosis AUC 0.588 yes/no at
+        spg.w_diag 6, 0.610 graded at 10 (0.553 graded at 6: graded findings need the stronger
+        guidance), at a cost in realism (FD 2.0 -> 12.2). Linkage stays far below the oracle's
+        (retrained re-ID 0.548 against 0.818): the oracle keeps every true finding. Raw probabilities
+        fingerprinted a patient when the estimator was at chance (linkage 0.80, finding AUC 0.48).
         """
-        binary = (self.diagnosis >= thresholds.to(self.diagnosis)).to(self.diagnosis.dtype)
-        return replace(self, diagnosis=torch.where(self.diagnosis_known, binary, self.diagnosis))
+        p = self.diagnosis.clamp(_PROBABILITY_EPS, 1.0 - _PROBABILITY_EPS)
+        cut = thresholds.to(p).clamp(_PROBABILITY_EPS, 1.0 - _PROBABILITY_EPS)
+        if softness > 0:
+            called = torch.sigmoid((torch.logit(p) - torch.logit(cut)) / softness)
+        else:
+            called = (self.diagnosis >= thresholds.to(self.diagnosis)).to(self.diagnosis.dtype)
+        change = estimated.to(self.diagnosis.device) & self.diagnosis_known
+        return replace(self, diagnosis=torch.where(change, called, self.diagnosis))
 
     def to(self, device: torch.device | str) -> ConditionState:
         return ConditionState(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})

@@ -112,6 +112,10 @@ class PrivDiffModels(nn.Module):
             )
         self.latent_size = self.image_size // factor
         self.latent_channels = int(self.vae.config.latent_channels)
+        # models saved before the option existed called their estimated findings yes/no
+        self.finding_softness = float((cfg.get("anonymize") or {}).get("finding_softness", 0.0))
+        if self.finding_softness < 0:
+            raise ValueError(f"anonymize.finding_softness must be >= 0, got {self.finding_softness}")
         enc = cfg.encoder
         # models trained before the option existed called at Youden's threshold
         self.finding_calls = str(enc.get("finding_calls", "youden"))
@@ -260,13 +264,19 @@ class PrivDiffModels(nn.Module):
         self, images: torch.Tensor, conditions: Conditions | None = None, estimate: bool = False
     ) -> ConditionState:
         """Identity embedding of the images themselves + the known labels; with `estimate`, the
-        attribute encoder fills in what the labels do not say (findings binarized at
-        `finding_thresholds`, the row of the film's told or estimated sex)."""
+        attribute encoder fills in what the labels do not say (findings called at
+        `finding_thresholds`, the row of the film's told or estimated sex: yes/no, or graded with
+        `anonymize.finding_softness`)."""
         conditions = conditions if conditions is not None else Conditions()
         identity = self.encoder.identity_embedding(images).float()
         estimates = self.encoder.estimate(images) if estimate else None
         state = state_from_labels(identity, conditions, estimates)
-        return state.with_binary_diagnosis(self.finding_thresholds_for(state.sex)) if estimate else state
+        if not estimate:
+            return state
+        estimated = ~conditions.told_findings(len(images))
+        return state.with_called_diagnosis(
+            self.finding_thresholds_for(state.sex), estimated, self.finding_softness
+        )
 
     def spg_negative_state(self, state: ConditionState, sensitive: str) -> ConditionState:
         """The condition SPG pushes away from: diag + s ("diagnosis") or s alone ("paper")."""

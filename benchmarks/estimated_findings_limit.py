@@ -107,12 +107,14 @@ def measure(
         with torch.no_grad():
             return torch.cat(
                 [
-                    models.condition_state(images[i : i + 64], untold.index(slice(i, i + 64)), True).diagnosis
+                    models.condition_state(
+                        images[i : i + 64], untold.index(slice(i, i + 64)), estimate=True
+                    ).diagnosis
                     for i in range(0, n, 64)
                 ]
             ).numpy()
 
-    def outputs_auc(conditions: Conditions) -> float:
+    def outputs_auc(conditions: Conditions) -> np.ndarray:
         runs = [
             _aucs(
                 truth,

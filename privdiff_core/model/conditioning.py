@@ -30,6 +30,10 @@ from privdiff_core.model.tokens import CATEGORIES, TokenLayout
 _PROBABILITY_EPS = 1e-6
 
 
+def _logit(probability: torch.Tensor) -> torch.Tensor:
+    return torch.logit(probability.clamp(_PROBABILITY_EPS, 1.0 - _PROBABILITY_EPS))
+
+
 class ConditionsError(PrivdiffError, ValueError):
     """Conditions that do not fit the images they come with."""
 
@@ -58,7 +62,7 @@ class Conditions:
             return torch.zeros(batch, NUM_FINDINGS, dtype=torch.bool)
         if self.label_mask is None:
             return torch.ones(batch, NUM_FINDINGS, dtype=torch.bool)
-        return self.label_mask.bool().cpu()
+        return self.label_mask.bool()
 
     def index(self, idx: torch.Tensor | slice) -> Conditions:
         return Conditions(**{f.name: _take(getattr(self, f.name), idx) for f in fields(self)})
@@ -169,12 +173,11 @@ class ConditionState:
         (retrained re-ID 0.548 against 0.818): the oracle keeps every true finding. Raw probabilities
         fingerprinted a patient when the estimator was at chance (linkage 0.80, finding AUC 0.48).
         """
-        p = self.diagnosis.clamp(_PROBABILITY_EPS, 1.0 - _PROBABILITY_EPS)
-        cut = thresholds.to(p).clamp(_PROBABILITY_EPS, 1.0 - _PROBABILITY_EPS)
+        thresholds = thresholds.to(self.diagnosis)
         if softness > 0:
-            called = torch.sigmoid((torch.logit(p) - torch.logit(cut)) / softness)
+            called = torch.sigmoid((_logit(self.diagnosis) - _logit(thresholds)) / softness)
         else:
-            called = (self.diagnosis >= thresholds.to(self.diagnosis)).to(self.diagnosis.dtype)
+            called = (self.diagnosis >= thresholds).to(self.diagnosis.dtype)
         change = estimated.to(self.diagnosis.device) & self.diagnosis_known
         return replace(self, diagnosis=torch.where(change, called, self.diagnosis))
 
@@ -231,16 +234,11 @@ def state_from_labels(
 
     age, age_known = one_hot_or_unknown(index_or_unknown(conditions.age_group), NUM_AGE_GROUPS)
     sex, sex_known = one_hot_or_unknown(index_or_unknown(conditions.sex), NUM_SEXES)
+    diagnosis_known = conditions.told_findings(batch).to(device)
     if conditions.labels is None:
         diagnosis = torch.zeros(batch, NUM_FINDINGS, device=device)
-        diagnosis_known = torch.zeros(batch, NUM_FINDINGS, dtype=torch.bool, device=device)
     else:
         diagnosis = conditions.labels.float().to(device)
-        diagnosis_known = (
-            torch.ones_like(diagnosis, dtype=torch.bool)
-            if conditions.label_mask is None
-            else conditions.label_mask.bool().to(device)
-        )
     if estimates is not None:
         age = torch.where(age_known[:, None], age, estimates["age"].to(device))
         sex = torch.where(sex_known[:, None], sex, estimates["sex"].to(device))

@@ -88,6 +88,14 @@ def counts(node_dir: Path) -> dict[str, int]:
         queue.close()
 
 
+def last_forward_error(node_dir: Path) -> str:
+    queue = NodeQueue(node_dir)
+    try:
+        return queue.last_forward_error()
+    finally:
+        queue.close()
+
+
 def start_node(processes: Processes, name: str, command: list[str], port: int) -> subprocess.Popen:
     node = processes.start(name, command, ENV)
     wait_for(lambda: port_open(port) or node.poll() is not None, 300, "the node to listen", every=0.2)
@@ -287,11 +295,10 @@ def test_kill_9_and_an_absent_archive_lose_nothing_and_send_nothing_twice(tiny_m
             return now["released"] == 8 and now["forward_pending"] == 8 and now
 
         wait_for(released_and_kept, 600, "all eight instances to be released")
-        queue = NodeQueue(node_dir)
-        try:
-            assert "not reachable" in queue.last_forward_error()
-        finally:
-            queue.close()
+        # the last batch is queued for the archive before the forwarder's next try records why it failed
+        wait_for(lambda: last_forward_error(node_dir), 60, "the forwarder to record a failed try")
+        assert "not reachable" in last_forward_error(node_dir)
+        assert counts(node_dir)["forward_pending"] == 8
 
         # 4. the archive comes back: each instance arrives, once
         processes.start("archive", storescp_command(archive_port, archive), ENV)

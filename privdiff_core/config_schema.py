@@ -64,6 +64,11 @@ class EncoderConfig:
     # the findings get their own network, trained in the denoiser stage (which has the steps);
     # false: a head on the backbone shared with age and sex, trained in the autoencoder stage
     findings_network: bool = False
+    # the findings network's own widths and batch (null: `widths`, `attribute_batch`). It sees few
+    # films in the denoiser stage's steps; a narrower network on a larger batch sees more for the
+    # same time (benchmarks/findings_estimator_budget.py)
+    findings_widths: list[int] | None = None
+    findings_batch: int | None = None
     # how often an estimated finding is called present (privdiff_net.measure_finding_thresholds):
     # "youden" (Youden's threshold) or "prevalence" (in the share of training films that have it;
     # demo and paper: Youden called 3x as many findings per film, which drew unlike films)

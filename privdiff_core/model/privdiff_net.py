@@ -132,6 +132,7 @@ class PrivDiffModels(nn.Module):
                 list(enc.widths or []),
                 # models trained before the option existed share one backbone
                 findings_network=bool(enc.get("findings_network", False)),
+                findings_widths=list(enc.get("findings_widths") or []) or None,
             )
         )
         self.conditioner = (

@@ -260,13 +260,14 @@ class StageObjective:
         parts["loss"] = loss.item()
         return loss, parts
 
-    def _attribute_batch(self, generator: torch.Generator, rng: np.random.Generator):
-        """(indices, images) of the attribute heads' own batch, larger than the VAE's or the
-        denoiser's and jittered: on the VAE's batch of 8 the finding head stayed at chance (test
-        AUC ~0.5 after 600 steps), and the generative mode draws the findings it estimates."""
+    def _attribute_batch(self, generator: torch.Generator, rng: np.random.Generator, size: int | None = None):
+        """(indices, images) of the attribute heads' own batch (`size` films, default
+        `encoder.attribute_batch`), larger than the VAE's or the denoiser's and jittered: on the
+        VAE's batch of 8 the finding head stayed at chance (test AUC ~0.5 after 600 steps), and the
+        generative mode draws the findings it estimates."""
         enc = self.cfg.encoder
-        attribute_batch = enc.attribute_batch or self.batch_size
-        idx = torch.randint(0, self.examples, (attribute_batch,), generator=generator)
+        size = size or enc.attribute_batch or self.batch_size
+        idx = torch.randint(0, self.examples, (size,), generator=generator)
         seen = self.data.images[idx]
         seen = jitter(seen, rng) if enc.augment else seen
         return idx, seen.to(self.models.device)
@@ -278,7 +279,7 @@ class StageObjective:
         # Drawn after everything the denoising term draws: its batches stay those of a model
         # without a findings network.
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
-        idx, seen = self._attribute_batch(generator, rng)
+        idx, seen = self._attribute_batch(generator, rng, self.cfg.encoder.get("findings_batch"))
         device = seen.device
         findings = findings_loss(
             self.models.encoder.findings(seen),

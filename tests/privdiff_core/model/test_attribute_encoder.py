@@ -100,3 +100,36 @@ def test_a_separate_findings_network_learns_in_the_denoiser_stage(tmp_path):
     loaded, _, _ = load_models(folder)
     torch.testing.assert_close(loaded.encoder.estimate(data.images)["diagnosis"], estimates)
     torch.testing.assert_close(loaded.finding_thresholds, models.finding_thresholds)
+
+
+def test_the_findings_network_has_its_own_widths_and_batch(tmp_path):
+    """encoder.findings_widths / findings_batch: the findings network is built with its own widths
+    and learns on batches of its own size (the age/sex heads keep `attribute_batch`); a saved folder
+    is rebuilt with those widths."""
+    from privdiff_core.model.folder import load_models
+    from privdiff_core.training import save_anonymizer
+
+    data = generate_arrays(SynthParams(sites=2, patients=12, images_per_patient=3, size=32)).to_tensors()
+    overrides = ["device=cpu", "encoder.findings_network=true", "encoder.attribute_batch=4"]
+    cfg = load_config("tiny", [*overrides, "encoder.findings_widths=[8,16]", "encoder.findings_batch=10"])
+    models = build_models(cfg)
+    assert [m.out_channels for m in models.encoder.findings.modules() if isinstance(m, torch.nn.Conv2d)][
+        ::2
+    ] == [
+        8,
+        16,
+    ]
+    assert models.encoder.classifier.backbone.features[0].out_channels == cfg.encoder.widths[0]
+    seen: list[int] = []
+    models.encoder.findings.register_forward_pre_hook(lambda _, args: seen.append(len(args[0])))
+    local_train(models, "denoiser", data, cfg, 3, seed=0, progress=False)
+    assert seen[:3] == [10, 10, 10]  # later calls: the thresholds measured on the training films
+
+    folder = save_anonymizer(models, cfg, tmp_path / "anonymizer", {})
+    loaded, _, _ = load_models(folder)
+    torch.testing.assert_close(
+        loaded.encoder.estimate(data.images)["diagnosis"], models.encoder.estimate(data.images)["diagnosis"]
+    )
+    # unset: the findings network has the encoder's widths and the attribute batch, as before
+    plain = build_models(load_config("tiny", overrides))
+    assert plain.encoder.findings.backbone.features[0].out_channels == cfg.encoder.widths[0]

@@ -113,17 +113,18 @@ def test_the_findings_network_has_its_own_widths_and_batch(tmp_path):
     overrides = ["device=cpu", "encoder.findings_network=true", "encoder.attribute_batch=4"]
     cfg = load_config("tiny", [*overrides, "encoder.findings_widths=[8,16]", "encoder.findings_batch=10"])
     models = build_models(cfg)
-    assert [m.out_channels for m in models.encoder.findings.modules() if isinstance(m, torch.nn.Conv2d)][
-        ::2
-    ] == [
-        8,
-        16,
-    ]
+    convs = [m for m in models.encoder.findings.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [conv.out_channels for conv in convs[::2]] == [8, 16]  # two convolutions per width
     assert models.encoder.classifier.backbone.features[0].out_channels == cfg.encoder.widths[0]
-    seen: list[int] = []
-    models.encoder.findings.register_forward_pre_hook(lambda _, args: seen.append(len(args[0])))
+    seen: dict[str, list[int]] = {"findings": [], "classifier": []}
+    for name in seen:
+        getattr(models.encoder, name).register_forward_pre_hook(
+            lambda _, args, name=name: seen[name].append(len(args[0]))
+        )
+    local_train(models, "autoencoder", data, cfg, 2, seed=0, progress=False)
     local_train(models, "denoiser", data, cfg, 3, seed=0, progress=False)
-    assert seen[:3] == [10, 10, 10]  # later calls: the thresholds measured on the training films
+    assert seen["classifier"][:2] == [4, 4]  # the age/sex heads: encoder.attribute_batch
+    assert seen["findings"][:3] == [10, 10, 10]  # later calls: the thresholds measured on the training films
 
     folder = save_anonymizer(models, cfg, tmp_path / "anonymizer", {})
     loaded, _, _ = load_models(folder)

@@ -26,29 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from measure import load_average, write_report
-from sklearn.metrics import roc_auc_score
 
 from privdiff_core.attributes import NUM_FINDINGS
 from privdiff_core.config import load_config
 from privdiff_core.data import open_dataset
 from privdiff_core.data.dataset import CXRTensors
+from privdiff_core.evaluation.attackers import diagnosis_report
 from privdiff_core.model.attribute_encoder import findings_loss
 from privdiff_core.nets import ImageClassifier, finding_pos_weight, jitter
-
-
-def test_auc(model: ImageClassifier, test: CXRTensors) -> float:
-    """Mean over the findings (both classes present among the known labels) of the test ROC AUC."""
-    model.eval()
-    with torch.no_grad():
-        scores = torch.cat([model(test.images[i : i + 128]) for i in range(0, len(test.images), 128)])
-    model.train()
-    aucs = []
-    for k in range(NUM_FINDINGS):
-        known = test.label_mask[:, k]
-        truth = test.labels[known, k].numpy()
-        if 0 < truth.sum() < len(truth):
-            aucs.append(roc_auc_score(truth, scores[known, k].numpy()))
-    return float(np.mean(aucs))
 
 
 def federated_fit(
@@ -74,7 +59,7 @@ def federated_fit(
     for _ in range(rounds):
         updates = []
         for k, site in enumerate(sites):
-            model = copy.deepcopy(global_model)
+            model = copy.deepcopy(global_model).train()
             optimizer = torch.optim.Adam(model.parameters(), lr=lr)
             if optimizer_states[k] is not None:
                 optimizer.load_state_dict(optimizer_states[k])
@@ -98,7 +83,7 @@ def federated_fit(
                 for name in updates[0]
             }
         )
-        curve.append(test_auc(global_model, test))
+        curve.append(diagnosis_report(global_model, test.images, test.labels, test.label_mask)["mean_auc"])
     return {"auc": curve[-1], "curve": curve, "seconds_per_step": float(np.median(step_seconds))}
 
 

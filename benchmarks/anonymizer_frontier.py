@@ -31,6 +31,8 @@ COLUMNS = (
     ("retrieval_adaptive_p1", "P@1"),
     ("diagnosis_mean_auc", "diagnosis AUC"),
     ("age_accuracy_adaptive", "age acc"),
+    ("age_balanced_accuracy_adaptive", "age bal."),
+    ("age_balanced_accuracy", "age bal. real-trained"),
     ("sex_accuracy_adaptive", "sex acc"),
     ("memorization_rate", "memorized"),
 )
@@ -55,6 +57,8 @@ def summarize(report: dict) -> dict:
             "retrieval_adaptive_p1": real.get("retrieval_naive_p1"),
             "diagnosis_mean_auc": real.get("diagnosis_mean_auc"),
             "age_accuracy_adaptive": real.get("age_accuracy"),
+            "age_balanced_accuracy_adaptive": real.get("age_balanced_accuracy"),
+            "age_balanced_accuracy": real.get("age_balanced_accuracy"),
             "sex_accuracy_adaptive": real.get("sex_accuracy"),
         }
     }
@@ -66,7 +70,11 @@ def summarize(report: dict) -> dict:
         row["ssim"], row["fd"] = quality.get("ssim_mean"), quality.get("fd")
         rows[name] = row
     return {
-        "chance": {"age": real.get("age_chance"), "sex": real.get("sex_chance")},
+        "chance": {
+            "age": real.get("age_chance"),
+            "sex": real.get("sex_chance"),
+            "age_balanced": real.get("age_balanced_chance"),
+        },
         "limits": report.get("limits"),
         "methods": rows,
     }
@@ -91,7 +99,12 @@ def markdown(summary: dict, command: str, load: tuple[float, float] | None) -> s
         cells = " | ".join(_cell(row.get(key)) for key, _ in COLUMNS)
         lines.append(f"| {row['label']} | {cells} | {quality} |")
     chance = summary["chance"]
-    lines += ["", f"Chance: age {_cell(chance['age'])}, sex {_cell(chance['sex'])}, re-ID 0.5."]
+    lines += [
+        "",
+        f"Chance: age {_cell(chance['age'])} (always answering the attacker's training films' commonest "
+        f"group), balanced {_cell(chance.get('age_balanced'))} (any answer blind to the group); "
+        f"sex {_cell(chance['sex'])}; re-ID 0.5.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -13,7 +13,14 @@ Since J <= 2 * AUC_estimator - 1 and the estimator sees no more than the evaluat
 (AUC on real films), yes/no calls keep far less diagnosis than real films when the findings are
 faint. Graded calls (`anonymize.finding_softness` > 0: a plainer finding where the estimator is
 surer) keep the estimator's ranking instead; the guidance weight `spg.w_diag` sets how plainly a
-finding is drawn. This script measures every term with ONE real-trained judge:
+finding is drawn. Their limit, in the binormal model (scores normal, equal variance; an AUC A is a
+separation d = sqrt(2) * Phi^-1(A)): a call separated by d_calls from the truth, drawn as plainly
+as a told finding is on average and read by the judge at d_true = sqrt(2) * Phi^-1(A_true), reaches
+
+    predicted_graded = Phi(d_calls * d_true / sqrt(d_calls^2 + d_true^2) / sqrt(2))
+
+per finding: two noisy readings in a row (the estimator's of the film, the judge's of the
+drawing) keep less than either. This script measures every term with ONE real-trained judge:
 
     real       judge AUC on the real test films (per finding, then the mean)
     est_auc    the anonymizer's own estimator (soft); J: Youden's index of its yes/no call
@@ -24,6 +31,7 @@ finding is drawn. This script measures every term with ONE real-trained judge:
     calls_linkage_auc  how well those 14 calls alone link a patient's films (true findings:
                true_findings_linkage_auc; the oracle anonymizer keeps that much)
     predicted_yes_no  0.5 + (A_true - 0.5) * J
+    predicted_graded  the two readings in a row (above), from calls_auc and A_true per finding
 
     OMP_NUM_THREADS=1 python benchmarks/estimated_findings_limit.py \
         --model runs/demo/anonymizer --judges runs/demo/evaluation/judges/run_0 \
@@ -46,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file
+from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
 from privdiff_core.anonymizer import Anonymizer, Conditions
@@ -70,6 +79,16 @@ def _linkage_auc(calls: np.ndarray, patients: np.ndarray) -> float:
     distance = np.linalg.norm(calls[:, None] - calls[None], axis=-1)[pairs]
     same = (patients[:, None] == patients[None, :])[pairs]
     return float(roc_auc_score(same, -distance))
+
+
+def two_readings_auc(calls_auc: np.ndarray, drawn_auc: np.ndarray) -> np.ndarray:
+    """Binormal AUC of a judge reading drawings of calls: the calls separated from the truth as
+    `calls_auc` says, a drawing read as `drawn_auc` says for the true findings (see above)."""
+    d_calls = np.sqrt(2.0) * norm.ppf(np.clip(calls_auc, 1e-6, 1 - 1e-6))
+    d_true = np.sqrt(2.0) * norm.ppf(np.clip(drawn_auc, 1e-6, 1 - 1e-6))
+    spread = np.sqrt(d_calls**2 + d_true**2)
+    both = np.divide(d_calls * d_true, spread, out=np.zeros_like(spread), where=spread > 0)
+    return norm.cdf(both / np.sqrt(2.0))
 
 
 def measure(
@@ -150,19 +169,22 @@ def measure(
             models.finding_softness = soft
             graded = calls()
             a_est = outputs_auc(untold)
+            calls_auc = _aucs(truth, graded, findings)
             settings.append(
                 {
                     "w_diag": w,
                     "softness": soft,
                     "A_true": float(a_true.mean()),
                     "A_est": float(a_est.mean()),
-                    "calls_auc": float(_aucs(truth, graded, findings).mean()),
+                    "calls_auc": float(calls_auc.mean()),
                     "calls_linkage_auc": _linkage_auc(graded[:, findings], patients),
                     "predicted_yes_no": float((0.5 + (a_true - 0.5) * terms["J"]).mean()),
+                    "predicted_graded": float(two_readings_auc(calls_auc, a_true).mean()),
                     "A_est_per_finding": {FINDINGS[k]: float(a_est[i]) for i, k in enumerate(findings)},
+                    "A_true_per_finding": {FINDINGS[k]: float(a_true[i]) for i, k in enumerate(findings)},
                 }
             )
-            print(json.dumps({k: v for k, v in settings[-1].items() if k != "A_est_per_finding"}), flush=True)
+            print(json.dumps({k: v for k, v in settings[-1].items() if "per_finding" not in k}), flush=True)
     models.finding_softness, models.cfg.spg.w_diag = own_softness, own_w_diag
     return {
         "model": model,

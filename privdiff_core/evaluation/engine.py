@@ -13,7 +13,10 @@ So test pairs are (anonymized image i, original image j) of held-out patients, i
   checkpoint with the best AUC on anonymized validation pairs (patients disjoint from test);
 - strongest: per run, whichever of the two validates better, scored on test;
 - age-group and sex: the real-trained classifier on anonymized images, and one retrained on
-  anonymized training images; chance = majority-class rate of the test set;
+  anonymized training images, each of whose heads answers the training films' commonest class
+  instead where that is right more often on anonymized validation films
+  (`attackers.commonest_where_better`); chance = what always answering the commonest class of
+  the attacker's training films scores on the test films;
 - diagnosis: the real-trained classifier on anonymized images (per-finding AUC and mean);
 - quality: SSIM per image, Fréchet distance on the diagnosis network's features;
 - linkage (`linkage`): re-ID AUC with negatives matched on sex, age group and site; retrieval
@@ -42,6 +45,7 @@ from privdiff_core.attributes import AGE_GROUPS, SEXES
 from .attackers import (
     AttackerSettings,
     FitLog,
+    commonest_where_better,
     demographics_report,
     diagnosis_report,
     embeddings,
@@ -236,8 +240,25 @@ def _diagnosis(model, images: torch.Tensor, cohort: Cohort, device: str) -> Diag
     return Diagnosis(**diagnosis_report(model, images, cohort.labels, cohort.label_mask, device))
 
 
-def _demographics(model, images: torch.Tensor, cohort: Cohort, device: str) -> Demographics:
-    report = demographics_report(model, images, cohort.age_group, cohort.sex, device)
+def _demographics(
+    model,
+    images: torch.Tensor,
+    cohort: Cohort,
+    trained_on: Cohort,
+    device: str,
+    fixed_answers: dict[str, int] | None = None,
+) -> Demographics:
+    """The attacker `model` (trained on the films of `trained_on`) on `images` of `cohort`."""
+    report = demographics_report(
+        model,
+        images,
+        cohort.age_group,
+        cohort.sex,
+        trained_on.age_group,
+        trained_on.sex,
+        device,
+        fixed_answers,
+    )
     return Demographics(age=Accuracy(**report["age"]), sex=Accuracy(**report["sex"]))
 
 
@@ -256,7 +277,7 @@ def evaluate_real(ctx: EvalContext) -> RealResult:
                 run=plan.run,
                 reid=_pair_auc(ctx, test, plan.test_pairs, scores, derive_seed(plan.seed, "boot", "real")),
                 diagnosis=_diagnosis(judge.diagnosis, test.images, test, dev),
-                demographics=_demographics(judge.demographics, test.images, test, dev),
+                demographics=_demographics(judge.demographics, test.images, test, ctx.splits.train, dev),
                 judge_training={name: TrainingLog(**log) for name, log in judge.logs.items()},
                 reid_hard_naive=_hard_auc(
                     ctx, judge.verifier, test.images, plan, derive_seed(plan.seed, "boot_hard", "real")
@@ -358,6 +379,9 @@ def evaluate_method(
             desc=f"run {plan.run}: adaptive age+sex ({method.name})",
             progress=s.progress,
         )
+        fixed_answers = commonest_where_better(
+            demo_adaptive, train.age_group, train.sex, (anon_val, val.age_group, val.sex), dev
+        )
         hard_seed = derive_seed(plan.seed, "boot_hard", method.name)
         runs.append(
             MethodRun(
@@ -366,9 +390,11 @@ def evaluate_method(
                 reid_adaptive=AdaptiveReid(**asdict(retrained), training=_training(log)),
                 reid_strongest=strongest,
                 diagnosis=_diagnosis(judge.diagnosis, anon_test, test, dev),
-                demographics_naive=_demographics(judge.demographics, anon_test, test, dev),
+                demographics_naive=_demographics(judge.demographics, anon_test, test, splits.train, dev),
                 demographics_adaptive=AdaptiveDemographics(
-                    **vars(_demographics(demo_adaptive, anon_test, test, dev)), training=_training(demo_log)
+                    **vars(_demographics(demo_adaptive, anon_test, test, train, dev, fixed_answers)),
+                    training=_training(demo_log),
+                    fixed_answers=fixed_answers,
                 ),
                 reid_hard_naive=_hard_auc(ctx, judge.verifier, anon_test, plan, hard_seed),
                 retrieval_naive=_retrieval(ctx, judge.verifier, anon_test),

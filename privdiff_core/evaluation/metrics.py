@@ -98,24 +98,47 @@ def per_finding_auc(
     }
 
 
-def accuracy_vs_chance(targets: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict:
-    """Accuracy over known targets (-1 = unknown is ignored) and the majority-class rate.
+def accuracy_vs_chance(
+    targets: np.ndarray, predictions: np.ndarray, num_classes: int, train_targets: np.ndarray
+) -> dict:
+    """Accuracy over known targets (-1 = unknown is ignored) and the chance level.
 
-    The chance level is what always answering the test set's most frequent class scores: an
-    attacker is only informative above it.
+    Chance is what an attacker that reads nothing scores: always answering the most frequent class
+    of the films it was trained on (`train_targets`), `chance_class`, scored on these targets
+    (scikit-learn's `DummyClassifier(strategy="most_frequent")`). The test set's own majority
+    rate is not: no attacker knows it, and it can lie far above (the demo's light evaluation draws
+    160 test films of which 50% are age group 1; the training films' commonest group is 2, 30% of
+    those 160 films).
+
+    Balanced accuracy (the mean of the per-class recalls over the classes present) is immune to
+    both that and an attacker's bias: any answer that does not depend on the true class, a constant
+    or a guess, scores 1 / (classes present), `balanced_chance`, on any test set. An attacker that
+    happens to favour the class a small test sample over-represents scores above `chance` there
+    without reading anything; balanced accuracy says whether it reads the attribute.
     """
     targets = np.asarray(targets)
     predictions = np.asarray(predictions)
-    known = targets >= 0
-    if known.sum() == 0:
-        return {"accuracy": None, "chance": None, "n": 0, "majority_class": None}
+    train_targets = np.asarray(train_targets)
+    known, train_known = targets >= 0, train_targets[train_targets >= 0]
+    if known.sum() == 0 or len(train_known) == 0:
+        return {
+            "accuracy": None,
+            "chance": None,
+            "n": int(known.sum()),
+            "chance_class": None,
+            "balanced_accuracy": None,
+            "balanced_chance": None,
+        }
     t, p = targets[known], predictions[known]
-    counts = np.bincount(t, minlength=num_classes)
+    commonest = int(np.bincount(train_known, minlength=num_classes).argmax())
+    present = np.unique(t)
     return {
         "accuracy": float(accuracy_score(t, p)),
-        "chance": float(counts.max() / counts.sum()),
-        "majority_class": int(counts.argmax()),
+        "chance": float((t == commonest).mean()),
         "n": int(known.sum()),
+        "chance_class": commonest,
+        "balanced_accuracy": float(np.mean([(p[t == c] == c).mean() for c in present])),
+        "balanced_chance": 1.0 / len(present),
     }
 
 

@@ -100,12 +100,15 @@ class Diagnosis:
 
 @dataclass
 class Accuracy:
-    """An attribute attacker's accuracy beside the majority-class rate (`metrics.accuracy_vs_chance`)."""
+    """An attribute attacker's accuracy beside chance: always answering `chance_class`, the commonest
+    class of the attacker's training films (`metrics.accuracy_vs_chance`)."""
 
     accuracy: float | None
     chance: float | None
     n: int
-    majority_class: int | None
+    chance_class: int | None
+    balanced_accuracy: float | None  # mean recall over the classes present
+    balanced_chance: float | None  # 1 / classes present: what any answer blind to the class scores
 
 
 @dataclass
@@ -117,6 +120,10 @@ class Demographics:
 @dataclass
 class AdaptiveDemographics(Demographics):
     training: TrainingLog
+    # Heads that answered one class for every film, {head: class}: the commonest class of the
+    # training films was right more often on validation films than the trained head
+    # (`attackers.commonest_where_better`).
+    fixed_answers: dict[str, int]
 
 
 @dataclass
@@ -186,6 +193,9 @@ class Summary:
     sex_accuracy: MeanStd
     age_chance: MeanStd
     sex_chance: MeanStd
+    age_balanced_accuracy: MeanStd
+    sex_balanced_accuracy: MeanStd
+    age_balanced_chance: MeanStd
     per_finding_auc: dict[str, MeanStd]
     skipped_findings: dict[str, str]
     reid_hard_naive_auc: MeanStd
@@ -206,15 +216,20 @@ class MethodSummary(Summary):
     reid_strongest_auc: MeanStd
     age_accuracy_adaptive: MeanStd
     sex_accuracy_adaptive: MeanStd
+    age_balanced_accuracy_adaptive: MeanStd
+    sex_balanced_accuracy_adaptive: MeanStd
     reid_hard_adaptive_auc: MeanStd
     retrieval_adaptive_p1: MeanStd
 
-    def best_accuracy(self, attribute: str) -> MeanStd:
-        """The stronger of the real-trained and the retrained attacker of "age" or "sex"."""
+    def best_accuracy(self, attribute: str, balanced: bool = False) -> MeanStd:
+        """The stronger of the real-trained and the retrained attacker of "age" or "sex"
+        (balanced accuracy with `balanced`)."""
         naive, adaptive = {
-            "age": (self.age_accuracy, self.age_accuracy_adaptive),
-            "sex": (self.sex_accuracy, self.sex_accuracy_adaptive),
-        }[attribute]
+            ("age", False): (self.age_accuracy, self.age_accuracy_adaptive),
+            ("sex", False): (self.sex_accuracy, self.sex_accuracy_adaptive),
+            ("age", True): (self.age_balanced_accuracy, self.age_balanced_accuracy_adaptive),
+            ("sex", True): (self.sex_balanced_accuracy, self.sex_balanced_accuracy_adaptive),
+        }[(attribute, balanced)]
         if adaptive.mean is not None and (naive.mean is None or adaptive.mean >= naive.mean):
             return adaptive
         return naive
@@ -236,6 +251,9 @@ def _shared_summary(runs: Sequence[RealRun | MethodRun], demographics: Callable[
         "sex_accuracy": over(lambda r: demographics(r).sex.accuracy),
         "age_chance": over(lambda r: demographics(r).age.chance),
         "sex_chance": over(lambda r: demographics(r).sex.chance),
+        "age_balanced_accuracy": over(lambda r: demographics(r).age.balanced_accuracy),
+        "sex_balanced_accuracy": over(lambda r: demographics(r).sex.balanced_accuracy),
+        "age_balanced_chance": over(lambda r: demographics(r).age.balanced_chance),
         "per_finding_auc": {
             name: over(lambda r, name=name: r.diagnosis.per_finding.get(name)) for name in FINDINGS
         },
@@ -264,6 +282,8 @@ def summarize_method(runs: Sequence[MethodRun]) -> MethodSummary:
         reid_strongest_auc=over(lambda r: r.reid_strongest.auc),
         age_accuracy_adaptive=over(lambda r: r.demographics_adaptive.age.accuracy),
         sex_accuracy_adaptive=over(lambda r: r.demographics_adaptive.sex.accuracy),
+        age_balanced_accuracy_adaptive=over(lambda r: r.demographics_adaptive.age.balanced_accuracy),
+        sex_balanced_accuracy_adaptive=over(lambda r: r.demographics_adaptive.sex.balanced_accuracy),
         reid_hard_adaptive_auc=over(lambda r: _auc(r.reid_hard_adaptive)),
         retrieval_adaptive_p1=over(lambda r: r.retrieval_adaptive.precision_at_1),
         **_shared_summary(runs, lambda r: r.demographics_naive),

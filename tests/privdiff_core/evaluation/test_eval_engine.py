@@ -1,5 +1,7 @@
 """The protocol's promises on realistic data (the synthetic federation's phantoms, in memory)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -10,9 +12,12 @@ from privdiff_core.evaluation import engine
 from privdiff_core.evaluation.attackers import (
     AttackerSettings,
     FitLog,
+    commonest_where_better,
+    demographics_report,
     diagnosis_report,
     finding_pos_weight,
     jitter,
+    train_demographics,
     train_diagnosis,
 )
 from privdiff_core.evaluation.engine import EvaluationSettings, build_context, evaluate_method, evaluate_real
@@ -111,6 +116,51 @@ def test_pure_noise_leaves_no_diagnosis():
     assert set(anonymized["skipped"]) == {
         n for n in anonymized["per_finding"] if n not in ("Cardiomegaly", "Effusion")
     }
+
+
+def _with_unseen_age(cohort, seed: int):
+    """The cohort with each patient's age group redrawn (55% in group 2), unrelated to the image."""
+    rng = np.random.default_rng(seed)
+    drawn = {p: int(rng.choice(4, p=[0.15, 0.15, 0.55, 0.15])) for p in dict.fromkeys(cohort.patient_ids)}
+    return replace(cohort, age_group=torch.tensor([drawn[p] for p in cohort.patient_ids]))
+
+
+@pytest.mark.parametrize("age_visible", [False, True])
+def test_an_attacker_that_cannot_read_an_attribute_answers_its_commonest_class(age_visible):
+    """Age drawn per patient, not shown on the film: the trained age head answers by the training
+    patients it learnt and scores below always answering the commonest group; the attacker chooses
+    the constant on validation films and scores chance on test. The visible sex (and age, when the
+    film shows it) keep their trained heads."""
+    train, val, test = (toy_cohort(n, 4, seed=s, prefix=f"{n}.") for n, s in ((40, 7), (30, 8), (40, 9)))
+    if not age_visible:
+        train, val, test = (_with_unseen_age(c, seed) for seed, c in enumerate((train, val, test)))
+    # One checkpoint, the last, as the demo's retrained attacker has (100 steps, validated every 100):
+    # no early step that has learnt only the prior to fall back on.
+    settings = AttackerSettings(widths=(16, 32, 64), embed_dim=32, steps=300, lr=2e-3, eval_every=300)
+    model, _ = train_demographics(
+        train.images,
+        train.age_group,
+        train.sex,
+        settings,
+        val=(val.images, val.age_group, val.sex),
+        progress=False,
+    )
+    fixed = commonest_where_better(model, train.age_group, train.sex, (val.images, val.age_group, val.sex))
+    trained_on = (train.age_group, train.sex)
+    trained = demographics_report(model, test.images, test.age_group, test.sex, *trained_on)
+    chosen = demographics_report(
+        model, test.images, test.age_group, test.sex, *trained_on, fixed_answers=fixed
+    )
+    assert trained["sex"]["accuracy"] > 0.9 and "sex" not in fixed
+    if age_visible:
+        assert fixed == {} and trained["age"]["accuracy"] > trained["age"]["chance"] + 0.2
+        return
+    assert fixed == {"age": 2} and trained["age"]["chance_class"] == 2
+    assert trained["age"]["accuracy"] < trained["age"]["chance"] - 0.05, trained["age"]
+    assert chosen["age"]["accuracy"] == trained["age"]["chance"]
+    assert chosen["age"]["chance"] == pytest.approx((test.age_group == 2).float().mean().item())
+    assert chosen["age"]["balanced_accuracy"] == pytest.approx(chosen["age"]["balanced_chance"])  # a constant
+    assert chosen["sex"] == trained["sex"]
 
 
 def test_rare_findings_weigh_more_in_the_diagnosis_loss():

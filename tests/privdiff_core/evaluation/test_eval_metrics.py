@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from sklearn.metrics import roc_auc_score
 
 from privdiff_core.attributes import FINDINGS
@@ -44,11 +45,22 @@ def test_per_finding_auc_skips_one_class_findings_and_ignores_masked_labels():
     assert per_finding_auc(garbage, mask, probs) == out
 
 
-def test_accuracy_ignores_unknown_and_chance_is_the_majority_rate():
+def test_accuracy_ignores_unknown_and_chance_answers_the_training_films_commonest_class():
     targets = np.array([0, 0, 0, 1, -1, -1])
     preds = np.array([0, 1, 0, 1, 1, 1])
-    out = accuracy_vs_chance(targets, preds, 2)
+    out = accuracy_vs_chance(targets, preds, 2, train_targets=np.array([0, 0, 1, -1, -1, -1]))
     assert out["accuracy"] == 0.75 and out["chance"] == 0.75 and out["n"] == 4
+    assert out["chance_class"] == 0
+    # The training films' commonest class (3; unknown -1 not counted), not the test set's (1):
+    # what an attacker that reads nothing would answer.
+    test = np.array([1, 1, 1, 3, 0, -1])
+    out = accuracy_vs_chance(test, np.ones(6, dtype=int), 4, train_targets=np.array([3, 3, 1, -1, -1, -1]))
+    assert out["chance_class"] == 3 and out["chance"] == 0.2 and out["accuracy"] == 0.6
+    assert accuracy_vs_chance(test, test, 4, train_targets=np.array([-1]))["chance"] is None
+    # Balanced: the mean recall of the classes present (1: 3/3, 3: 0/1, 0: 0/1); any answer blind to
+    # the class scores 1 / 3 of them, the constant 1 included, however many 1s the test set holds.
+    assert out["balanced_accuracy"] == pytest.approx(1 / 3) and out["balanced_chance"] == pytest.approx(1 / 3)
+    assert accuracy_vs_chance(test, test, 4, train_targets=np.array([3]))["balanced_accuracy"] == 1.0
 
 
 def test_mean_std_over_runs():

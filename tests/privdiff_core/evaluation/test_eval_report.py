@@ -68,7 +68,7 @@ def test_the_plain_language_summary_states_chance_levels(finished):
     _, _, out, _ = finished
     md = (out / "report.md").read_text()
     assert "0.5 = a coin toss" in md
-    assert "always guessing the most common group" in md
+    assert "always guessing the training films' most common group" in md
 
 
 def test_a_second_run_reuses_judges_and_finished_methods(finished, capsys):

@@ -33,8 +33,12 @@ def diagnosis(mean: float) -> r.Diagnosis:
 
 def demographics(age: float, sex: float) -> r.Demographics:
     return r.Demographics(
-        age=r.Accuracy(accuracy=age, chance=0.4, n=40, majority_class=2),
-        sex=r.Accuracy(accuracy=sex, chance=0.5, n=40, majority_class=0),
+        age=r.Accuracy(
+            accuracy=age, chance=0.4, n=40, chance_class=2, balanced_accuracy=age - 0.1, balanced_chance=0.25
+        ),
+        sex=r.Accuracy(
+            accuracy=sex, chance=0.5, n=40, chance_class=0, balanced_accuracy=sex, balanced_chance=0.5
+        ),
     )
 
 
@@ -66,7 +70,9 @@ def method_result(name: str, kind: str, reid: float, diag: float) -> r.MethodRes
         reid_strongest=r.StrongestReid(**auc(reid), attacker="adaptive"),
         diagnosis=diagnosis(diag),
         demographics_naive=demographics(0.45, 0.55),
-        demographics_adaptive=r.AdaptiveDemographics(**vars(demographics(0.5, 0.6)), training=LOG),
+        demographics_adaptive=r.AdaptiveDemographics(
+            **vars(demographics(0.5, 0.6)), training=LOG, fixed_answers={"age": 1}
+        ),
         reid_hard_naive=None,  # no matched negatives in this test set
         retrieval_naive=r.Retrieval(precision_at_1=0.1, chance=0.05, queries=40),
         memorization=MEMORIZATION,

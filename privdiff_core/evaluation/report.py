@@ -153,7 +153,9 @@ def _summary_md(report: Report) -> list[str]:
         f"- **Before anonymization**: the attacker reaches AUC {real.reid_auc.mean:.2f} "
         f"({ci_note} {real_run.ci_low:.2f}–{real_run.ci_high:.2f}). "
         f"Age group is guessed right {pc(real.age_accuracy.mean)} of the time (always guessing the "
-        f"training films' most common group: {pc(real.age_chance.mean)}), sex {pc(real.sex_accuracy.mean)} "
+        f"training films' most common group: {pc(real.age_chance.mean)}; balanced over the groups "
+        f"{pc(real.age_balanced_accuracy.mean)}, chance {pc(real.age_balanced_chance.mean)}), "
+        f"sex {pc(real.sex_accuracy.mean)} "
         f"(chance {pc(real.sex_chance.mean)}). A diagnosis network reaches a mean AUC of "
         f"{real_diag:.2f} over the findings."
     )
@@ -167,15 +169,18 @@ def _summary_md(report: Report) -> list[str]:
             f"{s.reid_adaptive_auc.mean:.2f} ({ci_note} {r0.ci_low:.2f}–{r0.ci_high:.2f}): "
             f"{_verdict_reid(r0.auc, r0.ci_low, r0.ci_high)}. Strongest attacker (chosen on "
             f"validation patients): AUC {s.reid_strongest_auc.mean:.2f}. Age group "
-            f"{pc(s.best_accuracy('age').mean)} and sex {pc(s.best_accuracy('sex').mean)} correct (chance "
-            f"{pc(s.age_chance.mean)} / {pc(s.sex_chance.mean)}). Diagnosis AUC on anonymized "
-            f"images: {diag_text} (real: {real_diag:.2f})."
+            f"{pc(s.best_accuracy('age').mean)} (balanced {pc(s.best_accuracy('age', balanced=True).mean)}) "
+            f"and sex {pc(s.best_accuracy('sex').mean)} correct (chance {pc(s.age_chance.mean)} "
+            f"(balanced {pc(s.age_balanced_chance.mean)}) / {pc(s.sex_chance.mean)}). Diagnosis AUC on "
+            f"anonymized images: {diag_text} (real: {real_diag:.2f})."
         )
     lines += [
         "",
         "Attackers were trained on the training patients and tested on other patients. Age and sex "
         "accuracies are the better of the attacker trained on real images and the one retrained on "
-        "anonymized images.",
+        "anonymized images. Balanced accuracy (the mean of the per-group recalls) is what says "
+        "whether age is read: an attacker that answers mostly one group scores that group's share "
+        "of the test films in plain accuracy, and 1 / groups balanced.",
         "",
     ]
     return lines

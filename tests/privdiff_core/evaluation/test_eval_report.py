@@ -69,6 +69,7 @@ def test_the_plain_language_summary_states_chance_levels(finished):
     md = (out / "report.md").read_text()
     assert "0.5 = a coin toss" in md
     assert "always guessing the training films' most common group" in md
+    assert "balanced over the groups" in md and "(balanced 25%)" in md  # four age groups in the toy data
 
 
 def test_a_second_run_reuses_judges_and_finished_methods(finished, capsys):

@@ -141,8 +141,8 @@ def test_report_markdown_is_rendered_from_typed_results():
     assert "| Effusion | 90.0 | 84.0 | 87.0 |" in md  # per-finding AUC, only findings with an AUC
     assert "Atelectasis" not in md.split("## Diagnosis AUC per finding")[1].split("Left out")[0]
     assert "Privacy floor (the oracle's retrained re-ID AUC): 50.0" in md
-    # The stronger age attacker (retrained, 50%) is reported, not the naive one (45%).
-    assert "Age group 50% and sex 60% correct" in md
+    # The stronger age attacker (retrained, 50%; balanced 40%) is reported, not the naive one (45%; 35%).
+    assert "Age group 50% (balanced 40%) and sex 60% correct (chance 40% (balanced 25%) / 50%)" in md
     assert (
         "- Privacy budget of privdiff label: DP epsilon 7.08 at delta 1e-05; training stopped at the budget."
         in md

@@ -4,10 +4,11 @@ accuracy beside the chance level a constant guess would reach.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
 from privdiff_core.attributes import FINDINGS
 
@@ -98,6 +99,15 @@ def per_finding_auc(
     }
 
 
+def balanced_accuracy(targets: np.ndarray, predictions: np.ndarray) -> float:
+    """The mean of the per-class recalls over the classes in `targets` (scikit-learn's)."""
+    with warnings.catch_warnings():
+        # An answered class that no target has adds nothing: scikit-learn leaves it out, as we
+        # want, and warns each time (a constant answer of such a class would warn every run).
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(targets, predictions))
+
+
 def accuracy_vs_chance(
     targets: np.ndarray, predictions: np.ndarray, num_classes: int, train_targets: np.ndarray
 ) -> dict:
@@ -131,14 +141,13 @@ def accuracy_vs_chance(
         }
     t, p = targets[known], predictions[known]
     commonest = int(np.bincount(train_known, minlength=num_classes).argmax())
-    present = np.unique(t)
     return {
         "accuracy": float(accuracy_score(t, p)),
         "chance": float((t == commonest).mean()),
         "n": int(known.sum()),
         "chance_class": commonest,
-        "balanced_accuracy": float(np.mean([(p[t == c] == c).mean() for c in present])),
-        "balanced_chance": 1.0 / len(present),
+        "balanced_accuracy": balanced_accuracy(t, p),
+        "balanced_chance": 1.0 / len(np.unique(t)),
     }
 
 

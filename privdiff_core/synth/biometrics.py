@@ -18,6 +18,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from privdiff_core.evaluation.metrics import balanced_accuracy
 from privdiff_core.fitting import FitBudget, fit
 from privdiff_core.nets import ImageClassifier
 from privdiff_core.verification import VerifierTraining, make_pairs, pair_scores, train_verifier
@@ -131,9 +132,7 @@ def train_classifier(
 def classifier_accuracy(model: nn.Module, images: torch.Tensor, targets: np.ndarray) -> tuple[float, float]:
     """(accuracy, balanced accuracy) on `images`."""
     predicted = torch.cat([model(images[k : k + 256]).argmax(1) for k in range(0, len(images), 256)]).numpy()
-    accuracy = float((predicted == targets).mean())
-    recalls = [float((predicted[targets == c] == c).mean()) for c in np.unique(targets)]
-    return accuracy, float(np.mean(recalls))
+    return float((predicted == targets).mean()), balanced_accuracy(targets, predicted)
 
 
 def chance_levels(targets: np.ndarray, num_classes: int) -> tuple[float, float]:

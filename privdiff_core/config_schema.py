@@ -92,6 +92,12 @@ class ConditioningConfig:
     dropout: float = 0.1  # when SPG is off: each category dropped alone with this probability,
     joint_dropout: float = 0.15  #  all at once (trains eps(z, 0), which guidance subtracts),
     diagnosis_only: float = 0.15  #  all but the findings (the generative mode's condition)
+    finding_states: str = "shared"  # "per_finding": the shared present/absent/unknown states plus an
+    #  offset per finding, starting at zero (model/conditioning.py CategoryTokens). Demo, one training
+    #  each, 3 runs: diagnosis estimated 0.616 +- 0.010 / told 0.680 +- 0.012 against shared 0.608 +-
+    #  0.007 / 0.678 +- 0.024, FD told 12.5 against 2.7: no gain (main_job_frontier_finding_states.md).
+    #  Per-finding states alone (no shared part) learn "present" from one finding's films: 0.541 / 0.573
+    #  at the demo's budget, though they alone drew emphysema (lucent) as the judge reads it (0.61 vs 0.32)
 
 
 @dataclass

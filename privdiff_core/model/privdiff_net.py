@@ -139,7 +139,11 @@ class PrivDiffModels(nn.Module):
             conditioner
             if conditioner is not None
             else ConditionEncoder(
-                int(enc.embed_dim), int(cfg.conditioning.embed_dim), int(cfg.conditioning.identity_tokens)
+                int(enc.embed_dim),
+                int(cfg.conditioning.embed_dim),
+                int(cfg.conditioning.identity_tokens),
+                # models trained before the option existed share one pair of states
+                str(cfg.conditioning.get("finding_states", "shared")),
             )
         )
         self.unet = (

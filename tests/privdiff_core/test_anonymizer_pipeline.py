@@ -220,3 +220,33 @@ def test_format_1_folders_and_their_signatures_still_load(tiny_model, tmp_path):
     assert_pixels_pinned("tiny_anonymizer_generative", loaded.anonymize(images, seed=SEED, mode="generative"))
     with pytest.raises(ModelFolderError, match="format 1"):
         PrivDiffPipeline.from_pretrained(old)
+
+
+def test_per_finding_states_are_learned_saved_and_loaded_by_both_loaders(tmp_path):
+    """conditioning.finding_states=per_finding: the findings' own state offsets start at zero, move
+    with the denoiser's training, and come back from the folder through `Anonymizer.load` and
+    `PrivDiffPipeline.from_pretrained` (the conditioning's config.json says which layout it has)."""
+    data = generate_arrays(
+        SynthParams(sites=1, patients=4, images_per_patient=2, size=32, seed=0)
+    ).to_tensors()
+    cfg = load_config(
+        "tiny", ["device=cpu", "anonymize.ddim_steps=4", "conditioning.finding_states=per_finding"]
+    )
+    models = build_models(cfg)
+    assert not models.conditioner.diagnosis.token_states.any()
+    for stage in ("autoencoder", "denoiser"):
+        local_train(models, stage, data, cfg, 2, seed=0, progress=False)
+    trained = models.conditioner.diagnosis.token_states.detach().clone()
+    assert trained.abs().sum() > 0
+    folder = save_anonymizer(models, cfg, tmp_path / "anonymizer", {})
+    assert (
+        json.loads((folder / "conditioning" / "config.json").read_text())["finding_states"] == "per_finding"
+    )
+    torch.testing.assert_close(Anonymizer.load(folder).models.conditioner.diagnosis.token_states, trained)
+    pipe = PrivDiffPipeline.from_pretrained(folder)
+    torch.testing.assert_close(pipe.conditioning.diagnosis.token_states, trained)
+    images = data.images[:2]
+    torch.testing.assert_close(
+        pipe(images, seed=SEED, mode="generative").images,
+        Anonymizer.load(folder).anonymize(images, seed=SEED, mode="generative"),
+    )

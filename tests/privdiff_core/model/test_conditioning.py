@@ -41,6 +41,47 @@ def test_tokens_come_in_the_documented_order_and_count():
     assert changed and all(3 <= i < 7 for i in changed)
 
 
+@pytest.mark.parametrize("finding_states", ["shared", "per_finding"])
+def test_a_present_finding_changes_its_own_token_by_its_own_vector_only_with_per_finding_states(
+    finding_states,
+):
+    torch.manual_seed(0)
+    encoder = ConditionEncoder(8, 16, 2, finding_states=finding_states)
+    known = torch.ones(1, 14, dtype=torch.bool)
+    if finding_states == "per_finding":
+        # The offsets start at zero: the same tokens as the shared layout until training moves them.
+        torch.manual_seed(0)
+        shared = ConditionEncoder(8, 16, 2, finding_states="shared")
+        assert torch.equal(
+            encoder.diagnosis(torch.ones(1, 14), known), shared.diagnosis(torch.ones(1, 14), known)
+        )
+        with torch.no_grad():
+            encoder.diagnosis.token_states.normal_()  # as training would move them
+    off = encoder.diagnosis(torch.zeros(1, 14), known)[0]
+    shifts = []
+    for k in range(14):
+        present = torch.zeros(1, 14)
+        present[0, k] = 1.0
+        on = encoder.diagnosis(present, known)[0]
+        changed = (on - off).abs().sum(-1).nonzero().flatten().tolist()
+        assert changed == [k]  # only finding k's own token moves
+        shifts.append(on[k] - off[k])
+    shifts = torch.stack(shifts)
+    # Shared states: "present" adds one vector to whichever finding it is (the look then has to come
+    # from where the image attends); per finding: 14 different vectors.
+    same = torch.allclose(shifts, shifts[:1].expand_as(shifts))
+    assert same == (finding_states == "shared")
+    # Soft estimates interpolate either way; unknown is its own state.
+    tok = encoder.diagnosis(torch.full((1, 14), 0.3), known)
+    on = encoder.diagnosis(torch.ones(1, 14), known)
+    assert torch.allclose(tok, 0.3 * on + 0.7 * off, atol=1e-5)
+
+
+def test_unknown_finding_states_layout_is_refused():
+    with pytest.raises(ConditionsError, match="finding_states"):
+        ConditionEncoder(8, 16, 2, finding_states="per_site")
+
+
 def test_null_state_is_shared_and_soft_estimates_interpolate():
     torch.manual_seed(0)
     encoder = ConditionEncoder(8, 16, 2)

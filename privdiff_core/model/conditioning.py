@@ -26,8 +26,8 @@ from privdiff_core.attributes import NUM_AGE_GROUPS, NUM_FINDINGS, NUM_SEXES, UN
 from privdiff_core.errors import PrivdiffError
 from privdiff_core.model.tokens import CATEGORIES, TokenLayout
 
-# How the diagnosis tokens say "present" / "absent": one pair of state vectors for all 14 findings
-# (the paper's layout), or a pair per finding (CategoryTokens).
+# How the diagnosis tokens say "present" / "absent" / "unknown": one set of state vectors for all 14
+# findings, or that set plus an offset per finding (CategoryTokens).
 FINDING_STATES: tuple[str, ...] = ("shared", "per_finding")
 # Probabilities are kept this far from 0 and 1 before a logit (a threshold can be exactly 0 or 1).
 _PROBABILITY_EPS = 1e-6

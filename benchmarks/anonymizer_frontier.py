@@ -67,7 +67,11 @@ def summarize(report: dict) -> dict:
         row = {"label": result["method"]["label"]}
         row.update({key: summary.get(key) for key, _ in COLUMNS})
         quality = result.get("quality") or {}
-        row["ssim"], row["fd"] = quality.get("ssim_mean"), quality.get("fd")
+        row["ssim"], row["fd"], row["detail"] = (
+            quality.get("ssim_mean"),
+            quality.get("fd"),
+            quality.get("detail"),
+        )
         rows[name] = row
     return {
         "chance": {
@@ -81,7 +85,7 @@ def summarize(report: dict) -> dict:
 
 
 def markdown(summary: dict, command: str, load: tuple[float, float] | None) -> str:
-    header = "| method | " + " | ".join(title for _, title in COLUMNS) + " | SSIM | FD |"
+    header = "| method | " + " | ".join(title for _, title in COLUMNS) + " | SSIM | FD | fine detail |"
     lines = [
         "# Anonymizer vs the oracle limit",
         "",
@@ -92,10 +96,11 @@ def markdown(summary: dict, command: str, load: tuple[float, float] | None) -> s
         else "Summarized from finished evaluations (their load is not recorded here).",
         "",
         header,
-        "|" + "---|" * (len(COLUMNS) + 3),
+        "|" + "---|" * (len(COLUMNS) + 4),
     ]
     for row in summary["methods"].values():
         quality = " | ".join("-" if row.get(key) is None else f"{row[key]:.3g}" for key in ("ssim", "fd"))
+        quality += " | -" if row.get("detail") is None else f" | {row['detail']:.0%}"
         cells = " | ".join(_cell(row.get(key)) for key, _ in COLUMNS)
         lines.append(f"| {row['label']} | {cells} | {quality} |")
     chance = summary["chance"]

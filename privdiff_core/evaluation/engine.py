@@ -58,7 +58,7 @@ from .linkage import MEMORIZATION_FPR, memorization_rate, memorization_threshold
 from .methods import Method
 from .metrics import auc_with_ci
 from .protocol import Cohort, EvalSplits, derive_seed, subsample_patients
-from .quality import frechet_distance, ssim_per_image
+from .quality import detail_share, frechet_distance, ssim_per_image
 from .results import (
     Accuracy,
     AdaptiveDemographics,
@@ -425,7 +425,8 @@ def evaluate_method(
 
 
 def image_quality(ctx: EvalContext, anon_test: torch.Tensor) -> Quality:
-    """SSIM vs the original, and FD on the diagnosis network's features, with a real-vs-real floor.
+    """SSIM vs the original, FD on the diagnosis network's features, with a real-vs-real floor,
+    and the outputs' fine detail as a share of the real test films'.
 
     The floor is the same distance between two disjoint samples of *real* images of the same
     size (training vs test patients): values near it mean "as close as real data is to itself".
@@ -445,6 +446,7 @@ def image_quality(ctx: EvalContext, anon_test: torch.Tensor) -> Quality:
         fd=frechet_distance(real_feat, anon_feat),
         fd_real_reference=frechet_distance(ref_feat, real_feat),
         fd_samples=int(len(test)),
+        detail=detail_share(test.images, anon_test),
     )
 
 

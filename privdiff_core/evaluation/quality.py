@@ -1,5 +1,5 @@
-"""Image quality: SSIM per image against its anonymized version, and a Fréchet distance between
-the real and anonymized feature distributions.
+"""Image quality: SSIM per image against its anonymized version, a Fréchet distance between
+the real and anonymized feature distributions, and how much fine detail the images keep.
 
 The paper reports FID (Inception-v3 features). No Inception weights can be downloaded here, and
 the libraries that compute true FID (pytorch-fid, torch-fidelity, and torchmetrics through
@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy import linalg
+from skimage.filters import laplace
 from skimage.metrics import structural_similarity
 
 from privdiff_core.errors import PrivdiffError
@@ -32,6 +33,31 @@ def ssim_per_image(real: torch.Tensor, anonymized: torch.Tensor) -> np.ndarray:
     a = real.detach().cpu().double().numpy()[:, 0]
     b = anonymized.detach().cpu().double().numpy()[:, 0].clip(-1.0, 1.0)
     return np.array([structural_similarity(x, y, data_range=DATA_RANGE) for x, y in zip(a, b, strict=True)])
+
+
+def fine_detail(images: torch.Tensor, border: int = 2) -> np.ndarray:
+    """Mean absolute Laplacian (scikit-image) of each image (B, 1, S, S) in [-1, 1], `border`
+    pixels at each edge left out: its high-frequency energy (ribs, vessel markings, edges).
+
+    SSIM against another film and the Fréchet distance barely move when a film is blurred evenly
+    (a generated film shares no pixels with its input); this falls with every bit of blur.
+    """
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(f"expected (B, 1, S, S) images, got {tuple(images.shape)}")
+    if min(images.shape[-2:]) <= 2 * border:
+        raise ValueError(
+            f"images of {tuple(images.shape[-2:])} pixels leave nothing inside a {border}-pixel border"
+        )
+    inner = slice(border, -border) if border else slice(None)
+    films = images.detach().cpu().double().numpy()[:, 0]
+    return np.array([np.abs(laplace(film, ksize=3))[inner, inner].mean() for film in films])
+
+
+def detail_share(real: torch.Tensor, anonymized: torch.Tensor) -> float | None:
+    """The anonymized images' mean `fine_detail` as a share of the real ones' (1: as sharp as real
+    films; the demo's federated autoencoder alone keeps ~0.25); None when the real images have none."""
+    reference = float(fine_detail(real).mean())
+    return None if reference == 0.0 else float(fine_detail(anonymized.clamp(-1.0, 1.0)).mean()) / reference
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:

@@ -321,7 +321,8 @@ class MethodInfo:
 
 @dataclass
 class Quality:
-    """SSIM against the originals and a Fréchet distance with its real-vs-real floor."""
+    """SSIM against the originals, a Fréchet distance with its real-vs-real floor, and the fine
+    detail the outputs keep (quality.detail_share; None in results from before it was measured)."""
 
     ssim_mean: float
     ssim_std: float
@@ -329,6 +330,7 @@ class Quality:
     fd: float
     fd_real_reference: float
     fd_samples: int
+    detail: float | None = None
 
 
 @dataclass

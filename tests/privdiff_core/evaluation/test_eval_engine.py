@@ -91,6 +91,7 @@ def test_identity_anonymizer_leaves_re_identification_at_the_real_level(synth_co
     assert run.reid_adaptive.auc > real_auc - 0.05
     assert identity_result.quality.ssim_mean == pytest.approx(1.0)
     assert identity_result.quality.fd == pytest.approx(0.0, abs=1e-6)
+    assert identity_result.quality.detail == pytest.approx(1.0)
 
 
 def test_pure_noise_leaves_nothing_to_re_identify(noise_result):
@@ -101,6 +102,7 @@ def test_pure_noise_leaves_nothing_to_re_identify(noise_result):
     for adaptive in (run.demographics_adaptive.age, run.demographics_adaptive.sex):
         assert adaptive.accuracy <= adaptive.chance + 0.1, adaptive
     assert noise_result.quality.ssim_mean < 0.1
+    assert noise_result.quality.detail > 1.5  # pixel noise is all high frequency
 
 
 def test_pure_noise_leaves_no_diagnosis():

@@ -1,9 +1,13 @@
 import numpy as np
 import pytest
 import torch
+from eval_toydata import synth_splits
+from scipy.ndimage import gaussian_filter
 
 from privdiff_core.evaluation.quality import (
     UnsupportedMetricError,
+    detail_share,
+    fine_detail,
     frechet_distance,
     refuse_inception_fid,
     ssim_per_image,
@@ -39,3 +43,28 @@ def test_true_fid_is_refused_with_the_reason():
     refuse_inception_fid(None)
     with pytest.raises(UnsupportedMetricError, match="torchvision"):
         refuse_inception_fid("/models/pt_inception.pth")
+
+
+def test_fine_detail_falls_with_blur_that_ssim_against_a_new_film_does_not_see():
+    """Synthetic chest films (ribs, vessel markings) against the same films blurred by one pixel:
+    the share of fine detail they keep falls far below 1, while SSIM against *another* patient's
+    film (what a generated film is compared with) hardly changes."""
+    films = synth_splits(sites=1, patients=20, images_per_patient=2, size=64).test.images[:6].float()
+    blurred = torch.from_numpy(gaussian_filter(films.numpy(), sigma=(0, 0, 1, 1))).float()
+    assert (fine_detail(blurred) < 0.6 * fine_detail(films)).all()
+    assert detail_share(films, films) == pytest.approx(1.0)
+    assert detail_share(films, blurred) < 0.6
+    others = films.roll(1, dims=0)  # each film beside another patient's, sharp or blurred
+    assert abs(ssim_per_image(others, blurred).mean() - ssim_per_image(others, films).mean()) < 0.15
+    noise = torch.rand_like(films) * 2 - 1
+    assert detail_share(films, noise) > 1.5
+
+
+def test_fine_detail_of_a_flat_film_is_zero_and_bad_shapes_are_refused():
+    flat = torch.zeros(2, 1, 16, 16)
+    assert (fine_detail(flat) == 0).all()
+    assert detail_share(flat, torch.rand(2, 1, 16, 16)) is None
+    with pytest.raises(ValueError, match="B, 1, S, S"):
+        fine_detail(torch.zeros(2, 16, 16))
+    with pytest.raises(ValueError, match="border"):
+        fine_detail(torch.zeros(1, 1, 4, 4))

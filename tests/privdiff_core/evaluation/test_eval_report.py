@@ -41,6 +41,7 @@ def test_report_files_hold_every_method(finished):
         "Table 1",
         "Table 3",
         "Image quality",
+        "Fine detail",
         "not comparable one to one",
         "plain language",
         "Distance to the limits",

@@ -341,8 +341,9 @@ def _quality_md(report: Report) -> list[str]:
         f"diagnosis network (the FID formula, but not Inception features, so not FID and not on FID's "
         f"scale). The real-vs-real floor is the same distance between two disjoint sets of real images. "
         f"Fine detail: the anonymized images' mean absolute Laplacian (high-frequency energy: ribs, "
-        f"vessel markings, edges) as a share of the real test images' (100%: as sharp as real films); "
-        f"blur lowers it where SSIM against a new film and the Fréchet distance barely move.",
+        f"vessel markings, edges) as a share of the real test images' (100%: as sharp as real films; "
+        f"far above it: pixel noise); blur lowers it where SSIM against a new film and the Fréchet "
+        f"distance barely move.",
         "",
     ]
     rows = [

@@ -25,12 +25,12 @@ import torch
 from measure import load_average, write_report
 
 from privdiff_core.anonymizer import Anonymizer, Conditions
-from privdiff_core.data import open_dataset
+from privdiff_core.data import CXRTensors, open_dataset
 from privdiff_core.evaluation.cli_evaluate import parse_models
 from privdiff_core.evaluation.quality import fine_detail, ssim_per_image
 
 
-def measure_model(anonymizer: Anonymizer, test, films: int, seed: int) -> dict[str, float]:
+def measure_model(anonymizer: Anonymizer, test: CXRTensors, films: int, seed: int) -> dict[str, float]:
     images = test.images[:films]
     sensitive = Conditions(age_group=test.age_group[:films], sex=test.sex[:films])
     told = Conditions(

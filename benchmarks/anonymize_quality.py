@@ -40,11 +40,7 @@ def main() -> None:
     anonymizer = Anonymizer.load(args.model, device="cpu")
     data = open_dataset(args.data, anonymizer.image_size, split="test", progress=False)
     images = data.load_tensors(progress=False).images[: args.images]
-    models = anonymizer.models
-    with torch.no_grad():
-        recon = torch.cat(
-            [models.decode(models.encode(images[i : i + 32])).clamp(-1, 1) for i in range(0, len(images), 32)]
-        )
+    recon = anonymizer.models.reconstruct(images, batch_size=32)
     rows = [{"setting": "vae only", "ssim": float(ssim_per_image(images, recon).mean())}]
     rows[0]["mean_abs_change"] = float((recon - images).abs().mean())
     for strength in args.strengths:

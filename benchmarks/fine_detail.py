@@ -39,14 +39,7 @@ def measure_model(anonymizer: Anonymizer, test: CXRTensors, films: int, seed: in
         labels=test.labels[:films],
         label_mask=test.label_mask[:films],
     )
-    models = anonymizer.models
-    with torch.no_grad():
-        reconstructed = torch.cat(
-            [
-                models.decode(models.encode(images[i : i + 64])).float().clamp(-1, 1)
-                for i in range(0, films, 64)
-            ]
-        )
+    reconstructed = anonymizer.models.reconstruct(images)
     outputs = {
         "vae": reconstructed,
         "estimated": anonymizer.anonymize(images, sensitive, seed, mode="generative"),

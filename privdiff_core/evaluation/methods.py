@@ -309,18 +309,11 @@ class VAEMethod(Method):
     def anonymize(self, cohort: Cohort, seed: int, progress: bool = True) -> torch.Tensor:
         if self.anonymizer is None:
             raise MethodError("the VAE must be loaded (prepare) before it reconstructs")
-        from privdiff_core.model.privdiff_net import autocast_for
-
         models, batch = self.anonymizer.models, int(self.settings["batch_size"])
-        out = []
         bar = tqdm(
             range(0, len(cohort), batch), desc=f"reconstruct ({self.name})", disable=not progress, leave=False
         )
-        for k in bar:
-            images = cohort.images[k : k + batch].to(models.device)
-            with autocast_for(models.device):
-                out.append(models.decode(models.encode(images)).float().cpu())
-        return torch.cat(out).clamp(-1.0, 1.0)
+        return torch.cat([models.reconstruct(cohort.images[k : k + batch], batch) for k in bar])
 
 
 def builtin_method(name: str, cfg) -> Method:

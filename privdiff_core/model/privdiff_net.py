@@ -188,6 +188,18 @@ class PrivDiffModels(nn.Module):
         return self.vae.decode(latents / self.latent_scale + self.latent_shift).sample
 
     @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """decode(encode(x)) in [-1, 1] on the CPU, `batch_size` images at a time: what the
+        autoencoder alone keeps (no noise, no denoiser, no conditions)."""
+        device, out = self.device, []
+        for start in range(0, len(images), batch_size):
+            with autocast_for(device):
+                out.append(
+                    self.decode(self.encode(images[start : start + batch_size].to(device))).float().cpu()
+                )
+        return torch.cat(out).clamp(-1.0, 1.0)
+
+    @torch.no_grad()
     def measure_latent_stats(self, images: torch.Tensor, batch_size: int = 64) -> tuple[float, float]:
         """Set latent_shift / latent_scale to the mean and 1/std of the raw latents of `images`."""
         device = self.device

@@ -16,6 +16,7 @@ from privdiff_core.evaluation.cli_evaluate import (
     reference_methods,
 )
 from privdiff_core.evaluation.methods import AnonymizerMethod, MethodError, VAEMethod
+from privdiff_core.model.privdiff_net import PrivDiffModels
 
 
 class FakeAnonymizer:
@@ -41,6 +42,8 @@ class FakeModels:
 
     def decode(self, latents):
         return latents * 2 - 0.25
+
+    reconstruct = PrivDiffModels.reconstruct  # the real batching and clamping over the fakes above
 
 
 @pytest.fixture

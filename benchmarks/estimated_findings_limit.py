@@ -24,7 +24,8 @@ drawing) keep less than either. This script measures every term with ONE real-tr
 
     real       judge AUC on the real test films (per finding, then the mean)
     est_auc    the anonymizer's own estimator (soft); J: Youden's index of its yes/no call
-    and for each (spg.w_diag, softness) in --w-diag x --softness, averaged over --seeds draws:
+    and for each (spg.w_diag, softness, reading guidance) in --w-diag x --softness x
+    --reading-guidance, averaged over --seeds draws:
     A_true     judge AUC on generative outputs drawn from the true findings
     A_est      judge AUC on generative outputs drawn from the estimated findings
     calls_auc  AUC of the calls the denoiser is given (graded or yes/no) against the truth
@@ -38,6 +39,10 @@ drawing) keep less than either. This script measures every term with ONE real-tr
         --data runs/demo/federation --softness 0,0.5,1,2 --w-diag 6,10 --seeds 3 \
         --json benchmarks/results/estimated_findings_limit.json
 
+`--reading-guidance 0,0.8`: the drawing pulled toward the estimator's reading of the input at
+each step (privdiff_core/model/reading_guidance.py): A_est can then pass predicted_graded, since
+the drawing no longer depends on the 14 calls alone.
+
 `--judges`: a judges folder `privdiff evaluate` wrote (OUT/judges/run_K); `--config` must be the
 config that evaluation ran with (the judge's architecture).
 """
@@ -45,6 +50,7 @@ config that evaluation ran with (the judge's architecture).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -100,6 +106,7 @@ def measure(
     seeds: list[int],
     softness: list[float] | None,
     w_diag: list[float] | None,
+    reading_guidance: list[float] | None = None,
 ) -> dict:
     cfg = load_config(config)
     judge = build_diagnosis(AttackerSettings.from_config(cfg.evaluate.classifier))
@@ -152,6 +159,7 @@ def measure(
             [models.encoder.estimate(images[i : i + 64])["diagnosis"] for i in range(0, n, 64)]
         ).numpy()
     own_softness, own_w_diag = models.finding_softness, float(models.cfg.spg.w_diag)
+    own_guidance = models.reading_guidance
     models.finding_softness = 0.0
     called = calls() >= 0.5  # yes/no (a graded call is above 0.5 exactly where this is 1)
     sens = np.array([called[truth[:, k] == 1, k].mean() for k in findings])
@@ -165,8 +173,9 @@ def measure(
     for w in w_diag or [own_w_diag]:
         models.cfg.spg.w_diag = w
         a_true = outputs_auc(told)
-        for soft in softness or [own_softness]:
-            models.finding_softness = soft
+        grid = itertools.product(softness or [own_softness], reading_guidance or [own_guidance])
+        for soft, guidance in grid:
+            models.finding_softness, models.reading_guidance = soft, guidance
             graded = calls()
             a_est = outputs_auc(untold)
             calls_auc = _aucs(truth, graded, findings)
@@ -174,6 +183,7 @@ def measure(
                 {
                     "w_diag": w,
                     "softness": soft,
+                    "reading_guidance": guidance,
                     "A_true": float(a_true.mean()),
                     "A_est": float(a_est.mean()),
                     "calls_auc": float(calls_auc.mean()),
@@ -186,6 +196,7 @@ def measure(
             )
             print(json.dumps({k: v for k, v in settings[-1].items() if "per_finding" not in k}), flush=True)
     models.finding_softness, models.cfg.spg.w_diag = own_softness, own_w_diag
+    models.reading_guidance = own_guidance
     return {
         "model": model,
         "judges": judges,
@@ -228,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--w-diag", type=_floats, default=None, help="spg.w_diag values, e.g. 6,10 (default: the model's)"
     )
+    parser.add_argument(
+        "--reading-guidance",
+        type=_floats,
+        default=None,
+        help="anonymize.reading_guidance values, e.g. 0,0.8 (default: the model's)",
+    )
     parser.add_argument("--json", required=True, help="output JSON (rewritten after each model)")
     args = parser.parse_args(argv)
     for path in (*args.model, args.judges, args.data):
@@ -246,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             list(range(args.seeds)),
             args.softness,
             args.w_diag,
+            args.reading_guidance,
         )
         result.update(seconds=time.perf_counter() - started, load_before=load, load_after=os.getloadavg()[0])
         out["models"].append(result)

@@ -70,6 +70,12 @@ class AttributeEncoder(ModelMixin, ConfigMixin):
             return dict(zip(ATTRIBUTE_SIZES, logits, strict=True))
         return {**self.demographic_logits(images), "diagnosis": self.findings(images)}
 
+    def finding_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 14) finding logits alone (differentiable: reading guidance steps along them)."""
+        if self.findings is None:
+            return self.attribute_logits(images)["diagnosis"]
+        return self.findings(images)
+
     def demographic_logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Age (B, 4) and sex (B, 2) logits alone (the findings network, when there is one, is
         trained in another stage)."""

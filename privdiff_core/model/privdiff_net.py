@@ -24,6 +24,7 @@ from torch import nn
 from privdiff_core.attributes import NUM_FINDINGS, NUM_SEXES
 from privdiff_core.model.attribute_encoder import AttributeEncoder
 from privdiff_core.model.conditioning import ConditionEncoder, Conditions, ConditionState, state_from_labels
+from privdiff_core.model.reading_guidance import reading_guided_noise
 from privdiff_core.model.spg import (
     cfg_combine,
     check_negative,
@@ -116,6 +117,10 @@ class PrivDiffModels(nn.Module):
         self.finding_softness = float((cfg.get("anonymize") or {}).get("finding_softness", 0.0))
         if self.finding_softness < 0:
             raise ValueError(f"anonymize.finding_softness must be >= 0, got {self.finding_softness}")
+        # models saved before the option existed drew without reading guidance (reading_guidance.py)
+        self.reading_guidance = float((cfg.get("anonymize") or {}).get("reading_guidance", 0.0))
+        if self.reading_guidance < 0:
+            raise ValueError(f"anonymize.reading_guidance must be >= 0, got {self.reading_guidance}")
         enc = cfg.encoder
         # models trained before the option existed called at Youden's threshold
         self.finding_calls = str(enc.get("finding_calls", "youden"))
@@ -358,6 +363,26 @@ class PrivDiffModels(nn.Module):
             return self.spg_guidance(*chunks)
         return chunks[0] if k == 1 else cfg_combine(chunks[0], chunks[1], w_diag)
 
+    def _reading_to_match(
+        self, images: torch.Tensor, conditions: Conditions | None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(target probabilities, mask) for reading guidance: the estimator's reading of the input
+        films, on the findings it estimates (not told); None when guidance is off or all are told."""
+        if self.reading_guidance == 0:
+            return None
+        conditions = conditions if conditions is not None else Conditions()
+        estimated = ~conditions.told_findings(len(images)).to(images.device)
+        if not estimated.any():
+            return None
+        with autocast_for(images.device):
+            target = self.encoder.finding_logits(images).float().sigmoid()
+        return target, estimated
+
+    def _read_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """The estimator's finding logits of the films these clean latents decode to."""
+        with autocast_for(latents.device):
+            return self.encoder.finding_logits(self.decode(latents).clamp(-1.0, 1.0))
+
     # --- schedulers ----------------------------------------------------------------------------
     def train_scheduler(self) -> DDPMScheduler:
         d = self.cfg.diffusion
@@ -394,7 +419,9 @@ class PrivDiffModels(nn.Module):
         img2img: t_start = N - int(N * strength), z = add_noise(z0, noise, timesteps[t_start]),
         DDIM (eta 0, deterministic) over timesteps[t_start:]. generative: z = noise (pure: not
         even a scaled z0, which add_noise would keep at the last step), DDIM over all N steps,
-        the positive condition the findings alone; `strength` is not used.
+        the positive condition the findings alone; `strength` is not used. With findings estimated
+        and `anonymize.reading_guidance` > 0, each step also pulls the drawing toward the
+        estimator's reading of the input (reading_guidance.py).
         """
         if mode not in ANONYMIZE_MODES:
             raise ValueError(f"anonymize mode must be one of {ANONYMIZE_MODES}, got {mode!r}")
@@ -414,6 +441,7 @@ class PrivDiffModels(nn.Module):
         with autocast_for(device):
             state = self.condition_state(images, conditions, estimate=estimate)
             z0 = None if generative else self.encode(images).float()
+        reading = self._reading_to_match(images, conditions) if generative and estimate else None
         shape = (self.latent_channels, self.latent_size, self.latent_size)
         noise = noise_for_seeds(seeds, shape).to(device)
         if generative:
@@ -422,8 +450,17 @@ class PrivDiffModels(nn.Module):
             latents = scheduler.add_noise(z0, noise, timesteps[t_start].repeat(len(images)))
         for step, t in enumerate(timesteps[t_start:]):
             with autocast_for(device):
-                eps = self.guided_noise(latents, t, state, step, diagnosis_only=generative)
-            latents = scheduler.step(eps.float(), t, latents).prev_sample
+                eps = self.guided_noise(latents, t, state, step, diagnosis_only=generative).float()
+            if reading is not None:
+                eps = reading_guided_noise(
+                    latents,
+                    eps,
+                    scheduler.alphas_cumprod[int(t)],
+                    self._read_latents,
+                    *reading,
+                    scale=self.reading_guidance,
+                )
+            latents = scheduler.step(eps, t, latents).prev_sample
         with autocast_for(device):
             out = self.decode(latents).float()
         return out.clamp(-1.0, 1.0)

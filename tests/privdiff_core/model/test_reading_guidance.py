@@ -1,0 +1,116 @@
+"""Reading guidance (`anonymize.reading_guidance`): in the generative mode with the findings
+estimated, each DDIM step pulls the drawing toward the estimator's reading of the input film."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from privdiff_core.attributes import NUM_FINDINGS
+from privdiff_core.config import load_config
+from privdiff_core.model.conditioning import Conditions
+from privdiff_core.model.reading_guidance import reading_guided_noise
+from privdiff_core.training import build_models
+
+ALPHA_BAR = torch.tensor(0.4)
+
+
+def linear_reader(seed: int = 0):
+    weights = torch.randn(4 * 4 * 4, NUM_FINDINGS, generator=torch.Generator().manual_seed(seed)) / 8
+    return lambda x0: x0.flatten(1) @ weights
+
+
+def clean_latent(latents: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    return (latents - (1 - ALPHA_BAR).sqrt() * eps) / ALPHA_BAR.sqrt()
+
+
+def reading_loss(read, x0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(read(x0), target, reduction="none").sum(dim=1)
+
+
+def test_the_step_moves_the_clean_latent_toward_the_target_reading():
+    torch.manual_seed(0)
+    latents, eps = torch.randn(3, 4, 4, 4), torch.randn(3, 4, 4, 4)
+    target, read = torch.rand(3, NUM_FINDINGS), linear_reader()
+    everything = torch.ones(3, NUM_FINDINGS, dtype=torch.bool)
+    guided = reading_guided_noise(latents, eps, ALPHA_BAR, read, target, everything, scale=0.05)
+    before = reading_loss(read, clean_latent(latents, eps), target)
+    after = reading_loss(read, clean_latent(latents, guided), target)
+    assert (after < before - 0.05).all(), (before, after)
+
+
+def test_findings_left_out_do_not_pull_and_each_film_moves_on_its_own():
+    torch.manual_seed(1)
+    latents, eps = torch.randn(3, 4, 4, 4), torch.randn(3, 4, 4, 4)
+    target, read = torch.rand(3, NUM_FINDINGS), linear_reader(1)
+    nothing = torch.zeros(3, NUM_FINDINGS, dtype=torch.bool)
+    torch.testing.assert_close(reading_guided_noise(latents, eps, ALPHA_BAR, read, target, nothing, 1.0), eps)
+    only_first = nothing.clone()
+    only_first[0] = True
+    guided = reading_guided_noise(latents, eps, ALPHA_BAR, read, target, only_first, 1.0)
+    torch.testing.assert_close(guided[1:], eps[1:])
+    assert not torch.allclose(guided[0], eps[0])
+    alone = reading_guided_noise(latents[:1], eps[:1], ALPHA_BAR, read, target[:1], only_first[:1], 1.0)
+    torch.testing.assert_close(alone, guided[:1])
+
+
+def anonymize(models, images: torch.Tensor, conditions: Conditions) -> torch.Tensor:
+    return models.anonymize(
+        images, conditions, seeds=range(len(images)), strength=1.0, ddim_steps=4, mode="generative"
+    )
+
+
+def reading_distance(models, outputs: torch.Tensor, images: torch.Tensor) -> float:
+    with torch.no_grad():
+        target = models.encoder.finding_logits(images).sigmoid()
+        return float(F.binary_cross_entropy_with_logits(models.encoder.finding_logits(outputs), target))
+
+
+def tiny_models(guidance: float):
+    torch.manual_seed(0)
+    return build_models(load_config("tiny", ["device=cpu", f"anonymize.reading_guidance={guidance}"]))
+
+
+def films_lit_from_one_side(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Films brighter on the left or on the right half, and which (1: left): a finding the
+    estimator can learn in a few steps, so that its reading means something."""
+    generator = torch.Generator().manual_seed(seed)
+    left = torch.randint(0, 2, (count,), generator=generator).float()
+    ramp = torch.linspace(0.6, -0.6, 32).expand(32, -1)
+    sign = (left * 2 - 1)[:, None, None, None]
+    noise = torch.randn(count, 1, 32, 32, generator=generator) * 0.2
+    return (sign * ramp + noise).clamp(-1, 1), left
+
+
+def train_the_estimator_on_the_lit_side(models) -> None:
+    optimizer = torch.optim.Adam(models.encoder.parameters(), lr=3e-3)
+    for step in range(60):
+        films, left = films_lit_from_one_side(32, seed=100 + step)
+        logits = models.encoder.finding_logits(films)[:, 0]
+        loss = F.binary_cross_entropy_with_logits(logits, left)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    models.eval()
+
+
+def test_guided_drawings_read_closer_to_the_input_and_told_findings_are_left_alone():
+    plain, guided = tiny_models(0.0), tiny_models(5.0)
+    for models in (plain, guided):
+        train_the_estimator_on_the_lit_side(models)
+    images, _ = films_lit_from_one_side(6, seed=0)
+    untold = Conditions()
+    plain_out, guided_out = anonymize(plain, images, untold), anonymize(guided, images, untold)
+    assert reading_distance(guided, guided_out, images) < reading_distance(plain, plain_out, images) - 0.05
+    # a site that tells every finding draws exactly what it drew without guidance
+    told = Conditions(labels=torch.zeros(6, NUM_FINDINGS), label_mask=torch.ones(6, NUM_FINDINGS))
+    told_out = anonymize(guided, images, told)
+    torch.testing.assert_close(told_out, anonymize(plain, images, told), rtol=0, atol=0)
+
+
+def test_the_setting_is_checked_and_older_models_draw_without_it():
+    with pytest.raises(ValueError, match="reading_guidance"):
+        tiny_models(-1.0)
+    older = OmegaConf.to_container(load_config("tiny", ["device=cpu"]))
+    del older["anonymize"]["reading_guidance"]
+    assert build_models(OmegaConf.create(older)).reading_guidance == 0.0

@@ -24,7 +24,7 @@ from torch import nn
 from privdiff_core.attributes import NUM_FINDINGS, NUM_SEXES
 from privdiff_core.model.attribute_encoder import AttributeEncoder
 from privdiff_core.model.conditioning import ConditionEncoder, Conditions, ConditionState, state_from_labels
-from privdiff_core.model.reading_guidance import reading_guided_noise
+from privdiff_core.model.reading_guidance import GUIDED_FROM_ALPHA_BAR, reading_guided_noise
 from privdiff_core.model.spg import (
     cfg_combine,
     check_negative,
@@ -451,7 +451,7 @@ class PrivDiffModels(nn.Module):
         for step, t in enumerate(timesteps[t_start:]):
             with autocast_for(device):
                 eps = self.guided_noise(latents, t, state, step, diagnosis_only=generative).float()
-            if reading is not None:
+            if reading is not None and scheduler.alphas_cumprod[int(t)] >= GUIDED_FROM_ALPHA_BAR:
                 eps = reading_guided_noise(
                     latents,
                     eps,

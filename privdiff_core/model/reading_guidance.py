@@ -16,6 +16,8 @@ update itself is unchanged. It is classifier guidance with the clean-image estim
 predicted x0 (as in "universal guidance", Bansal et al. 2023, without the gradient through the
 denoiser, which would cost a UNet backward per step).
 
+Only the steps whose predicted film is mostly film are guided (`GUIDED_FROM_ALPHA_BAR`).
+
 The judge is a different network trained on real films, so only what both read moves it: the main
 job's model (session 13), 160 test films, one evaluation judge, one draw: the estimator read its
 own drawings at 0.61 and the judge at 0.596 without guidance, 0.73 / 0.627 at scale 0.8, with
@@ -28,6 +30,14 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+# Reading guidance steps only where the predicted clean film is mostly film: a_t >= 0.25 (signal
+# std >= half), the last 5 of the demo's 10 DDIM steps. The earlier steps' predictions are mostly
+# noise, and a move of x0 there barely moves the next latent (by ~ sqrt(a_prev) - sqrt(a_t (1 -
+# a_prev) / (1 - a_t)) of it). One probe (main job's model, 160 films, one judge, scale 1.5): judge
+# AUC 0.625 guiding all 10 steps, 0.625 the last 5 or 7, 0.620 the last 3 or 1, 0.596 none; half the
+# steps is half the cost (a decoder and estimator backward each).
+GUIDED_FROM_ALPHA_BAR = 0.25
 
 
 def reading_guided_noise(

@@ -121,6 +121,7 @@ class PrivDiffModels(nn.Module):
         self.reading_guidance = float((cfg.get("anonymize") or {}).get("reading_guidance", 0.0))
         if self.reading_guidance < 0:
             raise ValueError(f"anonymize.reading_guidance must be >= 0, got {self.reading_guidance}")
+        self.guided_from_alpha_bar = GUIDED_FROM_ALPHA_BAR  # which steps it guides (0: all)
         enc = cfg.encoder
         # models trained before the option existed called at Youden's threshold
         self.finding_calls = str(enc.get("finding_calls", "youden"))
@@ -451,7 +452,7 @@ class PrivDiffModels(nn.Module):
         for step, t in enumerate(timesteps[t_start:]):
             with autocast_for(device):
                 eps = self.guided_noise(latents, t, state, step, diagnosis_only=generative).float()
-            if reading is not None and scheduler.alphas_cumprod[int(t)] >= GUIDED_FROM_ALPHA_BAR:
+            if reading is not None and scheduler.alphas_cumprod[int(t)] >= self.guided_from_alpha_bar:
                 eps = reading_guided_noise(
                     latents,
                     eps,

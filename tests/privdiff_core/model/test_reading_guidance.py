@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from privdiff_core.attributes import NUM_FINDINGS
 from privdiff_core.config import load_config
 from privdiff_core.model.conditioning import Conditions
-from privdiff_core.model.reading_guidance import reading_guided_noise
+from privdiff_core.model.reading_guidance import GUIDED_FROM_ALPHA_BAR, reading_guided_noise
 from privdiff_core.training import build_models
 
 ALPHA_BAR = torch.tensor(0.4)
@@ -102,6 +102,10 @@ def test_guided_drawings_read_closer_to_the_input_and_told_findings_are_left_alo
     untold = Conditions()
     plain_out, guided_out = anonymize(plain, images, untold), anonymize(guided, images, untold)
     assert reading_distance(guided, guided_out, images) < reading_distance(plain, plain_out, images) - 0.05
+    # only the steps whose predicted film is mostly film are guided: with none of them, no change
+    guided.guided_from_alpha_bar = 1.01
+    torch.testing.assert_close(anonymize(guided, images, untold), plain_out, rtol=0, atol=0)
+    guided.guided_from_alpha_bar = GUIDED_FROM_ALPHA_BAR
     # a site that tells every finding draws exactly what it drew without guidance
     told = Conditions(labels=torch.zeros(6, NUM_FINDINGS), label_mask=torch.ones(6, NUM_FINDINGS))
     told_out = anonymize(guided, images, told)

@@ -284,15 +284,23 @@ class PrivDiffModels(nn.Module):
 
     # --- conditioning --------------------------------------------------------------------------
     def condition_state(
-        self, images: torch.Tensor, conditions: Conditions | None = None, estimate: bool = False
+        self,
+        images: torch.Tensor,
+        conditions: Conditions | None = None,
+        estimate: bool = False,
+        estimates: dict[str, torch.Tensor] | None = None,
     ) -> ConditionState:
         """Identity embedding of the images themselves + the known labels; with `estimate`, the
         attribute encoder fills in what the labels do not say (findings called at
         `finding_thresholds`, the row of the film's told or estimated sex: yes/no, or graded with
-        `anonymize.finding_softness`)."""
+        `anonymize.finding_softness`). `estimates`: the encoder's `estimate(images)` where the
+        caller already has it."""
         conditions = conditions if conditions is not None else Conditions()
         identity = self.encoder.identity_embedding(images).float()
-        estimates = self.encoder.estimate(images) if estimate else None
+        if not estimate:
+            estimates = None
+        elif estimates is None:
+            estimates = self.encoder.estimate(images)
         state = state_from_labels(identity, conditions, estimates)
         if not estimate:
             return state
@@ -365,19 +373,18 @@ class PrivDiffModels(nn.Module):
         return chunks[0] if k == 1 else cfg_combine(chunks[0], chunks[1], w_diag)
 
     def _reading_to_match(
-        self, images: torch.Tensor, conditions: Conditions | None
+        self, probabilities: torch.Tensor, conditions: Conditions | None
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(target probabilities, mask) for reading guidance: the estimator's reading of the input
-        films, on the findings it estimates (not told); None when guidance is off or all are told."""
+        films (`probabilities`, (B, 14)), on the findings it estimates (not told); None when
+        guidance is off or all are told."""
         if self.reading_guidance == 0:
             return None
         conditions = conditions if conditions is not None else Conditions()
-        estimated = ~conditions.told_findings(len(images)).to(images.device)
+        estimated = ~conditions.told_findings(len(probabilities)).to(probabilities.device)
         if not estimated.any():
             return None
-        with autocast_for(images.device):
-            target = self.encoder.finding_logits(images).float().sigmoid()
-        return target, estimated
+        return probabilities, estimated
 
     def _read_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """The estimator's finding logits of the films these clean latents decode to."""
@@ -421,8 +428,8 @@ class PrivDiffModels(nn.Module):
         DDIM (eta 0, deterministic) over timesteps[t_start:]. generative: z = noise (pure: not
         even a scaled z0, which add_noise would keep at the last step), DDIM over all N steps,
         the positive condition the findings alone; `strength` is not used. With findings estimated
-        and `anonymize.reading_guidance` > 0, each step also pulls the drawing toward the
-        estimator's reading of the input (reading_guidance.py).
+        and `anonymize.reading_guidance` > 0, the steps with a_t >= `guided_from_alpha_bar` also
+        pull the drawing toward the estimator's reading of the input (reading_guidance.py).
         """
         if mode not in ANONYMIZE_MODES:
             raise ValueError(f"anonymize mode must be one of {ANONYMIZE_MODES}, got {mode!r}")
@@ -440,9 +447,11 @@ class PrivDiffModels(nn.Module):
         if t_start >= len(timesteps):
             raise ValueError(f"strength {strength} x {ddim_steps} DDIM steps leaves no denoising step")
         with autocast_for(device):
-            state = self.condition_state(images, conditions, estimate=estimate)
+            estimates = self.encoder.estimate(images) if estimate else None
+            state = self.condition_state(images, conditions, estimate=estimate, estimates=estimates)
             z0 = None if generative else self.encode(images).float()
-        reading = self._reading_to_match(images, conditions) if generative and estimate else None
+        guided = generative and estimates is not None
+        reading = self._reading_to_match(estimates["diagnosis"], conditions) if guided else None
         shape = (self.latent_channels, self.latent_size, self.latent_size)
         noise = noise_for_seeds(seeds, shape).to(device)
         if generative:
@@ -452,11 +461,12 @@ class PrivDiffModels(nn.Module):
         for step, t in enumerate(timesteps[t_start:]):
             with autocast_for(device):
                 eps = self.guided_noise(latents, t, state, step, diagnosis_only=generative).float()
-            if reading is not None and scheduler.alphas_cumprod[int(t)] >= self.guided_from_alpha_bar:
+            alpha_bar = scheduler.alphas_cumprod[int(t)]
+            if reading is not None and alpha_bar >= self.guided_from_alpha_bar:
                 eps = reading_guided_noise(
                     latents,
                     eps,
-                    scheduler.alphas_cumprod[int(t)],
+                    alpha_bar,
                     self._read_latents,
                     *reading,
                     scale=self.reading_guidance,

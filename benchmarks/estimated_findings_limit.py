@@ -123,10 +123,8 @@ def measure(
     patients = np.array([str(p) for p in test.patient_ids[:n]])
     findings = [k for k in range(NUM_FINDINGS) if known[k] and 0 < truth[:, k].sum() < n]
     models = anonymizer.models
-    told = Conditions(
-        age_group=test.age_group[:n], sex=test.sex[:n], labels=labels, label_mask=test.label_mask[:n]
-    )
-    untold = Conditions(age_group=test.age_group[:n], sex=test.sex[:n])
+    told = Conditions.from_samples(test).index(slice(0, n))
+    untold = Conditions.from_samples(test, findings_told=False).index(slice(0, n))
 
     def calls() -> np.ndarray:
         """The findings exactly as the anonymizer hands them to the denoiser (condition_state)."""

@@ -32,13 +32,9 @@ from privdiff_core.evaluation.quality import fine_detail, ssim_per_image
 
 def measure_model(anonymizer: Anonymizer, test: CXRTensors, films: int, seed: int) -> dict[str, float]:
     images = test.images[:films]
-    sensitive = Conditions(age_group=test.age_group[:films], sex=test.sex[:films])
-    told = Conditions(
-        age_group=test.age_group[:films],
-        sex=test.sex[:films],
-        labels=test.labels[:films],
-        label_mask=test.label_mask[:films],
-    )
+    first = slice(0, films)
+    sensitive = Conditions.from_samples(test, findings_told=False).index(first)
+    told = Conditions.from_samples(test).index(first)
     reconstructed = anonymizer.models.reconstruct(images)
     outputs = {
         "vae": reconstructed,

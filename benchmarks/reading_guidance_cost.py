@@ -50,10 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     n = min(args.films, len(test))
     images = test.images[:n]
-    untold = Conditions(age_group=test.age_group[:n], sex=test.sex[:n])
-    told = Conditions(
-        age_group=test.age_group[:n], sex=test.sex[:n], labels=test.labels[:n], label_mask=test.label_mask[:n]
-    )
+    untold = Conditions.from_samples(test, findings_told=False).index(slice(0, n))
+    told = Conditions.from_samples(test).index(slice(0, n))
     own_rule = GUIDED_FROM_ALPHA_BAR
     # name -> (conditions, guidance scale, guided from a_t)
     settings = {

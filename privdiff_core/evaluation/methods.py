@@ -226,14 +226,8 @@ class AnonymizerMethod(Method):
             return None
         from privdiff_core.anonymizer import Conditions
 
-        if mode == "sensitive":  # findings unknown: the anonymizer estimates them from the image
-            return Conditions(age_group=cohort.age_group[index], sex=cohort.sex[index])
-        return Conditions(
-            age_group=cohort.age_group[index],
-            sex=cohort.sex[index],
-            labels=cohort.labels[index],
-            label_mask=cohort.label_mask[index],
-        )
+        # "sensitive": findings unknown, the anonymizer estimates them from the image
+        return Conditions.from_samples(cohort, findings_told=mode == "all").index(index)
 
     def anonymize(self, cohort: Cohort, seed: int, progress: bool = True) -> torch.Tensor:
         if self.anonymizer is None:

@@ -55,8 +55,13 @@ class Conditions:
     label_mask: torch.Tensor | None = None
 
     @classmethod
-    def from_samples(cls, data: object) -> Conditions:
-        """Conditions of a `CXRTensors`-like object (fields age_group, sex, labels, label_mask)."""
+    def from_samples(cls, data: object, findings_told: bool = True) -> Conditions:
+        """Conditions of a `CXRTensors`-like object (fields age_group, sex, labels, label_mask).
+
+        findings_told=False: age and sex only, the findings left to the anonymizer's estimator
+        (a site without the reports)."""
+        if not findings_told:
+            return cls(age_group=data.age_group, sex=data.sex)
         return cls(age_group=data.age_group, sex=data.sex, labels=data.labels, label_mask=data.label_mask)
 
     def told_findings(self, batch: int) -> torch.Tensor:

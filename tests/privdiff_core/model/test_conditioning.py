@@ -129,3 +129,14 @@ def test_conditions_reject_bad_shapes_and_values():
         Conditions(labels=torch.full((1, 14), 2.0)).validate(1)
     with pytest.raises(ValueError, match="unknown categories"):
         example_state()[0].only("diag")
+
+
+def test_conditions_from_labelled_samples_tell_or_leave_the_findings_to_the_estimator():
+    _, given = example_state()
+    told = Conditions.from_samples(given).index(slice(1, 3))
+    assert torch.equal(told.labels, given.labels[1:3])
+    assert torch.equal(told.told_findings(2), given.label_mask[1:3])
+    untold = Conditions.from_samples(given, findings_told=False).index(slice(1, 3))
+    assert untold.labels is None and untold.label_mask is None
+    assert torch.equal(untold.age_group, given.age_group[1:3]) and torch.equal(untold.sex, given.sex[1:3])
+    assert not untold.told_findings(2).any()

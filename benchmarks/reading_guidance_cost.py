@@ -1,6 +1,7 @@
 """What reading guidance costs: generative anonymizing time with the findings told, estimated
 without reading guidance, and estimated with it (the model's `anonymize.reading_guidance`; with
---all-steps also guiding every DDIM step instead of the last half).
+--all-steps also guiding every DDIM step instead of the last half); with --ddim-steps, each
+setting at each number of DDIM steps (default: the model's `anonymize.ddim_steps`).
 
 The same films and seeds for each setting; the settings alternate within each repeat, so drifting
 machine load hits them all alike. Run it on an idle machine, one torch thread:
@@ -33,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--films", type=int, default=64, help="first N test films (default 64)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per setting (default 3)")
     parser.add_argument("--all-steps", action="store_true", help="also time guiding every DDIM step")
+    parser.add_argument(
+        "--ddim-steps",
+        type=int,
+        nargs="+",
+        help="time every setting at each of these DDIM step counts (default: the model's own); "
+        "'vs unguided' compares with the unguided time at the first",
+    )
     parser.add_argument("--json", type=Path, required=True, help="output JSON (a .md table beside it)")
     args = parser.parse_args(argv)
     for path in (args.model, args.data):
@@ -53,25 +61,32 @@ def main(argv: list[str] | None = None) -> int:
     untold = Conditions.from_samples(test, findings_told=False).index(slice(0, n))
     told = Conditions.from_samples(test).index(slice(0, n))
     own_rule = GUIDED_FROM_ALPHA_BAR
+    step_counts = args.ddim_steps or [int(anonymizer.cfg.anonymize.ddim_steps)]
     # name -> (conditions, guidance scale, guided from a_t)
-    settings = {
+    kinds = {
         "findings told": (told, scale, own_rule),
         "estimated, no reading guidance": (untold, 0.0, own_rule),
         f"estimated, reading guidance (a_t >= {own_rule})": (untold, scale, own_rule),
     }
     if args.all_steps:
-        settings["estimated, reading guidance on every step"] = (untold, scale, 0.0)
+        kinds["estimated, reading guidance on every step"] = (untold, scale, 0.0)
+    # name -> (conditions, guidance scale, guided from a_t, DDIM steps)
+    settings = {
+        f"{kind}, {steps} DDIM steps": (*setting, steps)
+        for steps in step_counts
+        for kind, setting in kinds.items()
+    }
     seconds: dict[str, list[float]] = {name: [] for name in settings}
     load_before = load_average()
     for repeat in range(args.repeats):
-        for name, (conditions, guidance, rule) in settings.items():
+        for name, (conditions, guidance, rule, steps) in settings.items():
             models.reading_guidance, models.guided_from_alpha_bar = guidance, rule
             started = time.perf_counter()
-            anonymizer.anonymize(images, conditions, seed=repeat, mode="generative")
+            anonymizer.anonymize(images, conditions, seed=repeat, mode="generative", ddim_steps=steps)
             seconds[name].append(time.perf_counter() - started)
             print(f"repeat {repeat} {name}: {seconds[name][-1]:.1f} s", flush=True)
     models.reading_guidance, models.guided_from_alpha_bar = scale, own_rule
-    base = statistics.mean(seconds["estimated, no reading guidance"])
+    base = statistics.mean(seconds[f"estimated, no reading guidance, {step_counts[0]} DDIM steps"])
     rows = [
         {
             "setting": name,
@@ -87,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "films": n,
         "reading_guidance": scale,
+        "ddim_steps": step_counts,
         "threads": torch.get_num_threads(),
         "load_before": load_before,
         "load_after": load_average(),

@@ -294,12 +294,12 @@ class PrivDiffModels(nn.Module):
         attribute encoder fills in what the labels do not say (findings called at
         `finding_thresholds`, the row of the film's told or estimated sex: yes/no, or graded with
         `anonymize.finding_softness`). `estimates`: the encoder's `estimate(images)` where the
-        caller already has it."""
+        caller already has it (only with `estimate`: without it nothing is estimated)."""
+        if estimates is not None and not estimate:
+            raise ValueError("condition_state: `estimates` given with estimate=False would be ignored")
         conditions = conditions if conditions is not None else Conditions()
         identity = self.encoder.identity_embedding(images).float()
-        if not estimate:
-            estimates = None
-        elif estimates is None:
+        if estimate and estimates is None:
             estimates = self.encoder.estimate(images)
         state = state_from_labels(identity, conditions, estimates)
         if not estimate:

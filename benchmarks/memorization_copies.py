@@ -46,6 +46,8 @@ def same_patient_ssim(images: torch.Tensor, patient_ids: list[str]) -> np.ndarra
     for i, pid in enumerate(patient_ids):
         by_patient.setdefault(pid, []).append(i)
     pairs = [(a, b) for idx in by_patient.values() for k, a in enumerate(idx) for b in idx[k + 1 :]]
+    if not pairs:  # no patient with two films among them
+        return np.array([])
     first, second = zip(*pairs, strict=True)
     return ssim_per_image(images[list(first)], images[list(second)])
 

@@ -58,6 +58,11 @@ def summary(values: np.ndarray) -> dict[str, float | int]:
     return {"films": len(values), "mean": float(values.mean()), "max": float(values.max())}
 
 
+def described(values: dict[str, float | int]) -> str:
+    """'mean (max ...)', or '-' where there was nothing to measure."""
+    return f"{values['mean']:.3f} (max {values['max']:.3f})" if values["films"] else "-"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -91,8 +96,8 @@ def main() -> None:
         ),
     }
     print(
-        f"real test films: nearest training film SSIM {reference['other_patients_nearest']['mean']:.3f}, "
-        f"same patient {reference['same_patient_pairs']['mean']:.3f}",
+        f"real test films: nearest training film SSIM {described(reference['other_patients_nearest'])}, "
+        f"same patient {described(reference['same_patient_pairs'])}",
         flush=True,
     )
     rows = []
@@ -133,15 +138,14 @@ def main() -> None:
     ]
     for r in rows:
         f = r["nearest_ssim_flagged"]
-        flagged_cell = f"{f['mean']:.3f} ({f['max']:.3f})" if f["films"] else "-"
+        flagged_cell = described(f)
         lines.append(
             f"| {r['model']} | {r['judge']} | {r['flagged_rate']:.1%} | {r['score_median']:.3f} "
             f"({r['score_threshold']:.3f}) | {flagged_cell} | {r['nearest_ssim_all']['mean']:.3f} |"
         )
     lines.append(
-        f"\nReal test films: nearest training film SSIM {reference['other_patients_nearest']['mean']:.3f} "
-        f"(max {reference['other_patients_nearest']['max']:.3f}); the same patient's other films "
-        f"{reference['same_patient_pairs']['mean']:.3f} (max {reference['same_patient_pairs']['max']:.3f})."
+        f"\nReal test films: nearest training film SSIM {described(reference['other_patients_nearest'])}; "
+        f"the same patient's other films {described(reference['same_patient_pairs'])}."
     )
     payload = {
         "command": "python benchmarks/memorization_copies.py "

@@ -31,7 +31,7 @@ from privdiff_core.config import load_config
 from privdiff_core.data import open_dataset
 from privdiff_core.evaluation.attackers import AttackerSettings, build_verifier
 from privdiff_core.evaluation.cli_evaluate import parse_models
-from privdiff_core.evaluation.linkage import MEMORIZATION_FPR, gallery_match, memorization_threshold
+from privdiff_core.evaluation.linkage import MEMORIZATION_FPR, memorization_flags, memorization_threshold
 from privdiff_core.evaluation.quality import ssim_per_image
 
 
@@ -76,6 +76,8 @@ def main() -> None:
     parser.add_argument("--films", type=int, default=160, help="test films anonymized per run (first N)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/memorization_copies.json"))
     args = parser.parse_args()
+    if args.films < 1:
+        parser.error(f"--films must be at least 1, got {args.films}")
     cfg = load_config(args.config)
     size = int(cfg.image_size)
     split = {
@@ -111,8 +113,7 @@ def main() -> None:
             seeds = [run * 100_000 + i for i in range(len(films))]
             with torch.no_grad():
                 outputs = anonymizer.anonymize(films, conditions, seed=seeds)
-                best, nearest = gallery_match(verifier, outputs, train)
-            flagged = (best > threshold["score"]) | (nearest < threshold["distance"])
+                flagged, best, _ = memorization_flags(verifier, outputs, train, threshold)
             pixels = nearest_ssim(outputs, train)
             rows.append(
                 {
@@ -128,7 +129,7 @@ def main() -> None:
             print(
                 f"{name} {judge.name}: flagged {flagged.mean():.1%}, score median {np.median(best):.3f} "
                 f"(threshold {threshold['score']:.3f}), nearest-film SSIM flagged "
-                f"{rows[-1]['nearest_ssim_flagged'].get('mean', float('nan')):.3f} / all {pixels.mean():.3f}",
+                f"{described(rows[-1]['nearest_ssim_flagged'])} / all {pixels.mean():.3f}",
                 flush=True,
             )
     lines = [

@@ -138,6 +138,19 @@ def memorization_threshold(
     }
 
 
+def memorization_flags(
+    verifier: SiameseVerifier,
+    films: torch.Tensor,
+    train_images: torch.Tensor,
+    threshold: dict,
+    device="cpu",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flagged, best score, nearest distance) per film: flagged where it matches a training film
+    beyond `threshold` (score above or distance below; `memorization_threshold`)."""
+    best, nearest = gallery_match(verifier, films, train_images, device)
+    return (best > threshold["score"]) | (nearest < threshold["distance"]), best, nearest
+
+
 def memorization_rate(
     verifier: SiameseVerifier,
     films: torch.Tensor,
@@ -145,9 +158,8 @@ def memorization_rate(
     threshold: dict,
     device="cpu",
 ) -> dict:
-    """Share of `films` that match a training film beyond `threshold` (score above or distance below)."""
-    best, nearest = gallery_match(verifier, films, train_images, device)
-    flagged = (best > threshold["score"]) | (nearest < threshold["distance"])
+    """Share of `films` that match a training film beyond `threshold` (`memorization_flags`)."""
+    flagged, best, nearest = memorization_flags(verifier, films, train_images, threshold, device)
     return {
         "rate": float(flagged.mean()),
         "threshold": threshold,

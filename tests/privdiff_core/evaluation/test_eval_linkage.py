@@ -8,6 +8,7 @@ from torch import nn
 
 from privdiff_core.evaluation.linkage import (
     hard_negative_pairs,
+    memorization_flags,
     memorization_rate,
     memorization_threshold,
     retrieval_at_1,
@@ -68,5 +69,10 @@ def test_copies_of_training_films_are_memorized_and_new_films_are_not(test_cohor
     others = memorization_rate(verifier, splits.test.images, splits.train.images, threshold)
     assert copies["rate"] == 1.0 and copies["min_distance"] == 0.0
     assert others["rate"] < 0.1
+    # The per-film flags behind the rate: a copy among new films is the one flagged.
+    films = torch.cat([splits.test.images[:9], splits.train.images[:1]])
+    flagged, best, nearest = memorization_flags(verifier, films, splits.train.images, threshold)
+    assert flagged.shape == best.shape == nearest.shape == (10,)
+    assert flagged[-1] and nearest[-1] == 0.0 and flagged.sum() <= 2
     with pytest.raises(ValueError, match="false-positive rate"):
         memorization_threshold(verifier, splits.val.images, splits.train.images, 0.0)

@@ -102,14 +102,18 @@ def main() -> None:
         f"same patient {described(reference['same_patient_pairs'])}",
         flush=True,
     )
+    # Each judge's verifier and threshold depend on the real films only: once for every model.
+    verifiers = []
+    for judge in runs:
+        verifier = build_verifier(AttackerSettings.from_config(cfg.evaluate.verifier))
+        verifier.load_state_dict(load_file(judge / "verifier.safetensors"))
+        verifier.eval()
+        threshold = memorization_threshold(verifier, split["val"].images, train, MEMORIZATION_FPR)
+        verifiers.append((judge, verifier, threshold))
     rows = []
     for name, folder in parse_models(args.model):
         anonymizer = Anonymizer.load(folder)
-        for run, judge in enumerate(runs):
-            verifier = build_verifier(AttackerSettings.from_config(cfg.evaluate.verifier))
-            verifier.load_state_dict(load_file(judge / "verifier.safetensors"))
-            verifier.eval()
-            threshold = memorization_threshold(verifier, split["val"].images, train, MEMORIZATION_FPR)
+        for run, (judge, verifier, threshold) in enumerate(verifiers):
             seeds = [run * 100_000 + i for i in range(len(films))]
             with torch.no_grad():
                 outputs = anonymizer.anonymize(films, conditions, seed=seeds)
@@ -138,11 +142,10 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        f = r["nearest_ssim_flagged"]
-        flagged_cell = described(f)
         lines.append(
             f"| {r['model']} | {r['judge']} | {r['flagged_rate']:.1%} | {r['score_median']:.3f} "
-            f"({r['score_threshold']:.3f}) | {flagged_cell} | {r['nearest_ssim_all']['mean']:.3f} |"
+            f"({r['score_threshold']:.3f}) | {described(r['nearest_ssim_flagged'])} "
+            f"| {r['nearest_ssim_all']['mean']:.3f} |"
         )
     lines.append(
         f"\nReal test films: nearest training film SSIM {described(reference['other_patients_nearest'])}; "

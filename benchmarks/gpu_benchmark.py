@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from measure import anonymize_modes, peak_rss, reset_peak_rss, write_report
+from measure import anonymize_modes, import_checkout, peak_rss, reset_peak_rss, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_GPU_EXIT = 2
@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         torch.set_num_threads(1)
 
+    import_checkout(ROOT)  # privdiff itself need not be installed (gpu.sh installs its dependencies)
     try:  # privdiff's own imports need its dependencies (diffusers, omegaconf, pydicom, ...)
         from privdiff_core.config import load_config
         from privdiff_core.training import build_models  # noqa: F401

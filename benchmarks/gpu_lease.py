@@ -18,7 +18,7 @@ Three parts; the first two side by side, the elastic third alone with what is le
    config, alone on the GPU.
 Writes OUT/gpu_lease.json (each command, its seconds, exit status and final losses),
 OUT/gpu_benchmark.json and OUT/logs.tar.gz (every command's log, each run's metrics.json).
-Runs from a checkout (no install of privdiff needed: checkout_on_path), on the machine's
+Runs from a checkout (no install of privdiff needed: measure.import_checkout), on the machine's
 own torch; --dry-run does every part on the CPU with the tiny config and a few steps.
 """
 
@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from measure import write_report
+from measure import import_checkout, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 PART_BYTES = 15 * 2**20
@@ -70,17 +70,6 @@ class Job:
         if code != 0:  # the reason, where only the end of the output comes back
             print("".join(self.log.read_text(errors="replace").splitlines(True)[-15:]), flush=True)
         return {"command": " ".join(self.command), "exit_code": code, "seconds": round(seconds, 1)}
-
-
-def checkout_on_path(work: Path) -> str:
-    """PYTHONPATH entries that import this checkout as setup.py installs it: privdiff_core at the
-    top, and configs/, client/, ... as privdiff.configs, privdiff.client, ... (its package-dir),
-    through a folder of links; no install, the machine's own torch stays."""
-    namespace = work / "checkout" / "privdiff"
-    namespace.mkdir(parents=True)
-    for name in ("client", "common", "server", "simulation", "configs"):
-        (namespace / name).symlink_to(ROOT / name, target_is_directory=True)
-    return os.pathsep.join([str(ROOT), str(namespace.parent)])
 
 
 def training_summary(run: Path) -> dict[str, Any]:
@@ -156,10 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="gpu-lease-"))
     logs = work / "logs"
     logs.mkdir()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [checkout_on_path(work), os.environ.get("PYTHONPATH")])),
-    }
+    import_checkout(ROOT)  # no install of privdiff needed: the commands below run from the checkout
+    env = dict(os.environ)
     env["OMP_NUM_THREADS"] = "1" if args.dry_run else "4"
     report: dict[str, Any] = {"benchmark": "gpu_lease", "dry_run": args.dry_run, "device": device}
     if device == "cuda":
@@ -191,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             logs,
             env,
         )
-        for (name, run), n in zip(runs.items(), lengths, strict=True)
+        for (name, run), n in zip(runs.items(), lengths if data else [], strict=True)
     ]
     paper_data, paper_run = work / "paper-data", work / "paper-run"
     synth = Job(

@@ -7,14 +7,39 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import importlib.util
 import inspect
 import json
 import os
 import re
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 STATUS = Path("/proc/self/status")
+# The checkout's folders that install as privdiff.<name> (setup.py's NAMESPACED).
+NAMESPACED = ("client", "common", "server", "simulation", "configs")
+
+
+def import_checkout(root: Path) -> None:
+    """Make the checkout at `root` importable as setup.py installs it, where privdiff is not
+    installed (a GPU machine's own torch environment, with only the dependencies added):
+    privdiff_core from the checkout's top, and configs/, client/, ... as privdiff.configs,
+    privdiff.client, ... through a temporary folder of links. For this process (sys.path) and the
+    commands it starts (PYTHONPATH). Nothing happens where privdiff is installed."""
+    try:
+        if importlib.util.find_spec("privdiff.configs") is not None:
+            return
+    except ModuleNotFoundError:  # no package privdiff at all
+        pass
+    links = Path(tempfile.mkdtemp(prefix="privdiff-checkout-"))
+    (links / "privdiff").mkdir()
+    for name in NAMESPACED:
+        (links / "privdiff" / name).symlink_to(root / name, target_is_directory=True)
+    entries = [str(root), str(links)]
+    sys.path[:0] = entries
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [*entries, os.environ.get("PYTHONPATH")]))
 
 
 def anonymize_modes(ddim_steps: int) -> dict[str, dict[str, Any]]:
@@ -34,7 +59,10 @@ def anonymize_modes(ddim_steps: int) -> dict[str, dict[str, Any]]:
             "this Anonymizer has no mode='generative'",
         }
     )
-    return {"img2img": {"kwargs": {}, "label": "img2img at the config's strength"}, "generative": generative}
+    # img2img named, not left to the config's default mode: that default became generative, and the
+    # "img2img" points then measured the generative mode twice (GPU lease, 2026-12-05).
+    img2img = {"kwargs": {"mode": "img2img"} if has_mode else {}, "label": "img2img at the config's strength"}
+    return {"img2img": img2img, "generative": generative}
 
 
 def _status_kib(field: str) -> int:

@@ -39,6 +39,14 @@ import torch.nn.functional as F
 # steps is half the cost (a decoder and estimator backward each).
 GUIDED_FROM_ALPHA_BAR = 0.25
 
+# The gradient is taken for this many films at a time: it goes back through the decoder at full
+# resolution, whose activations are kept for the backward pass. At the paper's 256 px (a 128-channel
+# full-resolution decoder level) one batch of 64 ran out of an 80 GB H100 after batches of 1, 8 and
+# 32 had passed (benchmarks/gpu_lease.py, 2026-12-05). Each film's step depends on that film alone
+# (the loss is summed; the decoder and the estimator, in eval mode, treat films one by one), so the
+# chunks give the same step as one pass.
+FILMS_PER_GRADIENT = 8
+
 
 def reading_guided_noise(
     latents: torch.Tensor,
@@ -48,21 +56,42 @@ def reading_guided_noise(
     target: torch.Tensor,
     mask: torch.Tensor,
     scale: float,
+    films_per_gradient: int = FILMS_PER_GRADIENT,
 ) -> torch.Tensor:
     """eps pointing at x0 moved one step toward the target reading.
 
     latents z_t and eps (B, C, h, w); alpha_bar the scheduler's cumulative alpha at this step;
     `read` maps a predicted clean latent to finding logits (B, 14) (decode, then the estimator);
     target (B, 14) probabilities; mask (B, 14) bool: which findings pull. The loss is summed over
-    the batch, so each film's step depends on that film alone.
+    the batch, so each film's step depends on that film alone; its gradient is taken
+    `films_per_gradient` films at a time (FILMS_PER_GRADIENT).
     """
     alpha_bar = alpha_bar.to(latents.device, torch.float32)
     signal, noise = alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt()
-    x0 = ((latents - noise * eps) / signal).detach().requires_grad_(True)
+    x0 = ((latents - noise * eps) / signal).detach()
+    grad = torch.cat(
+        [
+            _reading_gradient(
+                x0[i : i + films_per_gradient],
+                read,
+                target[i : i + films_per_gradient],
+                mask[i : i + films_per_gradient],
+            )
+            for i in range(0, len(x0), films_per_gradient)
+        ]
+    )
+    moved = x0 - scale * grad
+    return (latents - signal * moved) / noise
+
+
+def _reading_gradient(
+    x0: torch.Tensor, read: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """d/dx0 of the masked binary cross-entropy between the reading of x0 and the target."""
+    x0 = x0.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = read(x0).float()
         loss = F.binary_cross_entropy_with_logits(logits, target.to(logits), reduction="none")
         loss = (loss * mask.to(logits)).sum()
         (grad,) = torch.autograd.grad(loss, x0)
-    moved = x0.detach() - scale * grad
-    return (latents - signal * moved) / noise
+    return grad

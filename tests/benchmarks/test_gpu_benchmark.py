@@ -68,3 +68,37 @@ def test_dry_run_measures_every_section_on_the_cpu(tmp_path):
     simulation = report["simulation"]
     assert simulation["sites"] == 3 and simulation["secagg"] is True
     assert simulation["round_s_median"] > 0 and simulation["sent_bytes_per_site"] > 0
+
+
+def test_the_checkout_imports_as_installed_where_privdiff_is_not_installed(tmp_path):
+    """A GPU machine has its own torch and no privdiff install: measure.import_checkout must give
+    privdiff_core and the configs (privdiff.configs, setup.py's package-dir) from the checkout,
+    to the process and to the commands it starts. `python -S` stands in for that machine: no
+    site-packages, so no installed privdiff (nor torch: only the stdlib is imported)."""
+    probe = (
+        "import os, subprocess, sys\n"
+        f"sys.path.insert(0, {str(ROOT / 'benchmarks')!r})\n"
+        "import importlib.util\n"
+        "assert importlib.util.find_spec('privdiff') is None\n"
+        "from measure import import_checkout\n"
+        f"import_checkout(__import__('pathlib').Path({str(ROOT)!r}))\n"
+        "import privdiff.configs, privdiff_core\n"
+        "from importlib import resources\n"
+        "configs = resources.files('privdiff.configs').iterdir()\n"
+        "print(sorted(p.name for p in configs if p.name.endswith('.yaml')))\n"
+        "child = 'import privdiff.configs, privdiff_core; print(privdiff_core.__file__)'\n"
+        "print(subprocess.run([sys.executable, '-S', '-c', child], capture_output=True, text=True,"
+        " check=True).stdout.strip())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", probe],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ.get("PATH", ""), "TMPDIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    configs, core = result.stdout.strip().splitlines()
+    assert configs == "['demo.yaml', 'paper.yaml', 'tiny.yaml']"
+    assert Path(core) == ROOT / "privdiff_core" / "__init__.py"

@@ -54,6 +54,28 @@ def test_findings_left_out_do_not_pull_and_each_film_moves_on_its_own():
     torch.testing.assert_close(alone, guided[:1])
 
 
+def test_the_gradient_taken_a_few_films_at_a_time_is_the_one_pass_step():
+    """The chunks (FILMS_PER_GRADIENT) bound the decoder's memory; they must not change the step,
+    also where the batch does not divide into them."""
+    torch.manual_seed(2)
+    latents, eps = torch.randn(7, 4, 4, 4), torch.randn(7, 4, 4, 4)
+    target, read = torch.rand(7, NUM_FINDINGS), linear_reader(2)
+    mask = torch.rand(7, NUM_FINDINGS) < 0.6
+    calls = []
+
+    def counted(x0: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x0))
+        return read(x0)
+
+    whole = reading_guided_noise(latents, eps, ALPHA_BAR, counted, target, mask, 0.5, films_per_gradient=7)
+    assert calls == [7]
+    calls.clear()
+    chunked = reading_guided_noise(latents, eps, ALPHA_BAR, counted, target, mask, 0.5, films_per_gradient=3)
+    assert calls == [3, 3, 1]
+    torch.testing.assert_close(chunked, whole)
+    assert not torch.allclose(whole, eps)
+
+
 def anonymize(models, images: torch.Tensor, conditions: Conditions) -> torch.Tensor:
     return models.anonymize(
         images, conditions, seeds=range(len(images)), strength=1.0, ddim_steps=4, mode="generative"

@@ -82,7 +82,9 @@ def training_summary(run: Path) -> dict[str, Any]:
         "finished": (run / "anonymizer").is_dir(),
         "stages": {
             name: {
-                key: stage[key] for key in ("loss_last", "val_loss", "val_history", "steps") if key in stage
+                key: stage[key]
+                for key in ("loss_last", "recon_last", "ssim_last", "val_loss", "val_history", "steps")
+                if key in stage
             }
             for name, stage in stages.items()
         },

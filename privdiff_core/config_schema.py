@@ -46,6 +46,11 @@ class VAEConfig:
     # on 1 - SSIM (local structure). Demo, 0.5 with 3x the VAE steps: SSIM 0.87 but the denoiser,
     # same steps, kept less diagnosis (benchmarks/results/main_job_frontier_ssim_autoencoder.md)
     ssim_weight: float = 0.0
+    # recompute each block's activations in the backward pass instead of keeping them: the same
+    # gradients for ~1/3 more autoencoder compute. Paper config, one training step on the CPU:
+    # 2.4 GB per film of the batch without, 0.9 GB with; at its batch of 32 the autoencoder stage
+    # ran out of an 80 GB H100 without (benchmarks/results/gpu_lease_h100_2026-12-05.json)
+    gradient_checkpointing: bool = False
 
 
 @dataclass

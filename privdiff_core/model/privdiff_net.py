@@ -35,7 +35,7 @@ from privdiff_core.model.spg import (
 )
 from privdiff_core.model.tokens import DIAGNOSIS
 from privdiff_core.model.unet import build_unet
-from privdiff_core.model.vae import build_vae, vae_downsampling
+from privdiff_core.model.vae import build_vae, full_precision, vae_downsampling
 
 ANONYMIZE_MODES = ("img2img", "generative")
 # Films of one sex needed to give that sex its own finding thresholds (`measure_finding_thresholds`).
@@ -188,10 +188,14 @@ class PrivDiffModels(nn.Module):
     # --- latents -------------------------------------------------------------------------------
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """z0 = (mode(E(x)) - shift) * scale: the deterministic posterior mode, scaled to unit std."""
-        return (self.vae.encode(images).latent_dist.mode() - self.latent_shift) * self.latent_scale
+        with full_precision(images):
+            raw = self.vae.encode(images.float()).latent_dist.mode()
+        return (raw - self.latent_shift) * self.latent_scale
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(latents / self.latent_scale + self.latent_shift).sample
+        """Films (B, 1, S, S) of scaled latents, the autoencoder in float32 (`full_precision`)."""
+        with full_precision(latents):
+            return self.vae.decode(latents.float() / self.latent_scale + self.latent_shift).sample
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
@@ -209,13 +213,12 @@ class PrivDiffModels(nn.Module):
     def measure_latent_stats(self, images: torch.Tensor, batch_size: int = 64) -> tuple[float, float]:
         """Set latent_shift / latent_scale to the mean and 1/std of the raw latents of `images`."""
         device = self.device
-        with autocast_for(device):
-            raw = torch.cat(
-                [
-                    self.vae.encode(images[i : i + batch_size].to(device)).latent_dist.mode().float()
-                    for i in range(0, len(images), batch_size)
-                ]
-            )
+        raw = torch.cat(
+            [
+                self.vae.encode(images[i : i + batch_size].to(device).float()).latent_dist.mode().float()
+                for i in range(0, len(images), batch_size)
+            ]
+        )  # float32, as encode() runs the autoencoder
         shift, std = raw.mean(), raw.std()
         self.latent_shift.fill_(shift.item())
         self.latent_scale.fill_(1.0 / max(std.item(), 1e-6))

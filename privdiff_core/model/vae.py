@@ -10,6 +10,7 @@ z = (mode(E(x)) - shift) * scale with shift and scale measured on our own images
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import torch
@@ -32,6 +33,13 @@ def vae_downsampling(block_out_channels: list[int] | tuple[int, ...]) -> int:
 
 def build_vae(cfg: DictConfig) -> AutoencoderKL:
     """The VAE of a config: from `vae.pretrained` when set, else a fresh one-channel model."""
+    vae = _fresh_or_pretrained_vae(cfg)
+    if cfg.vae.get("gradient_checkpointing"):  # .get: stored configs from before the key
+        vae.enable_gradient_checkpointing()
+    return vae
+
+
+def _fresh_or_pretrained_vae(cfg: DictConfig) -> AutoencoderKL:
     section = cfg.vae
     if section.get("pretrained"):
         return load_pretrained_vae(Path(section.pretrained))
@@ -74,6 +82,17 @@ def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
 
+def full_precision(tensor: torch.Tensor) -> AbstractContextManager:
+    """float32 inside an autocast region, for the autoencoder (training, encode, decode). On an
+    H100 under bf16 autocast the demo autoencoder did not train (reconstruction L1 0.45-1.1 over
+    600 steps, SSIM 0.07; the same settings in float32 on the CPU: L1 0.08 at step 200;
+    benchmarks/results/gpu_lease_h100_2026-12-05.json), and bf16 autocast on the CPU halves its
+    progress (L1 0.32 against 0.16 at step 50). Whether bf16 was the whole cause on the GPU is
+    for the next lease to show (benchmarks/gpu_lease.py reports the autoencoder's last L1/SSIM).
+    The UNet, where the compute is, keeps bf16."""
+    return torch.autocast(tensor.device.type, enabled=False)
+
+
 def differentiable_ssim(recon: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """Mean SSIM of (B, 1, H, W) images in [-1, 1], with gradients (the evaluation's scikit-image
     SSIM has none): a Gaussian 11 x 11 window (Wang et al. 2004), reconstructions clamped as the
@@ -90,6 +109,13 @@ def vae_loss(
     The SSIM term: the demo VAE alone, 3 seeds, reconstructs test films at SSIM 0.72 / 0.80
     after 400 / 600 steps with L1 and edges, at 0.82 / 0.85 with the term (weight 0.5;
     benchmarks/vae_curve.py)."""
+    with full_precision(images):  # all of it in float32, even inside the trainer's autocast
+        return _vae_loss(vae, images.float(), weights, generator)
+
+
+def _vae_loss(
+    vae: AutoencoderKL, images: torch.Tensor, weights: DictConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, dict[str, float]]:
     posterior = vae.encode(images).latent_dist
     recon = vae.decode(posterior.sample(generator=generator)).sample.float()
     rec = F.l1_loss(recon, images)
@@ -101,6 +127,8 @@ def vae_loss(
     # .get: a stored config from before this key trains as it did
     ssim_weight = float(weights.get("ssim_weight", 0.0))
     if ssim_weight:
+        # The SSIM's variances are differences of means of squares: in bf16 (8 bits of mantissa)
+        # they cancel to noise, one more reason the whole loss runs in float32.
         structure = differentiable_ssim(recon, images)
         loss = loss + ssim_weight * (1 - structure)
         parts["ssim"] = structure.item()

@@ -190,6 +190,7 @@ class StageObjective:
     def __init__(self, models: PrivDiffModels, stage: str, data: Any, cfg: DictConfig, *, seed: int):
         check_stage(stage)
         self.models, self.stage, self.data, self.cfg, self.seed = models, stage, data, cfg, int(seed)
+        self._backward = False  # set by each call
         self.examples = check_training_data(data, models.image_size)
         self.batch_size = min(cfg.train.batch_size, self.examples)
         self.patient_ids = [str(p) for p in data.patient_ids]
@@ -217,17 +218,37 @@ class StageObjective:
         images = self.data.images[idx].to(device)
         return images, conditions
 
-    def __call__(self, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, step: int, backward: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+        """(loss, parts) of this step. backward=True also takes the gradients, each term's as soon
+        as it is formed (`_spent`), and returns the loss detached."""
         generator = self.generator(step)
+        self._backward = backward
         with autocast_for(self.models.device):
             if self.stage == "autoencoder":
-                return self._autoencoder_loss(step, generator)
-            return self._denoiser_loss(step, generator)
+                loss, parts = self._autoencoder_loss(step, generator)
+            else:
+                loss, parts = self._denoiser_loss(step, generator)
+        return self._spent(loss), parts
+
+    def _spent(self, term: torch.Tensor) -> torch.Tensor:
+        """`term`; when this call takes the gradients, they are taken now and the term comes back
+        detached. The terms of a step have graphs of their own (the autoencoder's loss, the
+        attribute heads', the verifier's; the denoising loss, the findings network's), so their
+        activations are never held together: the peak memory is the largest term's, not their sum
+        (paper config: the autoencoder stage's three ran out of an 80 GB H100 together). The
+        gradients are those of the sum. A non-finite term gets none: the trainer refuses the step."""
+        if not self._backward or not term.requires_grad:
+            return term
+        if torch.isfinite(term):
+            with torch.autocast(term.device.type, enabled=False):  # backward outside autocast
+                term.backward()
+        return term.detach()
 
     def _autoencoder_loss(self, step: int, generator: torch.Generator):
         models, cfg = self.models, self.cfg
         images, _ = self.batch(generator)
         loss, parts = vae_loss(models.vae, images, cfg.vae, generator)
+        loss = self._spent(loss)
         if step % self.encoder_every:
             # A VAE-only step: the encoder's parameters get no gradient, and Adam leaves them be.
             parts["loss"] = loss.item()
@@ -248,14 +269,14 @@ class StageObjective:
             self.data.label_mask[idx].to(device),
             pos_weight=self.pos_weight.to(device),
         )
-        loss = loss + attributes
+        loss = loss + self._spent(attributes)
         parts["attributes"] = attributes.item()
         if self.can_pair:
             pairs = torch.from_numpy(make_pairs(self.patient_ids, cfg.encoder.pairs_per_step, rng))
             first = self.data.images[pairs[:, 0]].to(device)
             second = self.data.images[pairs[:, 1]].to(device)
             verifier = verification_loss(models.encoder, first, second, pairs[:, 2].to(device))
-            loss = loss + verifier
+            loss = loss + self._spent(verifier)
             parts["verifier"] = verifier.item()
         parts["loss"] = loss.item()
         return loss, parts
@@ -274,6 +295,7 @@ class StageObjective:
 
     def _denoiser_loss(self, step: int, generator: torch.Generator):
         loss, parts = self._denoising_loss(step, generator)
+        loss = self._spent(loss)
         if not self.learns_findings:
             return loss, parts
         # Drawn after everything the denoising term draws: its batches stay those of a model
@@ -288,7 +310,7 @@ class StageObjective:
             self.pos_weight.to(device),
         )
         # "loss" stays the denoising loss (its validation curve shows the denoiser converge).
-        return loss + findings, {**parts, "findings": findings.item()}
+        return loss + self._spent(findings), {**parts, "findings": findings.item()}
 
     def _denoising_loss(self, step: int, generator: torch.Generator):
         models, cfg = self.models, self.cfg
@@ -401,13 +423,12 @@ class StageTrainer:
             group["lr"] = base * factor
         # Re-activated every step: another trainer (or an evaluation) may share these models.
         activate_stage(self.models, self.stage)
-        loss, parts = self.objective(self.step_index)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, parts = self.objective(self.step_index, backward=True)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"{self.stage} loss became {loss.item()} at step {self.step_index}; lower the lr"
             )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         self.optimizer.step()
         self.step_index += 1
         return parts

@@ -134,6 +134,37 @@ def test_the_attribute_encoder_learns_on_every_kth_autoencoder_step_only(data):
         StageTrainer(build_models(cfg), "autoencoder", data, tiny_cfg("train.autoencoder.encoder_every=0"))
 
 
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_term_backward_at_once_gives_the_gradients_of_the_summed_loss(data, stage):
+    """The trainer takes each term's gradients as soon as the term is formed (StageObjective.
+    _spent: the terms' activations are never held together); the gradients must be those of one
+    backward pass through their sum, in the steps that train the encoder too (step 0) and the
+    autoencoder alone (step 1 with encoder_every 2)."""
+    cfg = tiny_cfg("train.autoencoder.encoder_every=2", "encoder.findings_network=true")
+    for step in (0, 1):
+        gradients = []
+        for backward in (False, True):
+            torch.manual_seed(0)
+            models = build_models(cfg)
+            trainer = StageTrainer(models, stage, data, cfg, seed=0, device="cpu")
+            loss, parts = trainer.objective(step, backward=backward)
+            if not backward:
+                assert loss.requires_grad
+                loss.backward()
+            else:
+                assert not loss.requires_grad
+            gradients.append((loss.item(), parts, {n: p.grad for n, p in models.named_parameters()}))
+        (summed_loss, summed_parts, summed), (spent_loss, spent_parts, spent) = gradients
+        assert spent_loss == pytest.approx(summed_loss, rel=1e-6) and spent_parts == summed_parts
+        assert {n for n, g in summed.items() if g is not None} == {
+            n for n, g in spent.items() if g is not None
+        }
+        assert any(g is not None for g in spent.values())
+        for name, reference in summed.items():
+            if reference is not None:
+                torch.testing.assert_close(spent[name], reference, rtol=1e-5, atol=1e-7, msg=name)
+
+
 def test_spg_off_trains_with_the_plain_loss(data):
     cfg = tiny_cfg("spg.enabled=false")
     metrics = local_train(build_models(cfg), "denoiser", data, cfg, 2, seed=0, progress=False)

@@ -20,6 +20,14 @@ Writes OUT/gpu_lease.json (each command, its seconds, exit status and final loss
 OUT/gpu_benchmark.json and OUT/logs.tar.gz (every command's log, each run's metrics.json).
 Runs from a checkout (no install of privdiff needed: measure.import_checkout), on the machine's
 own torch; --dry-run does every part on the CPU with the tiny config and a few steps.
+
+On a GPU machine without network (2026-12-05: torch 2.11 there, none of these) carry the wheels
+privdiff imports and install them beside the machine's packages, e.g.
+    pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+        diffusers==0.42.1 omegaconf==2.4.0 pydicom==3.0.2 cryptography==50.0.2 cffi==2.1.1 \
+        pycparser==3.12 importlib_metadata==10.2.0 pytorch-msssim==1.0.0 monai==1.6.1
+    (there) pip install --no-index --no-deps --target /tmp/site .whl/*.whl; PYTHONPATH=/tmp/site
 """
 
 from __future__ import annotations

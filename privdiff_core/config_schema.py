@@ -47,9 +47,9 @@ class VAEConfig:
     # same steps, kept less diagnosis (benchmarks/results/main_job_frontier_ssim_autoencoder.md)
     ssim_weight: float = 0.0
     # recompute each block's activations in the backward pass instead of keeping them: the same
-    # gradients for ~1/3 more autoencoder compute. Paper config, one training step on the CPU:
-    # 2.4 GB per film of the batch without, 0.9 GB with; at its batch of 32 the autoencoder stage
-    # ran out of an 80 GB H100 without (benchmarks/results/gpu_lease_h100_2026-12-05.json)
+    # gradients for ~1/3 more autoencoder compute. Paper config, one autoencoder-stage step on the
+    # CPU: 2.78 GB per film of the batch without, 0.94 GB with (benchmarks/training_memory.py); at
+    # its batch of 32 that stage ran out of an 80 GB H100 (gpu_lease_h100_2026-12-05.json)
     gradient_checkpointing: bool = False
 
 

@@ -85,11 +85,10 @@ def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def full_precision(tensor: torch.Tensor) -> AbstractContextManager:
     """float32 inside an autocast region, for the autoencoder (training, encode, decode). On an
     H100 under bf16 autocast the demo autoencoder did not train (reconstruction L1 0.45-1.1 over
-    600 steps, SSIM 0.07; the same settings in float32 on the CPU: L1 0.08 at step 200;
-    benchmarks/results/gpu_lease_h100_2026-12-05.json), and bf16 autocast on the CPU halves its
-    progress (L1 0.32 against 0.16 at step 50). Whether bf16 was the whole cause on the GPU is
-    for the next lease to show (benchmarks/gpu_lease.py reports the autoencoder's last L1/SSIM).
-    The UNet, where the compute is, keeps bf16."""
+    600 steps, training-batch SSIM 0.07; the same settings in float32 on the CPU: L1 0.08 and
+    SSIM 0.79 at step 200; benchmarks/results/gpu_lease_h100_2026-12-05.json). Whether bf16 was
+    the whole cause on the GPU is for the next lease to show (benchmarks/gpu_lease.py reports the
+    autoencoder's last L1 and SSIM). The UNet, where the compute is, keeps bf16."""
     return torch.autocast(tensor.device.type, enabled=False)
 
 

@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(privdiff("synth", "--config", "tiny", "--out", str(data)), check=True, env=env)
     deadline = started + args.train_seconds
     print(f"== parts 1 and 2 (stopped after {args.train_seconds:.0f} s)", flush=True)
-    runs = {f"ssim_denoiser{n}": work / f"ssim_denoiser{n}" for n in lengths} if data else {}
+    lengths = lengths if data else []  # part 1 needs the demo federation
+    runs = {f"ssim_denoiser{n}": work / f"ssim_denoiser{n}" for n in lengths}
     jobs = [
         Job(
             name,
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             logs,
             env,
         )
-        for (name, run), n in zip(runs.items(), lengths if data else [], strict=True)
+        for (name, run), n in zip(runs.items(), lengths, strict=True)
     ]
     paper_data, paper_run = work / "paper-data", work / "paper-run"
     synth = Job(

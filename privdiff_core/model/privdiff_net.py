@@ -188,9 +188,12 @@ class PrivDiffModels(nn.Module):
     # --- latents -------------------------------------------------------------------------------
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """z0 = (mode(E(x)) - shift) * scale: the deterministic posterior mode, scaled to unit std."""
+        return (self._raw_latents(images) - self.latent_shift) * self.latent_scale
+
+    def _raw_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """The autoencoder's posterior mode of `images`, in float32 (`full_precision`)."""
         with full_precision(images):
-            raw = self.vae.encode(images.float()).latent_dist.mode()
-        return (raw - self.latent_shift) * self.latent_scale
+            return self.vae.encode(images.float()).latent_dist.mode()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Films (B, 1, S, S) of scaled latents, the autoencoder in float32 (`full_precision`)."""
@@ -215,10 +218,10 @@ class PrivDiffModels(nn.Module):
         device = self.device
         raw = torch.cat(
             [
-                self.vae.encode(images[i : i + batch_size].to(device).float()).latent_dist.mode().float()
+                self._raw_latents(images[i : i + batch_size].to(device))
                 for i in range(0, len(images), batch_size)
             ]
-        )  # float32, as encode() runs the autoencoder
+        )
         shift, std = raw.mean(), raw.std()
         self.latent_shift.fill_(shift.item())
         self.latent_scale.fill_(1.0 / max(std.item(), 1e-6))

@@ -138,6 +138,14 @@ def memorization_threshold(
     }
 
 
+def memorization_rules(
+    best: np.ndarray, nearest: np.ndarray, threshold: dict
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per film, whether each rule fires: (best score above the threshold's, nearest distance below
+    its). A film is memorized when either does (`memorization_flags`)."""
+    return best > threshold["score"], nearest < threshold["distance"]
+
+
 def memorization_flags(
     verifier: SiameseVerifier,
     films: torch.Tensor,
@@ -148,7 +156,8 @@ def memorization_flags(
     """(flagged, best score, nearest distance) per film: flagged where it matches a training film
     beyond `threshold` (score above or distance below; `memorization_threshold`)."""
     best, nearest = gallery_match(verifier, films, train_images, device)
-    return (best > threshold["score"]) | (nearest < threshold["distance"]), best, nearest
+    by_score, by_distance = memorization_rules(best, nearest, threshold)
+    return by_score | by_distance, best, nearest
 
 
 def memorization_rate(

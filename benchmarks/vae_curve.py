@@ -27,6 +27,27 @@ from privdiff_core.model.vae import vae_loss
 from privdiff_core.training import build_models, lr_factor
 
 
+def reconstruction_ssim(vae: torch.nn.Module, test: torch.Tensor) -> float:
+    """Mean SSIM of the test films against encode -> decode (the posterior mean); `vae` comes
+    back in the mode it was in."""
+    training = vae.training
+    vae.eval()
+    with torch.no_grad():
+        recon = vae.decode(vae.encode(test).latent_dist.mode()).sample.clamp(-1, 1)
+    vae.train(training)
+    return float(ssim_per_image(test, recon).mean())
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, seeds: list[int]) -> None:
+    """--data, --config, --images, --seeds and the config overrides (this script's and
+    federated_autoencoder.py's)."""
+    parser.add_argument("--data", type=Path, required=True, help="federation folder (privdiff synth)")
+    parser.add_argument("--config", default="demo")
+    parser.add_argument("--images", type=int, default=160, help="test films measured (first N)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=seeds, help="one training per seed")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+
+
 def curve(cfg, train: torch.Tensor, test: torch.Tensor, checkpoints: list[int], seed: int) -> list[dict]:
     """Test-film SSIM (and seconds) at each checkpoint of one VAE trained from seed `seed`."""
     torch.manual_seed(seed)
@@ -34,7 +55,7 @@ def curve(cfg, train: torch.Tensor, test: torch.Tensor, checkpoints: list[int], 
     base_lr = float(cfg.train.autoencoder.lr)
     optimizer = torch.optim.Adam(vae.parameters(), lr=base_lr)
     generator = torch.Generator().manual_seed(seed)
-    batch = int(cfg.train.batch_size)
+    batch = int(cfg.train.autoencoder.get("batch_size") or cfg.train.batch_size)
     rows, started = [], time.perf_counter()
     for step in range(1, checkpoints[-1] + 1):
         # train.autoencoder.lr_schedule over the whole curve (the last checkpoint ends it)
@@ -46,14 +67,10 @@ def curve(cfg, train: torch.Tensor, test: torch.Tensor, checkpoints: list[int], 
         loss.backward()
         optimizer.step()
         if step in checkpoints:
-            vae.eval()
-            with torch.no_grad():
-                recon = vae.decode(vae.encode(test).latent_dist.mode()).sample.clamp(-1, 1)
-            vae.train()
             rows.append(
                 {
                     "steps": step,
-                    "ssim": float(ssim_per_image(test, recon).mean()),
+                    "ssim": reconstruction_ssim(vae, test),
                     "seconds": time.perf_counter() - started,
                 }
             )
@@ -68,13 +85,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, required=True, help="federation folder (privdiff synth)")
-    parser.add_argument("--config", default="demo")
+    add_common_arguments(parser, seeds=[0, 1, 2])
     parser.add_argument("--checkpoints", type=int, nargs="+", default=[200, 400, 600, 800])
-    parser.add_argument("--images", type=int, default=160, help="test films measured (first N)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one VAE per seed")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/vae_curve_demo.json"))
-    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_args()
     cfg = load_config(args.config, args.overrides)
     size = int(cfg.image_size)
@@ -104,7 +117,7 @@ def main() -> None:
         ),
         "config": args.config,
         "overrides": args.overrides,
-        "batch_size": int(cfg.train.batch_size),
+        "batch_size": int(cfg.train.autoencoder.get("batch_size") or cfg.train.batch_size),
         "lr": float(cfg.train.autoencoder.lr),
         "lr_schedule": str(cfg.train.autoencoder.lr_schedule),
         "ssim_weight": float(cfg.vae.ssim_weight),

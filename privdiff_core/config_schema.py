@@ -142,6 +142,9 @@ class AutoencoderStageConfig:
     # the VAE needs far more steps to reconstruct well (demo, one core: a VAE step 0.19 s, the
     # encoder's part of a step 0.13 s more)
     encoder_every: int = 1
+    # films per VAE step (null: train.batch_size). Demo, the federated stage emulated: smaller
+    # batches and more steps reconstruct better in the same time (benchmarks/federated_autoencoder.py)
+    batch_size: int | None = None
     lr_schedule: str = "constant"  # or "cosine": every lr of the stage decays to lr_final x itself
     lr_final: float = 0.1  #  over its steps (federated: over all its rounds, see training.lr_factor)
     reuse: str | None = None  # an anonymizer/run folder whose trained autoencoder stage is reused (skip it)

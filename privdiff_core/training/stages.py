@@ -193,6 +193,11 @@ class StageObjective:
         self._backward = False  # set by each call
         self.examples = check_training_data(data, models.image_size)
         self.batch_size = min(cfg.train.batch_size, self.examples)
+        # the VAE's own batch (.get: a stored config from before this key trains as it did)
+        vae_batch = cfg.train.autoencoder.get("batch_size") if stage == "autoencoder" else None
+        if vae_batch is not None and int(vae_batch) < 1:
+            raise TrainingError(f"train.autoencoder.batch_size must be >= 1, got {vae_batch}")
+        self.step_batch = min(int(vae_batch), self.examples) if vae_batch else self.batch_size
         self.patient_ids = [str(p) for p in data.patient_ids]
         self.can_pair = _can_make_pairs(self.patient_ids)
         self.scheduler = models.train_scheduler() if stage == "denoiser" else None
@@ -212,7 +217,7 @@ class StageObjective:
         return torch.Generator().manual_seed(mixed)
 
     def batch(self, generator: torch.Generator) -> tuple[torch.Tensor, Conditions]:
-        idx = torch.randperm(self.examples, generator=generator)[: self.batch_size]
+        idx = torch.randperm(self.examples, generator=generator)[: self.step_batch]
         device = self.models.device
         conditions = Conditions.from_samples(self.data).index(idx)
         images = self.data.images[idx].to(device)

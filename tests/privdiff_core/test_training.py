@@ -134,6 +134,19 @@ def test_the_attribute_encoder_learns_on_every_kth_autoencoder_step_only(data):
         StageTrainer(build_models(cfg), "autoencoder", data, tiny_cfg("train.autoencoder.encoder_every=0"))
 
 
+def test_the_vae_trains_on_its_own_batch_size_and_the_denoiser_on_the_shared_one(data):
+    cfg = tiny_cfg("train.autoencoder.batch_size=3", "train.batch_size=5")
+    models = build_models(cfg)
+    autoencoder = StageTrainer(models, "autoencoder", data, cfg, seed=0).objective
+    denoiser = StageTrainer(models, "denoiser", data, cfg, seed=0).objective
+    assert len(autoencoder.batch(autoencoder.generator(0))[0]) == 3
+    assert len(denoiser.batch(denoiser.generator(0))[0]) == 5
+    unset = StageTrainer(models, "autoencoder", data, tiny_cfg("train.batch_size=5"), seed=0).objective
+    assert len(unset.batch(unset.generator(0))[0]) == 5
+    with pytest.raises(TrainingError, match="batch_size"):
+        StageTrainer(build_models(cfg), "autoencoder", data, tiny_cfg("train.autoencoder.batch_size=0"))
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_each_term_backward_at_once_gives_the_gradients_of_the_summed_loss(data, stage):
     """The trainer takes each term's gradients as soon as the term is formed (StageObjective.

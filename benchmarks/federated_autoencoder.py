@@ -122,6 +122,7 @@ def main() -> None:
         "server_lr": float(cfg.federation.server_lr.autoencoder),
         "ssim_weight": float(cfg.vae.ssim_weight),
         "encoder_every": int(cfg.train.autoencoder.encoder_every),
+        "batch_size": int(cfg.train.autoencoder.get("batch_size") or cfg.train.batch_size),
         "sites": len(sites),
         "test_films": len(test),
         "torch_threads": torch.get_num_threads(),

@@ -26,7 +26,13 @@ from vae_curve import add_common_arguments, reconstruction_ssim
 
 from privdiff_core.config import load_config
 from privdiff_core.data import open_dataset
-from privdiff_core.training import build_models, load_stage_state, local_train, stage_state
+from privdiff_core.training import (
+    build_models,
+    load_stage_state,
+    local_train,
+    stage_batch_size,
+    stage_state,
+)
 
 STAGE = "autoencoder"
 
@@ -122,7 +128,7 @@ def main() -> None:
         "server_lr": float(cfg.federation.server_lr.autoencoder),
         "ssim_weight": float(cfg.vae.ssim_weight),
         "encoder_every": int(cfg.train.autoencoder.encoder_every),
-        "batch_size": int(cfg.train.autoencoder.get("batch_size") or cfg.train.batch_size),
+        "batch_size": stage_batch_size(cfg, STAGE),
         "sites": len(sites),
         "test_films": len(test),
         "torch_threads": torch.get_num_threads(),

@@ -24,7 +24,7 @@ from privdiff_core.config import load_config
 from privdiff_core.data import open_dataset
 from privdiff_core.evaluation.quality import ssim_per_image
 from privdiff_core.model.vae import vae_loss
-from privdiff_core.training import build_models, lr_factor
+from privdiff_core.training import build_models, lr_factor, stage_batch_size
 
 
 def reconstruction_ssim(vae: torch.nn.Module, test: torch.Tensor) -> float:
@@ -55,7 +55,7 @@ def curve(cfg, train: torch.Tensor, test: torch.Tensor, checkpoints: list[int], 
     base_lr = float(cfg.train.autoencoder.lr)
     optimizer = torch.optim.Adam(vae.parameters(), lr=base_lr)
     generator = torch.Generator().manual_seed(seed)
-    batch = int(cfg.train.autoencoder.get("batch_size") or cfg.train.batch_size)
+    batch = stage_batch_size(cfg, "autoencoder")
     rows, started = [], time.perf_counter()
     for step in range(1, checkpoints[-1] + 1):
         # train.autoencoder.lr_schedule over the whole curve (the last checkpoint ends it)
@@ -117,7 +117,7 @@ def main() -> None:
         ),
         "config": args.config,
         "overrides": args.overrides,
-        "batch_size": int(cfg.train.autoencoder.get("batch_size") or cfg.train.batch_size),
+        "batch_size": stage_batch_size(cfg, "autoencoder"),
         "lr": float(cfg.train.autoencoder.lr),
         "lr_schedule": str(cfg.train.autoencoder.lr_schedule),
         "ssim_weight": float(cfg.vae.ssim_weight),

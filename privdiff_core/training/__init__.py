@@ -29,6 +29,7 @@ from privdiff_core.training.stages import (
     local_train,
     lr_factor,
     resolve_steps,
+    stage_batch_size,
     stage_state,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "lr_factor",
     "resolve_steps",
     "save_anonymizer",
+    "stage_batch_size",
     "stage_state",
 ]
 

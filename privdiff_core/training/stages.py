@@ -174,14 +174,27 @@ def check_training_data(data: Any, image_size: int) -> int:
     return n
 
 
+def stage_batch_size(cfg: DictConfig, stage: str) -> int:
+    """Films per step of the stage's main batch: the autoencoder stage's VAE takes
+    train.autoencoder.batch_size when set, everything else train.batch_size."""
+    check_stage(stage)
+    # .get: a stored config from before this key trains as it did
+    own = cfg.train.autoencoder.get("batch_size") if stage == "autoencoder" else None
+    if own is None:
+        return int(cfg.train.batch_size)
+    if int(own) < 1:
+        raise TrainingError(f"train.autoencoder.batch_size must be >= 1, got {own}")
+    return int(own)
+
+
 def resolve_steps(cfg: DictConfig, stage: str, examples: int) -> int:
-    """train.<stage>.steps, or ceil(epochs * examples / batch_size) when steps is null."""
+    """train.<stage>.steps, or ceil(epochs * examples / the stage's batch size) when steps is null."""
     section = cfg.train[stage]
     if section.get("steps") is not None:
         return section.steps
     if section.get("epochs") is None:
         raise TrainingError(f"set train.{stage}.steps or train.{stage}.epochs")
-    return math.ceil(section.epochs * examples / cfg.train.batch_size)
+    return math.ceil(section.epochs * examples / stage_batch_size(cfg, stage))
 
 
 class StageObjective:
@@ -193,11 +206,7 @@ class StageObjective:
         self._backward = False  # set by each call
         self.examples = check_training_data(data, models.image_size)
         self.batch_size = min(cfg.train.batch_size, self.examples)
-        # the VAE's own batch (.get: a stored config from before this key trains as it did)
-        vae_batch = cfg.train.autoencoder.get("batch_size") if stage == "autoencoder" else None
-        if vae_batch is not None and int(vae_batch) < 1:
-            raise TrainingError(f"train.autoencoder.batch_size must be >= 1, got {vae_batch}")
-        self.step_batch = min(int(vae_batch), self.examples) if vae_batch else self.batch_size
+        self.step_batch = min(stage_batch_size(cfg, stage), self.examples)  # the VAE's may differ
         self.patient_ids = [str(p) for p in data.patient_ids]
         self.can_pair = _can_make_pairs(self.patient_ids)
         self.scheduler = models.train_scheduler() if stage == "denoiser" else None

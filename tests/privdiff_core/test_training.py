@@ -17,6 +17,7 @@ from privdiff_core.training import (
     load_stage_state,
     local_train,
     lr_factor,
+    resolve_steps,
     stage_state,
 )
 from privdiff_core.training.run import train_run
@@ -145,6 +146,19 @@ def test_the_vae_trains_on_its_own_batch_size_and_the_denoiser_on_the_shared_one
     assert len(unset.batch(unset.generator(0))[0]) == 5
     with pytest.raises(TrainingError, match="batch_size"):
         StageTrainer(build_models(cfg), "autoencoder", data, tiny_cfg("train.autoencoder.batch_size=0"))
+
+
+def test_epochs_count_the_steps_of_each_stage_in_its_own_batches():
+    cfg = tiny_cfg(
+        "train.autoencoder.steps=null",
+        "train.autoencoder.epochs=2",
+        "train.denoiser.steps=null",
+        "train.denoiser.epochs=2",
+        "train.batch_size=5",
+        "train.autoencoder.batch_size=3",
+    )
+    assert resolve_steps(cfg, "autoencoder", 30) == 20  # 2 x 30 films / 3 a step
+    assert resolve_steps(cfg, "denoiser", 30) == 12  # 2 x 30 films / 5 a step
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -4,9 +4,10 @@ A main job spends 20 minutes to say what its autoencoder reconstructs; this runs
 stage, as the federation does it, in a few: each site of a federation folder trains the
 autoencoder stage on its own train split (`local_train`, its Adam state kept between rounds as
 the client keeps it), the updates are averaged by the sites' examples (FedAvg; float buffers
-averaged) and the global weights take `federation.server_lr.autoencoder` x that average, as
-server/workflow.py applies it. Not emulated: SecAgg+'s quantization (max |SecAgg+ - FedAvg|
-~5e-5 after six rounds, FIELD-NOTES) and the sites' seeds (drawn here from the round and site).
+averaged) and the global weights take `federation.server_lr.autoencoder` x that average with
+the server's own function (`apply_server_update`). Not emulated: SecAgg+'s quantization (max
+|SecAgg+ - FedAvg| ~5e-5 after six rounds, FIELD-NOTES) and the sites' seeds (drawn here from
+the round and site).
 The result: test-film SSIM of encode -> decode (posterior mean) after each round, per seed.
 
     OMP_NUM_THREADS=1 python benchmarks/federated_autoencoder.py --data runs/demo/federation \\
@@ -24,6 +25,7 @@ import torch
 from measure import load_average, write_report
 from vae_curve import add_common_arguments, reconstruction_ssim
 
+from privdiff.common.updates import StateLayout, apply_server_update, flatten_state
 from privdiff_core.config import load_config
 from privdiff_core.data import open_dataset
 from privdiff_core.training import (
@@ -56,6 +58,8 @@ def federated_run(cfg, sites: list, test: torch.Tensor, seed: int) -> list[dict]
     rows, started = [], time.perf_counter()
     for round_index in range(rounds):
         start = {k: v.clone() for k, v in stage_state(models, STAGE).items()}
+        layout = StateLayout.of(start)
+        start_vector = flatten_state(start, layout)
         updates, examples, losses = [], [], []
         for site_index, data in enumerate(sites):
             load_stage_state(models, STAGE, {k: v.clone() for k, v in start.items()})
@@ -70,16 +74,13 @@ def federated_run(cfg, sites: list, test: torch.Tensor, seed: int) -> list[dict]
                 optimizer_state=optimizer_states[site_index],
                 schedule_span=(round_index / rounds, (round_index + 1) / rounds),
             )
-            local = stage_state(models, STAGE)
-            updates.append({k: local[k].double() - start[k].double() for k in start})
+            # as the client sends it: local - global, one float32 vector
+            updates.append(flatten_state(stage_state(models, STAGE), layout) - start_vector)
             examples.append(float(metrics["examples"]))
             losses.append(float(metrics["loss"]))
         share = np.array(examples) / sum(examples)
-        new_global = {}
-        for key, value in start.items():
-            mean = sum(float(w) * u[key] for w, u in zip(share, updates, strict=True))
-            rate = server_lr if key in weights else 1.0  # buffers: the plain average
-            new_global[key] = (value.double() + rate * mean).to(value.dtype)
+        averaged = sum(float(w) * u.astype(np.float64) for w, u in zip(share, updates, strict=True))
+        new_global = apply_server_update(start, averaged, weights, server_lr)
         load_stage_state(models, STAGE, new_global)
         rows.append(
             {

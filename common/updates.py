@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +73,31 @@ def unflatten_state(vector: np.ndarray, layout: StateLayout) -> dict[str, torch.
         state[name] = piece.to(dtype) if dtype.is_floating_point else piece.round().to(dtype)
         start += count
     return state
+
+
+def apply_server_update(
+    state: Mapping[str, torch.Tensor],
+    update: np.ndarray,
+    weight_names: Collection[str],
+    server_lr: float,
+) -> dict[str, torch.Tensor]:
+    """The next global state: `state` + server_lr x `update` on the weights named; every other
+    entry (float buffers: latent scale, running statistics) takes the plain average, rate 1.
+
+    `update` is the sites' averaged update as one flat vector in `StateLayout.of(state)` order.
+    Sums run in float64 and are stored as each tensor's dtype (integer buffers rounded), so a
+    server learning rate of 1 reproduces FedAvg's average of the sites' states.
+    """
+    layout = StateLayout.of(state)
+    step = update.astype(np.float64)
+    if server_lr != 1.0:
+        rates = {
+            name: torch.full(value.shape, server_lr if name in weight_names else 1.0, dtype=torch.float32)
+            for name, value in state.items()
+        }
+        step *= flatten_state(rates, layout)
+    new_state = flatten_state(state, layout).astype(np.float64) + step
+    return unflatten_state(new_state.astype(np.float32), layout)
 
 
 def range_exponent(max_abs: float) -> int:

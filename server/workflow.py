@@ -48,7 +48,7 @@ from privdiff.common.flower_internals import (
 from privdiff.common.npy import from_parameters, to_parameters
 from privdiff.common.secagg import FLOWER_VECTOR, PRIVDIFF_VECTOR
 from privdiff.common.task import FederatedTask
-from privdiff.common.updates import StateLayout, flatten_state, next_clipping_range, unflatten_state
+from privdiff.common.updates import StateLayout, apply_server_update, flatten_state, next_clipping_range
 from privdiff.server.checkpoint import ServerState, config_fingerprint, load_checkpoint, save_checkpoint
 from privdiff.server.privacy import PrivacyLedger
 from privdiff.server.secagg import PrivdiffSecAggPlusWorkflow
@@ -504,24 +504,13 @@ class FederatedPlan:
         return update, weighted_metrics(strategy.last.metrics) | {"dropped": strategy.last.dropped}
 
     def _apply(self, models: torch.nn.Module, stage: str, update: np.ndarray) -> None:
-        """global <- global + server_lr x averaged update on the weights; float buffers (latent
-        scale, running statistics) take the plain average (in float64, stored as the model's dtype)."""
-        stage_state = self.task.stage_state(models, stage)
-        layout = StateLayout.of(stage_state)
-        step = update.astype(np.float64)
-        server_lr = self.settings.server_lr[stage]
-        if server_lr != 1.0:
-            weights = {name for name, _ in models.named_parameters()}
-            scale = flatten_state(
-                {
-                    name: torch.full_like(value, server_lr if name in weights else 1.0)
-                    for name, value in stage_state.items()
-                },
-                layout,
-            )
-            step *= scale
-        new_global = flatten_state(stage_state, layout).astype(np.float64) + step
-        self.task.load_stage_state(models, stage, unflatten_state(new_global.astype(np.float32), layout))
+        """global <- global + server_lr x averaged update on the weights, plain average on the
+        float buffers (`apply_server_update`)."""
+        weights = {name for name, _ in models.named_parameters()}
+        new_state = apply_server_update(
+            self.task.stage_state(models, stage), update, weights, self.settings.server_lr[stage]
+        )
+        self.task.load_stage_state(models, stage, new_state)
 
     def _report_round(self, entry: dict[str, Any], stage_rounds: int, total: int) -> None:
         line = (

@@ -11,6 +11,7 @@ from privdiff.common.npy import npy_bytes, npy_bytes_of_parts, npy_view
 from privdiff.common.updates import (
     MIN_RANGE_EXPONENT,
     StateLayout,
+    apply_server_update,
     clip_update,
     flatten_state,
     next_clipping_range,
@@ -38,6 +39,28 @@ def test_flat_vector_round_trips_every_tensor_with_its_dtype():
     assert list(back) == list(state)
     for name in state:
         assert back[name].dtype == state[name].dtype and torch.equal(back[name], state[name]), name
+
+
+def test_the_server_update_at_rate_one_is_the_sites_average_and_scales_only_the_weights():
+    """server_lr 1: global + mean(site - global) is FedAvg's mean of the sites' states, integer
+    buffers rounded back; server_lr 3 triples the weights' step, buffers keep the plain mean."""
+    start = _state()
+    layout = StateLayout.of(start)
+    sites = [{name: value + (k + 1) for name, value in start.items()} for k in range(2)]  # +1, +2
+    averaged = np.mean([flatten_state(site, layout) - flatten_state(start, layout) for site in sites], axis=0)
+    weights = {"conv.weight", "norm.bias"}
+
+    fedavg = apply_server_update(start, averaged, weights, server_lr=1.0)
+    for name, value in start.items():
+        assert fedavg[name].dtype == value.dtype, name
+        if value.is_floating_point():
+            assert torch.allclose(fedavg[name], value + 1.5, atol=1e-5), name
+    assert fedavg["bn.num_batches_tracked"].item() == 14  # 12 + 1.5, rounded to even
+
+    faster = apply_server_update(start, averaged, weights, server_lr=3.0)
+    assert torch.allclose(faster["conv.weight"], start["conv.weight"] + 4.5, atol=1e-5)
+    assert torch.allclose(faster["latent_scale"], start["latent_scale"] + 1.5, atol=1e-6)
+    assert torch.equal(start["conv.weight"], _state()["conv.weight"])  # the input is not changed
 
 
 def test_layout_fingerprint_changes_with_any_name_shape_or_dtype():

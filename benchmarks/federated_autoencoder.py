@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from measure import load_average, write_report
-from vae_curve import add_common_arguments, reconstruction_ssim
+from vae_curve import add_common_arguments, checkpoint_row
 
 from privdiff.common.updates import StateLayout, apply_server_update, flatten_state
 from privdiff_core.config import load_config
@@ -83,18 +83,16 @@ def federated_run(cfg, sites: list, test: torch.Tensor, seed: int) -> list[dict]
         new_global = apply_server_update(start, averaged, weights, server_lr)
         load_stage_state(models, STAGE, new_global)
         rows.append(
-            {
-                "round": round_index + 1,
-                "steps": (round_index + 1) * steps,
-                "loss": float(np.mean(losses)),
-                "ssim": reconstruction_ssim(models.vae, test),
-                "seconds": time.perf_counter() - started,
-            }
-        )
-        print(
-            f"seed {seed} round {round_index + 1}/{rounds}: SSIM {rows[-1]['ssim']:.3f} "
-            f"({rows[-1]['seconds']:.0f} s)",
-            flush=True,
+            checkpoint_row(
+                models.vae,
+                test,
+                seed,
+                f"round {round_index + 1}/{rounds}",
+                started,
+                round=round_index + 1,
+                steps=(round_index + 1) * steps,
+                loss=float(np.mean(losses)),
+            )
         )
     return rows
 

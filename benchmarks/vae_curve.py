@@ -38,6 +38,16 @@ def reconstruction_ssim(vae: torch.nn.Module, test: torch.Tensor) -> float:
     return float(ssim_per_image(test, recon).mean())
 
 
+def checkpoint_row(
+    vae: torch.nn.Module, test: torch.Tensor, seed: int, where: str, started: float, **fields
+) -> dict:
+    """One checkpoint of a curve: `fields`, the test-film SSIM and the seconds since `started`,
+    printed as it comes (this script's and federated_autoencoder.py's)."""
+    row = {**fields, "ssim": reconstruction_ssim(vae, test), "seconds": time.perf_counter() - started}
+    print(f"seed {seed} {where}: SSIM {row['ssim']:.3f} ({row['seconds']:.0f} s)", flush=True)
+    return row
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, seeds: list[int]) -> None:
     """--data, --config, --images, --seeds and the config overrides (this script's and
     federated_autoencoder.py's)."""
@@ -67,17 +77,7 @@ def curve(cfg, train: torch.Tensor, test: torch.Tensor, checkpoints: list[int], 
         loss.backward()
         optimizer.step()
         if step in checkpoints:
-            rows.append(
-                {
-                    "steps": step,
-                    "ssim": reconstruction_ssim(vae, test),
-                    "seconds": time.perf_counter() - started,
-                }
-            )
-            print(
-                f"seed {seed} step {step:5d}: SSIM {rows[-1]['ssim']:.3f} ({rows[-1]['seconds']:.0f} s)",
-                flush=True,
-            )
+            rows.append(checkpoint_row(vae, test, seed, f"step {step:5d}", started, steps=step))
     return rows
 
 

@@ -187,9 +187,9 @@ class AnonymizeConfig:
     # estimated findings reach the denoiser as yes/no calls (0) or as graded evidence
     # sigmoid((logit p - logit threshold) / softness) (conditioning.ConditionState.with_called_diagnosis)
     finding_softness: float = 0.0
-    # generative mode, findings estimated: the DDIM steps whose predicted clean film is mostly film
-    # (the last half of the demo's) move it this far toward the estimator's reading of the input
-    # film (model/reading_guidance.py); 0: off
+    # generative mode: the DDIM steps whose predicted clean film is mostly film (the last half of
+    # the demo's) move it this far toward reading as the findings it is drawn with, told or
+    # estimated (model/reading_guidance.py); 0: off
     reading_guidance: float = 0.0
 
 

@@ -294,19 +294,14 @@ class PrivDiffModels(nn.Module):
         images: torch.Tensor,
         conditions: Conditions | None = None,
         estimate: bool = False,
-        estimates: dict[str, torch.Tensor] | None = None,
     ) -> ConditionState:
         """Identity embedding of the images themselves + the known labels; with `estimate`, the
         attribute encoder fills in what the labels do not say (findings called at
         `finding_thresholds`, the row of the film's told or estimated sex: yes/no, or graded with
-        `anonymize.finding_softness`). `estimates`: the encoder's `estimate(images)` where the
-        caller already has it (only with `estimate`: without it nothing is estimated)."""
-        if estimates is not None and not estimate:
-            raise ValueError("condition_state: `estimates` given with estimate=False would be ignored")
+        `anonymize.finding_softness`)."""
         conditions = conditions if conditions is not None else Conditions()
         identity = self.encoder.identity_embedding(images).float()
-        if estimate and estimates is None:
-            estimates = self.encoder.estimate(images)
+        estimates = self.encoder.estimate(images) if estimate else None
         state = state_from_labels(identity, conditions, estimates)
         if not estimate:
             return state
@@ -378,19 +373,13 @@ class PrivDiffModels(nn.Module):
             return self.spg_guidance(*chunks)
         return chunks[0] if k == 1 else cfg_combine(chunks[0], chunks[1], w_diag)
 
-    def _reading_to_match(
-        self, probabilities: torch.Tensor, conditions: Conditions | None
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(target probabilities, mask) for reading guidance: the estimator's reading of the input
-        films (`probabilities`, (B, 14)), on the findings it estimates (not told); None when
-        guidance is off or all are told."""
-        if self.reading_guidance == 0:
+    def _reading_to_match(self, state: ConditionState) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(target (B, 14), mask (B, 14)) for reading guidance: the findings the denoiser is told
+        to draw, the told labels where the site gave them and the graded calls of the estimator
+        where it did not; None when guidance is off or no finding is known."""
+        if self.reading_guidance == 0 or not state.diagnosis_known.any():
             return None
-        conditions = conditions if conditions is not None else Conditions()
-        estimated = ~conditions.told_findings(len(probabilities)).to(probabilities.device)
-        if not estimated.any():
-            return None
-        return probabilities, estimated
+        return state.diagnosis.float(), state.diagnosis_known.bool()
 
     def _read_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """The estimator's finding logits of the films these clean latents decode to."""
@@ -433,9 +422,10 @@ class PrivDiffModels(nn.Module):
         img2img: t_start = N - int(N * strength), z = add_noise(z0, noise, timesteps[t_start]),
         DDIM (eta 0, deterministic) over timesteps[t_start:]. generative: z = noise (pure: not
         even a scaled z0, which add_noise would keep at the last step), DDIM over all N steps,
-        the positive condition the findings alone; `strength` is not used. With findings estimated
-        and `anonymize.reading_guidance` > 0, the steps with a_t >= `guided_from_alpha_bar` also
-        pull the drawing toward the estimator's reading of the input (reading_guidance.py).
+        the positive condition the findings alone; `strength` is not used. With
+        `anonymize.reading_guidance` > 0, the steps with a_t >= `guided_from_alpha_bar` also pull
+        the drawing toward reading as those findings: told, or called by the estimator
+        (reading_guidance.py).
         """
         if mode not in ANONYMIZE_MODES:
             raise ValueError(f"anonymize mode must be one of {ANONYMIZE_MODES}, got {mode!r}")
@@ -453,11 +443,9 @@ class PrivDiffModels(nn.Module):
         if t_start >= len(timesteps):
             raise ValueError(f"strength {strength} x {ddim_steps} DDIM steps leaves no denoising step")
         with autocast_for(device):
-            estimates = self.encoder.estimate(images) if estimate else None
-            state = self.condition_state(images, conditions, estimate=estimate, estimates=estimates)
+            state = self.condition_state(images, conditions, estimate=estimate)
             z0 = None if generative else self.encode(images).float()
-        guided = generative and estimates is not None
-        reading = self._reading_to_match(estimates["diagnosis"], conditions) if guided else None
+        reading = self._reading_to_match(state) if generative else None
         shape = (self.latent_channels, self.latent_size, self.latent_size)
         noise = noise_for_seeds(seeds, shape).to(device)
         if generative:

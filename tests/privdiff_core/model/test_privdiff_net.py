@@ -182,15 +182,3 @@ def test_joint_dropout_trains_the_all_null_and_diagnosis_only_patterns():
     others = dropped.identity_known | dropped.age_known | dropped.sex_known
     only_diag = dropped.diagnosis_known.all(1) & ~others
     assert 0.12 < only_diag.float().mean() < 0.20
-
-
-@torch.no_grad()
-def test_condition_state_refuses_estimates_it_would_not_use():
-    model, x = tiny(), images()
-    estimates = model.encoder.estimate(x)
-    told = model.condition_state(x, Conditions(labels=torch.ones(4, 14)))
-    used = model.condition_state(x, Conditions(), estimate=True, estimates=estimates)
-    assert torch.equal(used.diagnosis, model.condition_state(x, Conditions(), estimate=True).diagnosis)
-    assert not torch.equal(used.diagnosis, told.diagnosis)
-    with pytest.raises(ValueError, match="estimate=False"):
-        model.condition_state(x, Conditions(), estimate=False, estimates=estimates)

@@ -1,5 +1,6 @@
-"""Reading guidance (`anonymize.reading_guidance`): in the generative mode with the findings
-estimated, each DDIM step pulls the drawing toward the estimator's reading of the input film."""
+"""Reading guidance (`anonymize.reading_guidance`): in the generative mode each late DDIM step
+pulls the drawing toward reading as the findings it is drawn with: the estimator's calls on the
+input film, or the labels a site told."""
 
 import pytest
 import torch
@@ -82,10 +83,15 @@ def anonymize(models, images: torch.Tensor, conditions: Conditions) -> torch.Ten
     )
 
 
-def reading_distance(models, outputs: torch.Tensor, images: torch.Tensor) -> float:
+def reading_distance(models, outputs: torch.Tensor, target: torch.Tensor) -> float:
+    """Binary cross-entropy of the estimator's reading of `outputs` against `target` (B, 14)."""
     with torch.no_grad():
-        target = models.encoder.finding_logits(images).sigmoid()
         return float(F.binary_cross_entropy_with_logits(models.encoder.finding_logits(outputs), target))
+
+
+def estimator_reading(models, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return models.encoder.finding_logits(images).sigmoid()
 
 
 def tiny_models(guidance: float):
@@ -116,22 +122,30 @@ def train_the_estimator_on_the_lit_side(models) -> None:
     models.eval()
 
 
-def test_guided_drawings_read_closer_to_the_input_and_told_findings_are_left_alone():
+def test_guided_drawings_read_as_the_findings_they_are_given():
     plain, guided = tiny_models(0.0), tiny_models(5.0)
     for models in (plain, guided):
         train_the_estimator_on_the_lit_side(models)
-    images, _ = films_lit_from_one_side(6, seed=0)
+    images, left = films_lit_from_one_side(6, seed=0)
+    # findings estimated: the drawing reads closer to the estimator's calls on the input
     untold = Conditions()
+    calls = guided.condition_state(images, untold, estimate=True).diagnosis
     plain_out, guided_out = anonymize(plain, images, untold), anonymize(guided, images, untold)
-    assert reading_distance(guided, guided_out, images) < reading_distance(plain, plain_out, images) - 0.05
+    assert reading_distance(guided, guided_out, calls) < reading_distance(plain, plain_out, calls) - 0.05
     # only the steps whose predicted film is mostly film are guided: with none of them, no change
     guided.guided_from_alpha_bar = 1.01
     torch.testing.assert_close(anonymize(guided, images, untold), plain_out, rtol=0, atol=0)
     guided.guided_from_alpha_bar = GUIDED_FROM_ALPHA_BAR
-    # a site that tells every finding draws exactly what it drew without guidance
-    told = Conditions(labels=torch.zeros(6, NUM_FINDINGS), label_mask=torch.ones(6, NUM_FINDINGS))
-    told_out = anonymize(guided, images, told)
-    torch.testing.assert_close(told_out, anonymize(plain, images, told), rtol=0, atol=0)
+    # findings told (here the opposite side to the one each film is lit from): the drawing reads
+    # closer to the told labels, which the input film contradicts
+    labels = torch.zeros(6, NUM_FINDINGS)
+    labels[:, 0] = 1 - left
+    told = Conditions(labels=labels, label_mask=torch.ones(6, NUM_FINDINGS, dtype=torch.bool))
+    plain_told, guided_told = anonymize(plain, images, told), anonymize(guided, images, told)
+    assert reading_distance(guided, guided_told, labels) < reading_distance(plain, plain_told, labels) - 0.05
+    assert reading_distance(guided, guided_told, estimator_reading(guided, images)) > reading_distance(
+        plain, plain_told, estimator_reading(plain, images)
+    )
 
 
 def test_the_setting_is_checked_and_older_models_draw_without_it():

@@ -39,9 +39,11 @@ drawing) keep less than either. This script measures every term with ONE real-tr
         --data runs/demo/federation --softness 0,0.5,1,2 --w-diag 6,10 --seeds 3 \
         --json benchmarks/results/estimated_findings_limit.json
 
-`--reading-guidance 0,0.8`: the drawing pulled toward the estimator's reading of the input at
-each step (privdiff_core/model/reading_guidance.py): A_est can then pass predicted_graded, since
-the drawing no longer depends on the 14 calls alone.
+`--reading-guidance 0,0.8`: the drawing pulled toward reading as the findings it is given
+(privdiff_core/model/reading_guidance.py): A_est can then pass predicted_graded, since the drawing
+no longer depends on the 14 calls alone. Told findings are guided too (since session 22), so
+A_true is measured at each guidance scale (softness leaves told findings alone: one A_true serves
+every softness).
 
 `--judges`: a judges folder `privdiff evaluate` wrote (OUT/judges/run_K); `--config` must be the
 config that evaluation ran with (the judge's architecture).
@@ -50,7 +52,6 @@ config that evaluation ran with (the judge's architecture).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -170,29 +171,32 @@ def measure(
     settings = []
     for w in w_diag or [own_w_diag]:
         models.cfg.spg.w_diag = w
-        a_true = outputs_auc(told)
-        grid = itertools.product(softness or [own_softness], reading_guidance or [own_guidance])
-        for soft, guidance in grid:
-            models.finding_softness, models.reading_guidance = soft, guidance
-            graded = calls()
-            a_est = outputs_auc(untold)
-            calls_auc = _aucs(truth, graded, findings)
-            settings.append(
-                {
-                    "w_diag": w,
-                    "softness": soft,
-                    "reading_guidance": guidance,
-                    "A_true": float(a_true.mean()),
-                    "A_est": float(a_est.mean()),
-                    "calls_auc": float(calls_auc.mean()),
-                    "calls_linkage_auc": _linkage_auc(graded[:, findings], patients),
-                    "predicted_yes_no": float((0.5 + (a_true - 0.5) * terms["J"]).mean()),
-                    "predicted_graded": float(two_readings_auc(calls_auc, a_true).mean()),
-                    "A_est_per_finding": {FINDINGS[k]: float(a_est[i]) for i, k in enumerate(findings)},
-                    "A_true_per_finding": {FINDINGS[k]: float(a_true[i]) for i, k in enumerate(findings)},
-                }
-            )
-            print(json.dumps({k: v for k, v in settings[-1].items() if "per_finding" not in k}), flush=True)
+        for guidance in reading_guidance or [own_guidance]:
+            models.reading_guidance = guidance
+            a_true = outputs_auc(told)  # softness leaves told findings alone: one per guidance scale
+            for soft in softness or [own_softness]:
+                models.finding_softness = soft
+                graded = calls()
+                a_est = outputs_auc(untold)
+                calls_auc = _aucs(truth, graded, findings)
+                settings.append(
+                    {
+                        "w_diag": w,
+                        "softness": soft,
+                        "reading_guidance": guidance,
+                        "A_true": float(a_true.mean()),
+                        "A_est": float(a_est.mean()),
+                        "calls_auc": float(calls_auc.mean()),
+                        "calls_linkage_auc": _linkage_auc(graded[:, findings], patients),
+                        "predicted_yes_no": float((0.5 + (a_true - 0.5) * terms["J"]).mean()),
+                        "predicted_graded": float(two_readings_auc(calls_auc, a_true).mean()),
+                        "A_est_per_finding": {FINDINGS[k]: float(a_est[i]) for i, k in enumerate(findings)},
+                        "A_true_per_finding": {FINDINGS[k]: float(a_true[i]) for i, k in enumerate(findings)},
+                    }
+                )
+                print(
+                    json.dumps({k: v for k, v in settings[-1].items() if "per_finding" not in k}), flush=True
+                )
     models.finding_softness, models.cfg.spg.w_diag = own_softness, own_w_diag
     models.reading_guidance = own_guidance
     return {

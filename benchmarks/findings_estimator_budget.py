@@ -7,8 +7,11 @@ denoiser: R rounds x S local steps on each site, Adam's state kept on the site b
 sites' weights averaged by their number of films (FedAvg). This script repeats exactly that for the
 findings network alone, on the sites of a federation folder, with the training stage's loss
 (`findings_loss`, rare findings up-weighted per site), jitter and learning rate, and reports the
-mean test AUC over the findings (all sites' test films) and the seconds per local step (one torch
-thread; the cost the main job pays per site and step).
+mean test AUC over the findings (all sites' test films), the same with the logits averaged over
+the film and four 2-pixel shifts of it, and the seconds per local step (one torch thread; the cost
+the main job pays per site and step). The findings network learns at the denoiser stage's
+learning-rate schedule (train.denoiser.lr_schedule / lr_final, as in the training stage);
+--input-size area-averages the films to fewer pixels first.
 
     OMP_NUM_THREADS=1 python benchmarks/findings_estimator_budget.py --data runs/demo/federation \\
         --setting 32,64,64,64:32 --setting 16,32,64,64:64 --setting 16,32,64,64:96 --seeds 3 \\
@@ -21,6 +24,7 @@ import argparse
 import copy
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +35,10 @@ from privdiff_core.attributes import NUM_FINDINGS
 from privdiff_core.config import load_config
 from privdiff_core.data import open_dataset
 from privdiff_core.data.dataset import CXRTensors
-from privdiff_core.evaluation.attackers import diagnosis_report
+from privdiff_core.evaluation.attackers import diagnosis_report, per_finding_auc
 from privdiff_core.model.attribute_encoder import findings_loss
 from privdiff_core.nets import ImageClassifier, finding_pos_weight, jitter
+from privdiff_core.training.stages import lr_factor
 
 
 def federated_fit(
@@ -46,8 +51,11 @@ def federated_fit(
     lr: float,
     embed_dim: int,
     seed: int,
+    lr_schedule: Callable[[float], float] = lambda progress: 1.0,
+    input_size: int | None = None,
 ) -> dict:
-    """Train one findings network as the federation does; its test AUC after every round."""
+    """Train one findings network as the federation does; its test AUC after every round.
+    `lr_schedule`: the lr's factor at each progress (0..1) through all rounds' steps."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -56,7 +64,7 @@ def federated_fit(
     pos_weights = [finding_pos_weight(site.labels, site.label_mask) for site in sites]
     sizes = np.array([len(site.images) for site in sites], dtype=np.float64)
     curve, step_seconds = [], []
-    for _ in range(rounds):
+    for round_index in range(rounds):
         updates = []
         for k, site in enumerate(sites):
             model = copy.deepcopy(global_model).train()
@@ -64,9 +72,12 @@ def federated_fit(
             if optimizer_states[k] is not None:
                 optimizer.load_state_dict(optimizer_states[k])
             started = time.perf_counter()
-            for _ in range(local_steps):
+            for step in range(local_steps):
+                progress = (round_index * local_steps + step) / (rounds * local_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * lr_schedule(progress)
                 index = torch.randint(0, len(site.images), (batch,), generator=generator)
-                logits = model(jitter(site.images[index], rng))
+                logits = model(_resized(jitter(site.images[index], rng), input_size))
                 loss = findings_loss(logits, site.labels[index], site.label_mask[index], pos_weights[k])
                 optimizer.zero_grad()
                 loss.backward()
@@ -83,8 +94,37 @@ def federated_fit(
                 for name in updates[0]
             }
         )
-        curve.append(diagnosis_report(global_model, test.images, test.labels, test.label_mask)["mean_auc"])
-    return {"auc": curve[-1], "curve": curve, "seconds_per_step": float(np.median(step_seconds))}
+        test_images = _resized(test.images, input_size)
+        curve.append(diagnosis_report(global_model, test_images, test.labels, test.label_mask)["mean_auc"])
+    return {
+        "auc": curve[-1],
+        "auc_shift_averaged": _shift_averaged_auc(global_model, test, input_size),
+        "curve": curve,
+        "seconds_per_step": float(np.median(step_seconds)),
+    }
+
+
+def _resized(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """The films area-averaged down to `size` pixels (None: as they are)."""
+    if size is None or size == images.shape[-1]:
+        return images
+    return torch.nn.functional.adaptive_avg_pool2d(images, size)
+
+
+def _shift_averaged_auc(
+    model: torch.nn.Module, test: CXRTensors, input_size: int | None, shift: int = 2
+) -> float:
+    """Test AUC of the logits averaged over the film and its four shifts by `shift` pixels."""
+    model.eval()
+    pad = torch.nn.functional.pad(test.images, (shift,) * 4, mode="replicate")
+    size = test.images.shape[-1]
+    offsets = [(shift, shift), (0, shift), (2 * shift, shift), (shift, 0), (shift, 2 * shift)]
+    with torch.no_grad():
+        logits = torch.stack(
+            [model(_resized(pad[:, :, y : y + size, x : x + size], input_size)) for y, x in offsets]
+        ).mean(0)
+    probs = torch.sigmoid(logits).numpy()
+    return float(per_finding_auc(test.labels.numpy(), test.label_mask.numpy(), probs)["mean_auc"])
 
 
 def _setting(text: str) -> tuple[list[int], int]:
@@ -107,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="WIDTHS:BATCH: the widths and the films per local step, e.g. 16,32,64,64:96 (repeatable)",
     )
+    parser.add_argument(
+        "--input-size", type=int, default=None, help="films area-averaged to this many pixels first"
+    )
     parser.add_argument("--seeds", type=int, default=3, help="trainings per setting (seeds 0..N-1)")
     parser.add_argument("--json", required=True, help="output JSON (rewritten after each training)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. federation.rounds.denoiser=16")
@@ -126,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds,
         "local_steps": local_steps,
         "lr": float(cfg.encoder.lr),
+        "lr_schedule": str(cfg.train.denoiser.lr_schedule),
+        "lr_final": float(cfg.train.denoiser.lr_final),
+        "input_size": args.input_size,
         "sites": [len(s.images) for s in sites],
         "test_films": len(test.images),
         "settings": [],
@@ -135,9 +181,25 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for seed in range(args.seeds):
             load = load_average()
-            run = federated_fit(sites, test, widths, batch, rounds, local_steps, lr, embed_dim, seed)
+            run = federated_fit(
+                sites,
+                test,
+                widths,
+                batch,
+                rounds,
+                local_steps,
+                lr,
+                embed_dim,
+                seed,
+                lambda progress: lr_factor(cfg, "denoiser", progress),
+                args.input_size,
+            )
             runs.append({"seed": seed, **run, "load_before": load, "load_after": load_average()})
-            print(f"widths {widths} batch {batch} seed {seed}: AUC {run['auc']:.3f}", flush=True)
+            print(
+                f"widths {widths} batch {batch} seed {seed}: AUC {run['auc']:.3f}, "
+                f"shift-averaged {run['auc_shift_averaged']:.3f}",
+                flush=True,
+            )
         aucs = np.array([r["auc"] for r in runs])
         setting = {
             "widths": widths,

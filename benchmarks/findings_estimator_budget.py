@@ -155,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. federation.rounds.denoiser=16")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    rounds, local_steps = int(cfg.federation.rounds.denoiser), int(cfg.federation.local_steps.denoiser)
+    rounds = int(cfg.federation.rounds.denoiser)
+    # encoder.findings_steps: the findings network's Adam steps per denoiser step
+    local_steps = int(cfg.federation.local_steps.denoiser) * int(cfg.encoder.findings_steps)
     root = Path(args.data)
     site_dirs = sorted(p for p in root.iterdir() if p.is_dir())
     if not site_dirs:
@@ -168,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "rounds": rounds,
         "local_steps": local_steps,
+        "findings_steps": int(cfg.encoder.findings_steps),
         "lr": float(cfg.encoder.lr),
         "lr_schedule": str(cfg.train.denoiser.lr_schedule),
         "lr_final": float(cfg.train.denoiser.lr_final),

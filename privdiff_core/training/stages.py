@@ -219,10 +219,17 @@ class StageObjective:
         self.encoder_every = int(cfg.train.autoencoder.get("encoder_every", 1))
         if self.encoder_every < 1:
             raise TrainingError(f"train.autoencoder.encoder_every must be >= 1, got {self.encoder_every}")
+        # Adam steps the findings network takes per step of this stage (1 where it learns none)
+        self.findings_steps = int(cfg.encoder.get("findings_steps", 1)) if self.learns_findings else 1
+        if self.findings_steps < 1:
+            raise TrainingError(f"encoder.findings_steps must be >= 1, got {self.findings_steps}")
 
-    def generator(self, step: int) -> torch.Generator:
+    def generator(self, step: int, substep: int = 0) -> torch.Generator:
+        """The step's random stream; `substep` k > 0: the stream of its k-th extra findings step."""
         stage_index = STAGES.index(self.stage)
         mixed = ((self.seed * 1_000_003 + stage_index) * 1_000_003 + step) % (2**63 - 1)
+        if substep:
+            mixed = (mixed * 1_000_003 + substep) % (2**63 - 1)
         return torch.Generator().manual_seed(mixed)
 
     def batch(self, generator: torch.Generator) -> tuple[torch.Tensor, Conditions]:
@@ -314,17 +321,28 @@ class StageObjective:
             return loss, parts
         # Drawn after everything the denoising term draws: its batches stay those of a model
         # without a findings network.
+        findings = self._findings_term(generator)
+        # "loss" stays the denoising loss (its validation curve shows the denoiser converge).
+        return loss + self._spent(findings), {**parts, "findings": findings.item()}
+
+    def _findings_term(self, generator: torch.Generator) -> torch.Tensor:
+        """The findings network's BCE on its own jittered batch (`encoder.findings_batch` films)."""
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
         idx, seen = self._attribute_batch(generator, rng, self.cfg.encoder.get("findings_batch"))
         device = seen.device
-        findings = findings_loss(
+        return findings_loss(
             self.models.encoder.findings(seen),
             self.data.labels[idx].to(device),
             self.data.label_mask[idx].to(device),
             self.pos_weight.to(device),
         )
-        # "loss" stays the denoising loss (its validation curve shows the denoiser converge).
-        return loss + self._spent(findings), {**parts, "findings": findings.item()}
+
+    def extra_findings_loss(self, step: int, substep: int, backward: bool = False) -> torch.Tensor:
+        """The findings BCE of step `step`'s extra findings step `substep` (1..findings_steps-1),
+        on a batch of its own; backward=True takes its gradients and returns it detached."""
+        self._backward = backward
+        with autocast_for(self.models.device):
+            return self._spent(self._findings_term(self.generator(step, substep)))
 
     def _denoising_loss(self, step: int, generator: torch.Generator):
         models, cfg = self.models, self.cfg
@@ -444,6 +462,16 @@ class StageTrainer:
                 f"{self.stage} loss became {loss.item()} at step {self.step_index}; lower the lr"
             )
         self.optimizer.step()
+        # Extra steps of the findings network alone: only its parameters get gradients, and Adam
+        # leaves the others be (their gradients are None).
+        for substep in range(1, self.objective.findings_steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            findings = self.objective.extra_findings_loss(self.step_index, substep, backward=True)
+            if not torch.isfinite(findings):
+                raise TrainingError(
+                    f"findings loss became {findings.item()} at step {self.step_index}; lower encoder.lr"
+                )
+            self.optimizer.step()
         self.step_index += 1
         return parts
 

@@ -192,6 +192,47 @@ def test_each_term_backward_at_once_gives_the_gradients_of_the_summed_loss(data,
                 torch.testing.assert_close(spent[name], reference, rtol=1e-5, atol=1e-7, msg=name)
 
 
+def test_extra_findings_steps_train_the_findings_network_alone(data):
+    """encoder.findings_steps: each denoiser step also takes that many Adam steps of the findings
+    network, each on a batch of its own; the denoiser's own steps are exactly those of one step."""
+    overrides = ["encoder.findings_network=true", "encoder.findings_batch=5"]
+    trained = {}
+    for steps in (1, 3):
+        cfg = tiny_cfg(*overrides, f"encoder.findings_steps={steps}")
+        models = build_models(cfg)
+        batches: list[int] = []
+        models.encoder.findings.register_forward_pre_hook(
+            lambda _, args, seen=batches: seen.append(len(args[0]))
+        )
+        trainer = StageTrainer(models, "denoiser", data, cfg, seed=0, device="cpu")
+        for _ in range(2):
+            trainer.step()
+        assert batches == [5] * 2 * steps
+        adam_steps = {
+            group: {int(trainer.optimizer.state[p]["step"]) for p in params}
+            for group, params in (
+                ("findings", list(models.encoder.findings.parameters())),
+                ("unet", list(models.unet.parameters())),
+            )
+        }
+        assert adam_steps == {"findings": {2 * steps}, "unet": {2}}
+        trained[steps] = models
+    one, three = (dict(trained[s].named_parameters()) for s in (1, 3))
+    for name, value in one.items():
+        if name.startswith(("unet.", "conditioner.")):
+            torch.testing.assert_close(three[name], value, rtol=0, atol=0, msg=name)
+    assert any(not torch.equal(three[n], one[n]) for n in one if n.startswith("encoder.findings."))
+    with pytest.raises(TrainingError, match="findings_steps"):
+        StageTrainer(
+            build_models(tiny_cfg(*overrides)),
+            "denoiser",
+            data,
+            tiny_cfg(*overrides, "encoder.findings_steps=0"),
+            seed=0,
+            device="cpu",
+        )
+
+
 def test_spg_off_trains_with_the_plain_loss(data):
     cfg = tiny_cfg("spg.enabled=false")
     metrics = local_train(build_models(cfg), "denoiser", data, cfg, 2, seed=0, progress=False)

@@ -35,7 +35,7 @@ from privdiff_core.attributes import NUM_FINDINGS
 from privdiff_core.config import load_config
 from privdiff_core.data import open_dataset
 from privdiff_core.data.dataset import CXRTensors
-from privdiff_core.evaluation.attackers import diagnosis_report, per_finding_auc
+from privdiff_core.evaluation.attackers import diagnosis_report, per_finding_auc, predict
 from privdiff_core.model.attribute_encoder import findings_loss
 from privdiff_core.nets import ImageClassifier, finding_pos_weight, jitter
 from privdiff_core.training.stages import lr_factor
@@ -115,13 +115,12 @@ def _shift_averaged_auc(
     model: torch.nn.Module, test: CXRTensors, input_size: int | None, shift: int = 2
 ) -> float:
     """Test AUC of the logits averaged over the film and its four shifts by `shift` pixels."""
-    model.eval()
     pad = torch.nn.functional.pad(test.images, (shift,) * 4, mode="replicate")
     size = test.images.shape[-1]
     offsets = [(shift, shift), (0, shift), (2 * shift, shift), (shift, 0), (shift, 2 * shift)]
     with torch.no_grad():
         logits = torch.stack(
-            [model(_resized(pad[:, :, y : y + size, x : x + size], input_size)) for y, x in offsets]
+            [predict(model, _resized(pad[:, :, y : y + size, x : x + size], input_size)) for y, x in offsets]
         ).mean(0)
     probs = torch.sigmoid(logits).numpy()
     return float(per_finding_auc(test.labels.numpy(), test.label_mask.numpy(), probs)["mean_auc"])

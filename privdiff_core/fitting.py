@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from privdiff_core.optimizers import adamw
+
 
 @dataclass
 class FitBudget:
@@ -73,7 +75,7 @@ def fit(
     steps, seed = budget.steps, budget.seed
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=budget.weight_decay)
+    optimizer = adamw(model.parameters(), lr=budget.lr, weight_decay=budget.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps)) if cosine else None
     log = FitLog()
     best_state = None

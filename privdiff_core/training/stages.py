@@ -45,6 +45,7 @@ from privdiff_core.model.spg import sensitive_for_step
 from privdiff_core.model.tokens import DIAGNOSIS
 from privdiff_core.model.vae import vae_loss
 from privdiff_core.nets import finding_pos_weight, jitter
+from privdiff_core.optimizers import adam
 from privdiff_core.verification import make_pairs
 
 STAGES: tuple[str, ...] = ("autoencoder", "denoiser")
@@ -443,7 +444,7 @@ class StageTrainer:
             ]
             if has_findings_network(models):
                 groups.append({"params": list(models.encoder.findings.parameters()), "lr": cfg.encoder.lr})
-        self.optimizer = torch.optim.Adam(groups)
+        self.optimizer = adam(groups)
         self.base_lrs = [group["lr"] for group in groups]
         self.step_index = 0
 

@@ -372,6 +372,18 @@ def test_spg_without_its_loss_trains_each_sample_on_one_guidance_pattern(data):
     assert calls == [cfg.train.batch_size] * 2 and "spg" not in metrics
 
 
+@pytest.mark.parametrize("stage", STAGES)
+def test_both_stages_step_with_the_fused_adam_kernel_on_the_cpu(data, stage):
+    cfg = tiny_cfg()
+    trainer = StageTrainer(build_models(cfg), stage, data, cfg, seed=0, device="cpu")
+    assert trainer.optimizer.defaults["fused"] is True  # privdiff_core/optimizers.py
+    trainer.step()
+    # The kept state (a site's between rounds) loads into a fresh trainer's fused Adam.
+    fresh = StageTrainer(build_models(cfg), stage, data, cfg, seed=0, device="cpu")
+    assert fresh.load_optimizer_tensors(trainer.optimizer_tensors())
+    fresh.step()
+
+
 def test_optimizer_state_carries_over_between_calls(data):
     cfg = tiny_cfg()
     kept, fresh = build_models(cfg), build_models(cfg)

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from privdiff_core.optimizers import adam
 from privdiff_core.verification import make_pairs
 
 from ..attackers import AttackerSettings, build_diagnosis, build_verifier, fit
@@ -187,11 +188,11 @@ def train_deformation(
         settings.mu, settings.base_width, settings.smooth_kernel, settings.smooth_sigma
     )
     model.to(device)
-    opt_g = torch.optim.Adam(model.generator.parameters(), lr=settings.lr)
+    opt_g = adam(model.generator.parameters(), lr=settings.lr)
     adapt = settings.adversary_lr_scale > 0
     if adapt:
-        opt_v = torch.optim.Adam(verifier.parameters(), lr=own.lr * settings.adversary_lr_scale)
-        opt_c = torch.optim.Adam(classifier.parameters(), lr=own.lr * settings.adversary_lr_scale)
+        opt_v = adam(verifier.parameters(), lr=own.lr * settings.adversary_lr_scale)
+        opt_c = adam(classifier.parameters(), lr=own.lr * settings.adversary_lr_scale)
     log = {"ver_loss": [], "diag_loss": [], "verifier_bce": []}
 
     def deform(x: torch.Tensor) -> torch.Tensor:

@@ -76,8 +76,8 @@ class EncoderConfig:
     findings_batch: int | None = None
     # Adam steps of the findings network per denoiser step, each on its own findings_batch films:
     # it learns per step (demo, the stage emulated: 2 steps of 48 films test AUC 0.763 against 1 of
-    # 96's 0.742 for the same films; benchmarks/results/findings_estimator_steps_session23.md; the
-    # demo keeps 1, see configs/demo.yaml)
+    # 96's 0.742 for the same films and a cheaper step; benchmarks/results/
+    # findings_estimator_steps_session23.md, stage_step_cost_session24.md; configs/demo.yaml)
     findings_steps: int = 1
     # how often an estimated finding is called present (privdiff_net.measure_finding_thresholds):
     # "youden" (Youden's threshold) or "prevalence" (in the share of training films that have it;

@@ -17,25 +17,24 @@ import torch
 FUSED_DEVICES = ("cpu", "cuda")
 
 
-def _parameters(params: Iterable[Any]) -> tuple[list[Any], list[torch.Tensor]]:
-    """(what the optimizer gets, every parameter tensor in it): plain tensors or param groups."""
+def _with_fused_kernel(optimizer: type[torch.optim.Optimizer], params: Iterable[Any], kwargs: dict) -> Any:
+    """`optimizer(params, **kwargs)`, fused where every parameter's device allows it; `params`
+    plain tensors or param groups (dicts with "params")."""
     given = list(params)
-    if given and isinstance(given[0], dict):
-        return given, [p for group in given for p in group["params"]]
-    return given, given
-
-
-def _fusable(tensors: list[torch.Tensor]) -> bool:
-    return bool(tensors) and all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in tensors)
+    if given and isinstance(given[0], dict):  # each group's params read once, kept for the optimizer
+        given = [{**group, "params": list(group["params"])} for group in given]
+        tensors = [p for group in given for p in group["params"]]
+    else:
+        tensors = given
+    fusable = bool(tensors) and all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in tensors)
+    return optimizer(given, fused=fusable, **kwargs)
 
 
 def adam(params: Iterable[Any], **kwargs: Any) -> torch.optim.Adam:
     """torch.optim.Adam(params, **kwargs), fused where every parameter's device allows it."""
-    given, tensors = _parameters(params)
-    return torch.optim.Adam(given, fused=_fusable(tensors), **kwargs)
+    return _with_fused_kernel(torch.optim.Adam, params, kwargs)
 
 
 def adamw(params: Iterable[Any], **kwargs: Any) -> torch.optim.AdamW:
     """torch.optim.AdamW(params, **kwargs), fused where every parameter's device allows it."""
-    given, tensors = _parameters(params)
-    return torch.optim.AdamW(given, fused=_fusable(tensors), **kwargs)
+    return _with_fused_kernel(torch.optim.AdamW, params, kwargs)

@@ -45,6 +45,8 @@ def test_param_groups_keep_their_own_learning_rates():
     optimizer = adam(groups)
     assert optimizer.defaults["fused"] is True
     assert [group["lr"] for group in optimizer.param_groups] == [1e-3, 5e-2]
+    # the groups' parameters were given as generators: all of them still reach the optimizer
+    assert [len(group["params"]) for group in optimizer.param_groups] == [2, 2]
 
 
 def test_a_device_without_a_fused_kernel_gets_the_default_implementation():

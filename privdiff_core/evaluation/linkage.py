@@ -8,8 +8,9 @@
   Chance is the share of the gallery that does.
 - Memorization. A generated film must not be a copy of a *training* patient (a federation
   model can memorise another site's patients). Each anonymized test film is scored by the
-  real-trained verifier against every training film: its best same-patient score and its
-  nearest distance in the verifier's embedding space. It counts as memorized when either
+  real-trained verifier against every training film: its best same-patient score (the head's
+  closeness evidence only, `closeness_head`) and its nearest distance in the verifier's
+  embedding space. It counts as memorized when either
   crosses a threshold that real *validation* films (patients no model saw, so every hit is a
   false alarm) cross against the same training films at rate fpr/2 each (<= fpr together).
   Thresholds are set per film over the whole gallery, not per pair: with thousands of training
@@ -22,6 +23,7 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+from torch import nn
 
 from privdiff_core.nets import SiameseVerifier
 from privdiff_core.verification import embed_all
@@ -64,16 +66,47 @@ def _embed_pair(verifier: SiameseVerifier, first: torch.Tensor, second: torch.Te
 
 @torch.no_grad()
 def _head_matrix(
-    verifier: SiameseVerifier, emb_a: torch.Tensor, emb_b: torch.Tensor, device, budget: int = 1 << 23
+    verifier: SiameseVerifier,
+    emb_a: torch.Tensor,
+    emb_b: torch.Tensor,
+    device,
+    budget: int = 1 << 23,
+    closeness: bool = False,
 ):
     """Same-patient probability of every (a, b) embedding pair as an (A, B) matrix; `budget`
-    bounds the elements of one chunk's |e_a - e_b| tensor (memory, whatever the gallery size)."""
+    bounds the elements of one chunk's |e_a - e_b| tensor (memory, whatever the gallery size).
+
+    closeness: read only the head's evidence that grows as the pair comes closer, i.e. its linear
+    layer on |e_a - e_b| with the positive weights set to zero (`closeness_head`): a score that can
+    only fall as any embedding coordinate moves apart, highest for a copy."""
+    head = closeness_head(verifier.head) if closeness else verifier.head
     chunk = max(1, budget // max(1, emb_b.numel()))
     rows = []
     for k in range(0, len(emb_a), chunk):
         diff = (emb_a[k : k + chunk, None, :] - emb_b[None, :, :]).abs()
-        rows.append(torch.sigmoid(verifier.head(diff.to(device)).squeeze(-1)).cpu())
+        rows.append(torch.sigmoid(head(diff.to(device)).squeeze(-1)).cpu())
     return torch.cat(rows)
+
+
+def closeness_head(head: nn.Linear) -> nn.Linear:
+    """A copy of a verifier's linear head on |e1 - e2| without its positive weights.
+
+    A trained head gives ~40% of its weights a positive sign (the demo's judges: 22-26 of 64):
+    there, a LARGER difference reads as the same patient. Between real films that is part of
+    what it learned; off their distribution it is not: a film whose embedding lies far from every
+    training film in those coordinates scores ~1 against them (DP-Pix's noisy blocks: 56-64% of
+    its films above the memorization threshold with one judge, nearest embedding distance >= 0.33
+    against the threshold's 0.06). Without them the score is monotone in closeness, and on real
+    unseen test pairs it tells patients apart better than the whole head (AUC 0.911-0.928 against
+    0.851-0.895, three judges; benchmarks/results/memorization_score_rule.md)."""
+    if not isinstance(head, nn.Linear) or head.out_features != 1:
+        raise TypeError(f"the closeness reading needs the verifier's one-logit linear head, got {head!r}")
+    closeness = nn.Linear(head.in_features, 1, bias=head.bias is not None).to(head.weight)
+    with torch.no_grad():
+        closeness.weight.copy_(head.weight.clamp(max=0.0))
+        if head.bias is not None:
+            closeness.bias.copy_(head.bias)
+    return closeness
 
 
 def _score_matrix(
@@ -109,15 +142,16 @@ def retrieval_at_1(
 def gallery_match(
     verifier: SiameseVerifier, films: torch.Tensor, gallery: torch.Tensor, device="cpu"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per film: its highest same-patient probability against any gallery film, and the distance
-    to its nearest gallery film in the verifier's embedding space.
+    """Per film: its highest same-patient probability against any gallery film, read as
+    closeness (`closeness_head`: monotone, so a film unlike any real one cannot score high), and
+    the distance to its nearest gallery film in the verifier's embedding space.
 
     Both, because the verifier never saw a film paired with itself in training (positives are two
-    different films of a patient): its head need not score an exact copy highest, while the
-    embedding distance of a copy is zero.
+    different films of a patient): its head weighs the embedding's coordinates, the distance
+    treats them alike; a copy is at distance 0 and has the highest closeness score.
     """
     emb_f, emb_g = _embed_pair(verifier, films, gallery, device)
-    best = _head_matrix(verifier, emb_f, emb_g, device).max(1).values.numpy()
+    best = _head_matrix(verifier, emb_f, emb_g, device, closeness=True).max(1).values.numpy()
     nearest = torch.cdist(emb_f, emb_g).min(1).values.numpy()
     return best, nearest
 

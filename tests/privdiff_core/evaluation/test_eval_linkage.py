@@ -7,6 +7,9 @@ from eval_toydata import synth_splits
 from torch import nn
 
 from privdiff_core.evaluation.linkage import (
+    _head_matrix,
+    closeness_head,
+    gallery_match,
     hard_negative_pairs,
     memorization_flags,
     memorization_rate,
@@ -18,13 +21,18 @@ from privdiff_core.verification import make_pairs
 
 
 class PixelVerifier(nn.Module):
-    """A verifier that knows its answer: embeddings are the pixels, same patient = small distance."""
+    """A verifier that knows its answer: embeddings are the pixels, same patient = small distance
+    (its linear head: -20 x the mean absolute pixel difference)."""
+
+    def __init__(self, pixels: int = 32 * 32):
+        super().__init__()
+        self.head = nn.Linear(pixels, 1)
+        with torch.no_grad():
+            self.head.weight.fill_(-20.0 / pixels)
+            self.head.bias.zero_()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1)
-
-    def head(self, diff: torch.Tensor) -> torch.Tensor:
-        return -diff.mean(-1, keepdim=True) * 20.0
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +84,40 @@ def test_copies_of_training_films_are_memorized_and_new_films_are_not(test_cohor
     assert flagged[-1] and nearest[-1] == 0.0 and flagged.sum() <= 2
     with pytest.raises(ValueError, match="false-positive rate"):
         memorization_threshold(verifier, splits.val.images, splits.train.images, 0.0)
+
+
+def test_the_memorization_score_only_falls_as_a_film_moves_away_from_its_nearest_training_film():
+    """A trained head gives some coordinates a positive weight (a larger difference reads as the
+    same patient); off the real films' distribution that scored DP-Pix noise as memorized. The
+    gallery's score reads the head's closeness evidence only: a copy scores highest."""
+    verifier = PixelVerifier(pixels=16)
+    with torch.no_grad():
+        verifier.head.weight.copy_(torch.tensor([[-2.0] * 8 + [1.0] * 8]))
+        verifier.head.bias.fill_(1.0)
+    copy_score = torch.sigmoid(torch.tensor(1.0)).item()
+    gallery = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    scores = []
+    for step in (0.0, 0.5, 1.0, 2.0, 4.0):  # every pixel moves away from gallery film 0
+        best, nearest = gallery_match(verifier, gallery[:1] + step, gallery)
+        scores.append(float(best[0]))
+        if step == 0.0:
+            assert nearest[0] == 0.0 and best[0] == pytest.approx(copy_score)
+    assert all(later <= earlier + 1e-7 for earlier, later in zip(scores, scores[1:], strict=False))
+    assert scores[-1] < 0.01
+    # Moved along the positive-weight pixels only, the whole head calls it the same patient for
+    # sure; the gallery's score never exceeds a copy's.
+    moved = gallery[:1] + 4.0 * torch.cat([torch.zeros(8), torch.ones(8)]).view(1, 1, 4, 4)
+    assert _head_matrix(verifier, moved.flatten(1), gallery[:1].flatten(1), "cpu")[0, 0] > 0.99
+    assert gallery_match(verifier, moved, gallery)[0][0] <= copy_score + 1e-7
+
+
+def test_the_closeness_head_keeps_the_negative_weights_and_the_bias():
+    head = nn.Linear(4, 1)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[-1.0, 2.0, -3.0, 0.5]]))
+        head.bias.fill_(0.25)
+    closeness = closeness_head(head)
+    assert closeness.weight.tolist() == [[-1.0, 0.0, -3.0, 0.0]] and closeness.bias.item() == 0.25
+    assert head.weight.tolist() == [[-1.0, 2.0, -3.0, 0.5]]  # the verifier's own head is untouched
+    with pytest.raises(TypeError, match="linear head"):
+        closeness_head(nn.Linear(4, 2))

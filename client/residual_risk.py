@@ -21,9 +21,11 @@ Where the verifier comes from (first that applies):
 With `--gallery DIR` (a folder of the site's own films, any layout `open_dataset` reads), each
 output is also checked against every gallery film, as `privdiff evaluate` checks memorization
 (`privdiff_core.evaluation.linkage`): its score is raised to its best same-patient probability
-against any gallery film, and to 1 when it lies closer to a gallery film in the verifier's
-embedding space than all but `MEMORIZATION_FPR` of the gallery's films lie to another patient's
-(a copy: the verifier never trained on a film paired with itself, so its head alone may miss one).
+against any gallery film (the verifier head's closeness reading, `linkage.closeness_head`: an
+output unlike any real film cannot score high by lying far from them), and to 1 when it lies
+closer to a gallery film in the verifier's embedding space than all but `MEMORIZATION_FPR` of the
+gallery's films lie to another patient's (a copy: the verifier never trained on a film paired
+with itself, so its head alone may miss one).
 A federation model can memorise patients of any site; this catches outputs that show one of ours.
 
 The check is switched off only by `--no-residual-check`; the run's audit and summary say which

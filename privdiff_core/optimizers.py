@@ -3,7 +3,7 @@
 The default (for-loop) implementation on the CPU launches a handful of small ops per parameter
 tensor; the UNet, the conditioner and the findings network are ~355 tensors, and one step of it
 took 17 ms of a 0.53 s denoiser step (one thread), the fused kernel 5 ms
-(benchmarks/results/stage_step_cost_fused_adam.md). The update is the same algorithm; only the
+(benchmarks/results/stage_step_cost_session24.md). The update is the same algorithm; only the
 order of the float operations differs. Devices without a fused kernel (e.g. MPS) get the default.
 """
 

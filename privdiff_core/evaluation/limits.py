@@ -125,7 +125,9 @@ def limits_md(report: Report) -> list[str]:
         "left out) one of the same patient's? Chance is the share of such films in the gallery.",
         "",
         "Memorization (% of anonymized test films): the real-trained verifier compares each film with "
-        "every training film; a film counts when its best same-patient score, or its nearest distance "
+        "every training film; a film counts when its best same-patient score (read as closeness: the "
+        "head's positive weights on |e1 - e2| left out, so a film unlike any real one cannot score "
+        "high), or its nearest distance "
         "in the verifier's embedding space (which catches exact copies, a pair the verifier never "
         f"trained on), crosses a threshold that real validation films (patients no model saw, all of "
         "the split's) cross "

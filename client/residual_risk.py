@@ -20,12 +20,15 @@ Where the verifier comes from (first that applies):
 
 With `--gallery DIR` (a folder of the site's own films, any layout `open_dataset` reads), each
 output is also checked against every gallery film, as `privdiff evaluate` checks memorization
-(`privdiff_core.evaluation.linkage`): its score is raised to its best same-patient probability
-against any gallery film (the verifier head's closeness reading, `linkage.closeness_head`: an
-output unlike any real film cannot score high by lying far from them), and to 1 when it lies
-closer to a gallery film in the verifier's embedding space than all but `MEMORIZATION_FPR` of the
-gallery's films lie to another patient's (a copy: the verifier never trained on a film paired
-with itself, so its head alone may miss one).
+(`privdiff_core.evaluation.linkage`): its score is raised to 1 when its best same-patient score
+against any gallery film (the verifier head's closeness reading, `linkage.closeness_head`) is
+higher, or its distance to the nearest gallery film in the verifier's embedding space is smaller,
+than all but `MEMORIZATION_FPR / 2` of the gallery's films reach against *another* patient's films
+(every such match is a false one; the distance catches a copy: the verifier never trained on a
+film paired with itself, so its head alone may miss one). Both thresholds are calibrated on the
+gallery as the evaluation's are on its validation films: a raw best score over thousands of
+films is no probability (the whole head's best of ~1700 unrelated films sat at 0.86-0.94, so an
+uncalibrated 0.5 would hold back nearly every output).
 A federation model can memorise patients of any site; this catches outputs that show one of ours.
 
 The check is switched off only by `--no-residual-check`; the run's audit and summary say which
@@ -44,7 +47,7 @@ import torch
 from torch.nn import functional as F
 
 from privdiff_core.errors import PrivdiffError
-from privdiff_core.evaluation.linkage import MEMORIZATION_FPR, gallery_match
+from privdiff_core.evaluation.linkage import MEMORIZATION_FPR, closeness_matrix, gallery_match
 from privdiff_core.nets import SiameseVerifier
 from privdiff_core.verification import VerifierTraining, train_verifier
 
@@ -125,18 +128,23 @@ class GalleryError(PrivdiffError):
 
 @dataclass
 class SiteGallery:
-    """The site's own films (at the verifier's image size) and the copy distance calibrated on them."""
+    """The site's own films (at the verifier's image size) and the thresholds calibrated on them:
+    a best closeness score above `score_threshold` or a nearest distance below `copy_distance`
+    is a match (`load_gallery`)."""
 
     images: torch.Tensor
     copy_distance: float
+    score_threshold: float
     folder: str
 
 
 def load_gallery(
     folder: str | Path, verifier: SiameseVerifier, image_size: int, fpr: float = MEMORIZATION_FPR
 ) -> SiteGallery:
-    """Read a gallery folder and calibrate the copy distance: the `fpr` quantile of each gallery
-    film's distance to its nearest film of *another* patient (every such match is a false one)."""
+    """Read a gallery folder and calibrate its two thresholds on each gallery film's best match
+    among *other* patients' films (every such match is a false one): the `fpr / 2` quantile of
+    the nearest distances (`copy_distance`) and the `1 - fpr / 2` quantile of the best closeness
+    scores (`score_threshold`), so that at most `fpr` of unrelated films cross either."""
     from privdiff_core.data import open_dataset
     from privdiff_core.verification import embed_all
 
@@ -147,18 +155,22 @@ def load_gallery(
     ids = np.asarray(tensors.patient_ids)
     if len(set(ids.tolist())) < 2:
         raise GalleryError(f"--gallery {folder}: needs films of at least two patients to calibrate the check")
+    device = next(verifier.parameters()).device
     with torch.no_grad():
-        emb = embed_all(verifier.eval(), tensors.image, device=next(verifier.parameters()).device)
+        emb = embed_all(verifier.eval(), tensors.image, device=device)
         distance = torch.cdist(emb, emb).numpy()
-    distance[ids[:, None] == ids[None, :]] = np.inf  # the same patient's films are no false match
-    copy_distance = float(np.quantile(distance.min(1), fpr))
-    return SiteGallery(tensors.image, copy_distance, str(folder))
+        score = closeness_matrix(verifier, emb, emb, device).numpy()
+    same_patient = ids[:, None] == ids[None, :]  # the same patient's films are no false match
+    distance[same_patient], score[same_patient] = np.inf, -np.inf
+    copy_distance = float(np.quantile(distance.min(1), fpr / 2))
+    score_threshold = float(np.quantile(score.max(1), 1.0 - fpr / 2))
+    return SiteGallery(tensors.image, copy_distance, score_threshold, str(folder))
 
 
 @dataclass
 class ResidualRiskCheck:
     """Same-patient probability of (input, output) pairs under one verifier; with a site gallery,
-    raised to the output's match with any gallery film (module docstring)."""
+    1 where the output matches a gallery film beyond the gallery's thresholds (module docstring)."""
 
     verifier: SiameseVerifier
     image_size: int
@@ -182,8 +194,7 @@ class ResidualRiskCheck:
         if self.gallery is None:
             return probability
         best, nearest = gallery_match(self.verifier, second, self.gallery.images, device)
-        probability = np.maximum(probability, best)
-        probability[nearest < self.gallery.copy_distance] = 1.0
+        probability[(best > self.gallery.score_threshold) | (nearest < self.gallery.copy_distance)] = 1.0
         return probability
 
 

@@ -109,6 +109,14 @@ def closeness_head(head: nn.Linear) -> nn.Linear:
     return closeness
 
 
+def closeness_matrix(
+    verifier: SiameseVerifier, emb_a: torch.Tensor, emb_b: torch.Tensor, device="cpu"
+) -> torch.Tensor:
+    """(A, B) same-patient probabilities of embedding pairs, read as closeness (`closeness_head`):
+    the score `gallery_match` takes the best of, for a caller that calibrates on its own films."""
+    return _head_matrix(verifier, emb_a, emb_b, device, closeness=True)
+
+
 def _score_matrix(
     verifier: SiameseVerifier, first: torch.Tensor, second: torch.Tensor, device
 ) -> torch.Tensor:
@@ -151,7 +159,7 @@ def gallery_match(
     treats them alike; a copy is at distance 0 and has the highest closeness score.
     """
     emb_f, emb_g = _embed_pair(verifier, films, gallery, device)
-    best = _head_matrix(verifier, emb_f, emb_g, device, closeness=True).max(1).values.numpy()
+    best = closeness_matrix(verifier, emb_f, emb_g, device).max(1).values.numpy()
     nearest = torch.cdist(emb_f, emb_g).min(1).values.numpy()
     return best, nearest
 

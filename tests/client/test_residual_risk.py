@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,3 +79,28 @@ def test_a_site_gallery_holds_back_copies_of_its_films_and_scores_the_rest(synth
     assert (raised >= pair_only).all() and (raised < 1.0).all()
     with pytest.raises(GalleryError, match="cannot be read"):
         load_gallery(tmp_path, verifier, 32)
+
+
+def test_the_gallery_score_counts_only_beyond_what_other_patients_films_reach(synthetic_federation):
+    """A best score over many gallery films is no probability: the gallery calibrates its threshold
+    on its own films' best matches among other patients, as the evaluation does on validation
+    films. With a head that scores every pair above 0.5, outputs unlike any gallery film keep
+    their pair score (the raw best would have held back every one); copies are still caught."""
+    from privdiff.client.residual_risk import load_gallery
+    from privdiff_core.data import open_dataset
+
+    torch.manual_seed(0)
+    verifier = SiameseVerifier("small", 16).eval()
+    with torch.no_grad():
+        verifier.head.bias.fill_(5.0)  # sigmoid(5) ~ 0.993: every pair reads "same patient"
+    gallery = load_gallery(synthetic_federation, verifier, 32)
+    films = open_dataset(synthetic_federation, 32, progress=False).load_tensors(progress=False).image
+    assert 0.5 < gallery.score_threshold <= torch.sigmoid(torch.tensor(5.0)).item() + 1e-6
+    plain = ResidualRiskCheck(verifier, 32, "site verifier")
+    checked = ResidualRiskCheck(verifier, 32, "site verifier", gallery)
+    inputs = torch.rand(6, 1, 32, 32) * 2 - 1
+    noise = torch.rand(6, 1, 32, 32) * 2 - 1
+    assert np.array_equal(
+        checked.same_patient_probability(inputs, noise), plain.same_patient_probability(inputs, noise)
+    )
+    assert (checked.same_patient_probability(inputs, films[:6]) == 1.0).all()

@@ -47,7 +47,12 @@ import torch
 from torch.nn import functional as F
 
 from privdiff_core.errors import PrivdiffError
-from privdiff_core.evaluation.linkage import MEMORIZATION_FPR, closeness_matrix, gallery_match
+from privdiff_core.evaluation.linkage import (
+    MEMORIZATION_FPR,
+    closeness_matrix,
+    false_match_thresholds,
+    gallery_match,
+)
 from privdiff_core.nets import SiameseVerifier
 from privdiff_core.verification import VerifierTraining, train_verifier
 
@@ -162,8 +167,7 @@ def load_gallery(
         score = closeness_matrix(verifier, emb, emb, device).numpy()
     same_patient = ids[:, None] == ids[None, :]  # the same patient's films are no false match
     distance[same_patient], score[same_patient] = np.inf, -np.inf
-    copy_distance = float(np.quantile(distance.min(1), fpr / 2))
-    score_threshold = float(np.quantile(score.max(1), 1.0 - fpr / 2))
+    score_threshold, copy_distance = false_match_thresholds(score.max(1), distance.min(1), fpr)
     return SiteGallery(tensors.image, copy_distance, score_threshold, str(folder))
 
 

@@ -172,12 +172,15 @@ def memorization_threshold(
     if not 0.0 < fpr < 1.0:
         raise ValueError(f"the memorization false-positive rate must lie in (0, 1), got {fpr}")
     best, nearest = gallery_match(verifier, val_images, train_images, device)
-    return {
-        "score": float(np.quantile(best, 1.0 - fpr / 2)),
-        "distance": float(np.quantile(nearest, fpr / 2)),
-        "fpr": fpr,
-        "validation_films": int(len(best)),
-    }
+    score, distance = false_match_thresholds(best, nearest, fpr)
+    return {"score": score, "distance": distance, "fpr": fpr, "validation_films": int(len(best))}
+
+
+def false_match_thresholds(best: np.ndarray, nearest: np.ndarray, fpr: float) -> tuple[float, float]:
+    """(score, distance) that films known to match no one cross at rate fpr/2 each, <= fpr together:
+    the best score only fpr/2 of them exceed, the nearest distance only fpr/2 of them undercut.
+    `best` / `nearest`: each such film's best score and nearest distance (`gallery_match`)."""
+    return float(np.quantile(best, 1.0 - fpr / 2)), float(np.quantile(nearest, fpr / 2))
 
 
 def memorization_rules(

@@ -51,10 +51,10 @@ from privdiff_core.evaluation.linkage import (
     MEMORIZATION_FPR,
     closeness_matrix,
     false_match_thresholds,
-    gallery_match,
+    match_embeddings,
 )
 from privdiff_core.nets import SiameseVerifier
-from privdiff_core.verification import VerifierTraining, train_verifier
+from privdiff_core.verification import VerifierTraining, embed_all, train_verifier
 
 VERIFIER_FORMAT = "privdiff-verifier/1"
 VERIFIER_CONFIG = "verifier.json"
@@ -138,6 +138,7 @@ class SiteGallery:
     is a match (`load_gallery`)."""
 
     images: torch.Tensor
+    embeddings: torch.Tensor  # the verifier's, of `images`: computed once, matched for every batch
     copy_distance: float
     score_threshold: float
     folder: str
@@ -151,7 +152,6 @@ def load_gallery(
     the nearest distances (`copy_distance`) and the `1 - fpr / 2` quantile of the best closeness
     scores (`score_threshold`), so that at most `fpr` of unrelated films cross either."""
     from privdiff_core.data import open_dataset
-    from privdiff_core.verification import embed_all
 
     try:
         tensors = open_dataset(folder, image_size, progress=False).load_tensors(progress=False)
@@ -168,7 +168,7 @@ def load_gallery(
     same_patient = ids[:, None] == ids[None, :]  # the same patient's films are no false match
     distance[same_patient], score[same_patient] = np.inf, -np.inf
     score_threshold, copy_distance = false_match_thresholds(score.max(1), distance.min(1), fpr)
-    return SiteGallery(tensors.image, copy_distance, score_threshold, str(folder))
+    return SiteGallery(tensors.image, emb, copy_distance, score_threshold, str(folder))
 
 
 @dataclass
@@ -197,7 +197,8 @@ class ResidualRiskCheck:
         probability = torch.sigmoid(self.verifier(first, second)).float().cpu().numpy()
         if self.gallery is None:
             return probability
-        best, nearest = gallery_match(self.verifier, second, self.gallery.images, device)
+        emb = embed_all(self.verifier, second, device=device)
+        best, nearest = match_embeddings(self.verifier, emb, self.gallery.embeddings, device)
         probability[(best > self.gallery.score_threshold) | (nearest < self.gallery.copy_distance)] = 1.0
         return probability
 

@@ -158,9 +158,15 @@ def gallery_match(
     different films of a patient): its head weighs the embedding's coordinates, the distance
     treats them alike; a copy is at distance 0 and has the highest closeness score.
     """
-    emb_f, emb_g = _embed_pair(verifier, films, gallery, device)
-    best = closeness_matrix(verifier, emb_f, emb_g, device).max(1).values.numpy()
-    nearest = torch.cdist(emb_f, emb_g).min(1).values.numpy()
+    return match_embeddings(verifier, *_embed_pair(verifier, films, gallery, device), device)
+
+
+def match_embeddings(
+    verifier: SiameseVerifier, emb_films: torch.Tensor, emb_gallery: torch.Tensor, device="cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """`gallery_match` on embeddings already computed (a gallery embedded once, matched often)."""
+    best = closeness_matrix(verifier, emb_films, emb_gallery, device).max(1).values.numpy()
+    nearest = torch.cdist(emb_films, emb_gallery).min(1).values.numpy()
     return best, nearest
 
 

@@ -11,7 +11,8 @@ mean test AUC over the findings (all sites' test films), the same with the logit
 the film and four 2-pixel shifts of it, and the seconds per local step (one torch thread; the cost
 the main job pays per site and step). The findings network learns at the denoiser stage's
 learning-rate schedule (train.denoiser.lr_schedule / lr_final, as in the training stage);
---input-size area-averages the films to fewer pixels first.
+--input-size area-averages the films to fewer pixels first; `encoder.findings_pool_grid=G` pools
+the network's last features over a G x G grid instead of the whole film.
 
     OMP_NUM_THREADS=1 python benchmarks/findings_estimator_budget.py --data runs/demo/federation \\
         --setting 32,64,64,64:32 --setting 16,32,64,64:64 --setting 16,32,64,64:96 --seeds 3 \\
@@ -53,13 +54,15 @@ def federated_fit(
     seed: int,
     lr_schedule: Callable[[float], float] = lambda progress: 1.0,
     input_size: int | None = None,
+    pool_grid: int = 1,
 ) -> dict:
     """Train one findings network as the federation does; its test AUC after every round.
-    `lr_schedule`: the lr's factor at each progress (0..1) through all rounds' steps."""
+    `lr_schedule`: the lr's factor at each progress (0..1) through all rounds' steps; `pool_grid`:
+    the network's pooling grid (encoder.findings_pool_grid)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    global_model = ImageClassifier(NUM_FINDINGS, "small", embed_dim, tuple(widths))
+    global_model = ImageClassifier(NUM_FINDINGS, "small", embed_dim, tuple(widths), pool_grid)
     optimizer_states: list[dict | None] = [None] * len(sites)
     pos_weights = [finding_pos_weight(site.labels, site.label_mask) for site in sites]
     sizes = np.array([len(site.images) for site in sites], dtype=np.float64)
@@ -149,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--input-size", type=int, default=None, help="films area-averaged to this many pixels first"
     )
-    parser.add_argument("--seeds", type=int, default=3, help="trainings per setting (seeds 0..N-1)")
+    parser.add_argument("--seeds", type=int, default=3, help="trainings per setting (seeds F..F+N-1)")
+    parser.add_argument("--first-seed", type=int, default=0, help="F: the first seed (default 0)")
     parser.add_argument("--json", required=True, help="output JSON (rewritten after each training)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. federation.rounds.denoiser=16")
     args = parser.parse_args(argv)
@@ -174,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         "lr_schedule": str(cfg.train.denoiser.lr_schedule),
         "lr_final": float(cfg.train.denoiser.lr_final),
         "input_size": args.input_size,
+        "pool_grid": int(cfg.encoder.findings_pool_grid),
         "sites": [len(s.images) for s in sites],
         "test_films": len(test.images),
         "settings": [],
@@ -181,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     lr, embed_dim = out["lr"], int(cfg.encoder.embed_dim)
     for widths, batch in args.setting:
         runs = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             load = load_average()
             run = federated_fit(
                 sites,
@@ -195,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed,
                 lambda progress: lr_factor(cfg, "denoiser", progress),
                 args.input_size,
+                out["pool_grid"],
             )
             runs.append({"seed": seed, **run, "load_before": load, "load_after": load_average()})
             print(
@@ -219,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
 def _table(out: dict) -> str:
     lines = [
         f"Findings network, {out['rounds']} rounds x {out['local_steps']} local steps on "
-        f"{len(out['sites'])} sites (FedAvg), test AUC over {out['test_films']} films.",
+        f"{len(out['sites'])} sites (FedAvg), test AUC over {out['test_films']} films, "
+        f"pooling grid {out.get('pool_grid', 1)}.",
         "",
         "| widths | batch | test AUC (mean ± std) | runs | s per local step |",
         "|---|---|---|---|---|",

@@ -79,6 +79,9 @@ class EncoderConfig:
     # 96's 0.742 for the same films and a cheaper step; benchmarks/results/
     # findings_estimator_steps_session23.md, stage_step_cost_session24.md; configs/demo.yaml)
     findings_steps: int = 1
+    # the findings network's pooling (small backbone: nets.SmallConvNet.pool_grid): 1 averages its
+    # last features over the film; G > 1 over each cell of a G x G grid, keeping where they are
+    findings_pool_grid: int = 1
     # how often an estimated finding is called present (privdiff_net.measure_finding_thresholds):
     # "youden" (Youden's threshold) or "prevalence" (in the share of training films that have it;
     # demo and paper: Youden called 3x as many findings per film, which drew unlike films)

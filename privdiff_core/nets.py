@@ -15,12 +15,25 @@ BACKBONES = ("small", "resnet50", "densenet121")
 
 
 class SmallConvNet(nn.Module):
-    """Stride-2 conv blocks (conv-GroupNorm-SiLU), global average pooling, linear embedding."""
+    """Stride-2 conv blocks (conv-GroupNorm-SiLU), pooling, linear embedding.
+
+    `pool_grid` 1: global average pooling, which keeps what the features are but not where.
+    G > 1: the features averaged over each cell of a G x G grid and flattened, so the embedding
+    also knows where in the film a feature lies. Radiographs are aligned, and a finding's place is
+    part of what it is (an effusion at the costophrenic angle, the heart's border).
+    """
 
     def __init__(
-        self, embed_dim: int = 128, widths: tuple[int, ...] = (32, 64, 128, 128), in_channels: int = 1
+        self,
+        embed_dim: int = 128,
+        widths: tuple[int, ...] = (32, 64, 128, 128),
+        in_channels: int = 1,
+        pool_grid: int = 1,
     ):
         super().__init__()
+        if pool_grid < 1:
+            raise ValueError(f"pool_grid must be >= 1, got {pool_grid}")
+        self.pool_grid = pool_grid
         layers: list[nn.Module] = []
         prev = in_channels
         for width in widths:
@@ -34,16 +47,24 @@ class SmallConvNet(nn.Module):
             ]
             prev = width
         self.features = nn.Sequential(*layers)
-        self.embed = nn.Linear(prev, embed_dim)
+        self.embed = nn.Linear(prev * pool_grid * pool_grid, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embed(self.features(x).mean(dim=(2, 3)))
+        features = self.features(x)
+        if self.pool_grid == 1:
+            return self.embed(features.mean(dim=(2, 3)))
+        return self.embed(nn.functional.adaptive_avg_pool2d(features, self.pool_grid).flatten(1))
 
 
-def build_backbone(name: str, embed_dim: int, widths: tuple[int, ...] | None = None) -> nn.Module:
-    """An image -> embedding network by config name (see BACKBONES)."""
+def build_backbone(
+    name: str, embed_dim: int, widths: tuple[int, ...] | None = None, pool_grid: int = 1
+) -> nn.Module:
+    """An image -> embedding network by config name (see BACKBONES); `pool_grid`: SmallConvNet's
+    (the MONAI backbones pool as they are built)."""
+    if name != "small" and pool_grid != 1:
+        raise ValueError(f"pool_grid {pool_grid} applies to the small backbone only, not {name!r}")
     if name == "small":
-        return SmallConvNet(embed_dim, tuple(widths) if widths else (32, 64, 128, 128))
+        return SmallConvNet(embed_dim, tuple(widths) if widths else (32, 64, 128, 128), pool_grid=pool_grid)
     if name == "resnet50":
         from monai.networks.nets import resnet50
 
@@ -80,9 +101,10 @@ class ImageClassifier(nn.Module):
         backbone: str = "small",
         embed_dim: int = 128,
         widths: tuple[int, ...] | None = None,
+        pool_grid: int = 1,
     ):
         super().__init__()
-        self.backbone = build_backbone(backbone, embed_dim, widths)
+        self.backbone = build_backbone(backbone, embed_dim, widths, pool_grid)
         self.head = nn.Sequential(nn.SiLU(), nn.Linear(embed_dim, num_outputs))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,8 @@ class AttributeEncoder(ModelMixin, ConfigMixin):
     """Identity verifier + multi-task attribute classifier on (B, 1, S, S) images in [-1, 1].
 
     A diffusers model (`save_pretrained` / `from_pretrained`, config.json beside the weights).
-    `findings_widths`: the findings network's own widths (None: `widths`).
+    `findings_widths`: the findings network's own widths (None: `widths`); `findings_pool_grid`:
+    its pooling grid (nets.SmallConvNet: 1 averages over the film, G > 1 keeps where features are).
     `finding_thresholds` only travels in the config: where each finding's estimate counts as present,
     a row per sex, measured in training (`PrivDiffModels.finding_thresholds` holds the live copy;
     models saved before the rows were per sex have one row).
@@ -45,6 +46,7 @@ class AttributeEncoder(ModelMixin, ConfigMixin):
         finding_thresholds: Sequence[Sequence[float]] | Sequence[float] | None = None,
         findings_network: bool = False,
         findings_widths: Sequence[int] | None = None,
+        findings_pool_grid: int = 1,
     ):
         super().__init__()
         widths = tuple(widths) if widths else None
@@ -54,7 +56,9 @@ class AttributeEncoder(ModelMixin, ConfigMixin):
         # diagnosis judge: on a backbone shared with age and sex they compete with two easier tasks.
         findings_widths = tuple(findings_widths) if findings_widths else widths
         self.findings = (
-            ImageClassifier(NUM_FINDINGS, backbone, embed_dim, findings_widths) if findings_network else None
+            ImageClassifier(NUM_FINDINGS, backbone, embed_dim, findings_widths, findings_pool_grid)
+            if findings_network
+            else None
         )
         heads = ATTRIBUTE_SIZES if self.findings is None else _DEMOGRAPHICS
         self.classifier = ImageClassifier(sum(heads.values()), backbone, embed_dim, widths)

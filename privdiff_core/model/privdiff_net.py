@@ -139,6 +139,7 @@ class PrivDiffModels(nn.Module):
                 # models trained before the option existed share one backbone
                 findings_network=bool(enc.get("findings_network", False)),
                 findings_widths=list(enc.get("findings_widths") or []) or None,
+                findings_pool_grid=int(enc.get("findings_pool_grid", 1)),
             )
         )
         self.conditioner = (

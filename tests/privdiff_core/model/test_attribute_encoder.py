@@ -103,18 +103,21 @@ def test_a_separate_findings_network_learns_in_the_denoiser_stage(tmp_path):
 
 
 def test_the_findings_network_has_its_own_widths_and_batch(tmp_path):
-    """encoder.findings_widths / findings_batch: the findings network is built with its own widths
-    and learns on batches of its own size (the age/sex heads keep `attribute_batch`); a saved folder
-    is rebuilt with those widths."""
+    """encoder.findings_widths / findings_batch / findings_pool_grid: the findings network is built
+    with its own widths and pooling grid and learns on batches of its own size (the age/sex heads
+    keep `attribute_batch`); a saved folder is rebuilt with those widths and that grid."""
     from privdiff_core.model.folder import load_models
     from privdiff_core.training import save_anonymizer
 
     data = generate_arrays(SynthParams(sites=2, patients=12, images_per_patient=3, size=32)).to_tensors()
     overrides = ["device=cpu", "encoder.findings_network=true", "encoder.attribute_batch=4"]
-    cfg = load_config("tiny", [*overrides, "encoder.findings_widths=[8,16]", "encoder.findings_batch=10"])
+    own = ["encoder.findings_widths=[8,16]", "encoder.findings_batch=10", "encoder.findings_pool_grid=2"]
+    cfg = load_config("tiny", [*overrides, *own])
     models = build_models(cfg)
     convs = [m for m in models.encoder.findings.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [conv.out_channels for conv in convs[::2]] == [8, 16]  # two convolutions per width
+    assert models.encoder.findings.backbone.embed.in_features == 16 * 2 * 2  # a 2 x 2 grid of the last width
+    assert models.encoder.classifier.backbone.pool_grid == 1  # age and sex: pooled over the film
     assert models.encoder.classifier.backbone.features[0].out_channels == cfg.encoder.widths[0]
     seen: dict[str, list[int]] = {"findings": [], "classifier": []}
     for name in seen:
@@ -134,3 +137,4 @@ def test_the_findings_network_has_its_own_widths_and_batch(tmp_path):
     # unset: the findings network has the encoder's widths and the attribute batch, as before
     plain = build_models(load_config("tiny", overrides))
     assert plain.encoder.findings.backbone.features[0].out_channels == cfg.encoder.widths[0]
+    assert plain.encoder.findings.backbone.pool_grid == 1

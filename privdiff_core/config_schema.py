@@ -80,7 +80,9 @@ class EncoderConfig:
     # findings_estimator_steps_session23.md, stage_step_cost_session24.md; configs/demo.yaml)
     findings_steps: int = 1
     # the findings network's pooling (small backbone: nets.SmallConvNet.pool_grid): 1 averages its
-    # last features over the film; G > 1 over each cell of a G x G grid, keeping where they are
+    # last features over the film; G > 1 over each cell of a G x G grid, keeping where they are.
+    # Demo: 8 read test films better (0.840 against 0.746) but its films kept less diagnosis
+    # (0.588 against 0.630; benchmarks/results/main_job_frontier_pool_grid_session25.md)
     findings_pool_grid: int = 1
     # how often an estimated finding is called present (privdiff_net.measure_finding_thresholds):
     # "youden" (Youden's threshold) or "prevalence" (in the share of training films that have it;

@@ -36,7 +36,7 @@ from privdiff_core.config import load_config
 from privdiff_core.data import open_dataset
 from privdiff_core.evaluation.attackers import AttackerSettings, build_verifier
 from privdiff_core.evaluation.baselines.dp_pix import dp_pix
-from privdiff_core.evaluation.linkage import MEMORIZATION_FPR, _head_matrix
+from privdiff_core.evaluation.linkage import MEMORIZATION_FPR, head_matrix
 from privdiff_core.verification import embed_all
 
 READINGS = {"whole head": False, "closeness": True}
@@ -92,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         for reading, closeness in READINGS.items():
 
             def best(name: str, verifier=verifier, emb=emb, closeness: bool = closeness) -> np.ndarray:
-                matrix = _head_matrix(verifier, emb[name], emb["train"], "cpu", closeness=closeness)
+                matrix = head_matrix(verifier, emb[name], emb["train"], "cpu", closeness=closeness)
                 return matrix.max(1).values.numpy()
 
             threshold = float(np.quantile(best("val"), 1.0 - MEMORIZATION_FPR / 2))
-            pair_scores = _head_matrix(verifier, emb["test"], emb["test"], "cpu", closeness=closeness).numpy()
-            other = _head_matrix(verifier, emb["train"][queries], emb["train"], "cpu", closeness=closeness)
+            pair_scores = head_matrix(verifier, emb["test"], emb["test"], "cpu", closeness=closeness).numpy()
+            other = head_matrix(verifier, emb["train"][queries], emb["train"], "cpu", closeness=closeness)
             other[torch.arange(len(queries)), torch.as_tensor(queries)] = -1.0  # not the film itself
             rows.append(
                 {

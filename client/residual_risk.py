@@ -49,8 +49,8 @@ from torch.nn import functional as F
 from privdiff_core.errors import PrivdiffError
 from privdiff_core.evaluation.linkage import (
     MEMORIZATION_FPR,
-    closeness_matrix,
     false_match_thresholds,
+    head_matrix,
     match_embeddings,
 )
 from privdiff_core.nets import SiameseVerifier
@@ -164,7 +164,7 @@ def load_gallery(
     with torch.no_grad():
         emb = embed_all(verifier.eval(), tensors.image, device=device)
         distance = torch.cdist(emb, emb).numpy()
-        score = closeness_matrix(verifier, emb, emb, device).numpy()
+        score = head_matrix(verifier, emb, emb, device, closeness=True).numpy()
     same_patient = ids[:, None] == ids[None, :]  # the same patient's films are no false match
     distance[same_patient], score[same_patient] = np.inf, -np.inf
     score_threshold, copy_distance = false_match_thresholds(score.max(1), distance.min(1), fpr)

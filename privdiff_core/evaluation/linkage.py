@@ -65,14 +65,14 @@ def _embed_pair(verifier: SiameseVerifier, first: torch.Tensor, second: torch.Te
 
 
 @torch.no_grad()
-def _head_matrix(
+def head_matrix(
     verifier: SiameseVerifier,
     emb_a: torch.Tensor,
     emb_b: torch.Tensor,
-    device,
+    device="cpu",
     budget: int = 1 << 23,
     closeness: bool = False,
-):
+) -> torch.Tensor:
     """Same-patient probability of every (a, b) embedding pair as an (A, B) matrix; `budget`
     bounds the elements of one chunk's |e_a - e_b| tensor (memory, whatever the gallery size).
 
@@ -109,18 +109,10 @@ def closeness_head(head: nn.Linear) -> nn.Linear:
     return closeness
 
 
-def closeness_matrix(
-    verifier: SiameseVerifier, emb_a: torch.Tensor, emb_b: torch.Tensor, device="cpu"
-) -> torch.Tensor:
-    """(A, B) same-patient probabilities of embedding pairs, read as closeness (`closeness_head`):
-    the score `gallery_match` takes the best of, for a caller that calibrates on its own films."""
-    return _head_matrix(verifier, emb_a, emb_b, device, closeness=True)
-
-
 def _score_matrix(
     verifier: SiameseVerifier, first: torch.Tensor, second: torch.Tensor, device
 ) -> torch.Tensor:
-    return _head_matrix(verifier, *_embed_pair(verifier, first, second, device), device)
+    return head_matrix(verifier, *_embed_pair(verifier, first, second, device), device)
 
 
 def retrieval_at_1(
@@ -165,7 +157,7 @@ def match_embeddings(
     verifier: SiameseVerifier, emb_films: torch.Tensor, emb_gallery: torch.Tensor, device="cpu"
 ) -> tuple[np.ndarray, np.ndarray]:
     """`gallery_match` on embeddings already computed (a gallery embedded once, matched often)."""
-    best = closeness_matrix(verifier, emb_films, emb_gallery, device).max(1).values.numpy()
+    best = head_matrix(verifier, emb_films, emb_gallery, device, closeness=True).max(1).values.numpy()
     nearest = torch.cdist(emb_films, emb_gallery).min(1).values.numpy()
     return best, nearest
 

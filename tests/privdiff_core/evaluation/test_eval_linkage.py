@@ -7,10 +7,10 @@ from eval_toydata import synth_splits
 from torch import nn
 
 from privdiff_core.evaluation.linkage import (
-    _head_matrix,
     closeness_head,
     gallery_match,
     hard_negative_pairs,
+    head_matrix,
     memorization_flags,
     memorization_rate,
     memorization_threshold,
@@ -107,7 +107,7 @@ def test_the_memorization_score_only_falls_as_a_film_moves_away_from_its_nearest
     # Moved along the positive-weight pixels only, the whole head calls it the same patient for
     # sure; the gallery's score never exceeds a copy's.
     moved = gallery[:1] + 4.0 * torch.cat([torch.zeros(8), torch.ones(8)]).view(1, 1, 4, 4)
-    assert _head_matrix(verifier, moved.flatten(1), gallery[:1].flatten(1), "cpu")[0, 0] > 0.99
+    assert head_matrix(verifier, moved.flatten(1), gallery[:1].flatten(1), "cpu")[0, 0] > 0.99
     assert gallery_match(verifier, moved, gallery)[0][0] <= copy_score + 1e-7
 
 

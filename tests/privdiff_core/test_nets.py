@@ -31,10 +31,11 @@ def test_grid_pooling_takes_any_film_size_and_global_pooling_keeps_its_weights()
     net = ImageClassifier(14, "small", 16, (8, 16, 16), pool_grid=4)
     assert net(torch.zeros(2, 1, 64, 64)).shape == (2, 14)
     assert net(torch.zeros(2, 1, 96, 96)).shape == (2, 14)
-    before = {name: p.shape for name, p in ImageClassifier(14, "small", 16, (8, 16)).state_dict().items()}
-    now = {name: p.shape for name, p in ImageClassifier(14, "small", 16, (8, 16), 1).state_dict().items()}
-    assert now == before
-    assert before["backbone.embed.weight"] == (16, 16)
+    # pool grid 1 (the default): the embedding reads the last width (16) alone, as before the option
+    grid_1 = {name: p.shape for name, p in ImageClassifier(14, "small", 16, (8, 16), 1).state_dict().items()}
+    default = {name: p.shape for name, p in ImageClassifier(14, "small", 16, (8, 16)).state_dict().items()}
+    assert grid_1 == default
+    assert grid_1["backbone.embed.weight"] == (16, 16)
 
 
 def test_pool_grid_is_refused_where_it_cannot_apply():

@@ -201,6 +201,10 @@ class AnonymizeConfig:
     # the demo's) move it this far toward reading as the findings it is drawn with, told or
     # estimated (model/reading_guidance.py); 0: off
     reading_guidance: float = 0.0
+    # what estimated findings are guided toward: "calls" (the calls the denoiser is drawing) or
+    # "estimates" (the estimator's probabilities on the input film, so a film it is surer of draws
+    # a plainer finding); told findings are guided toward the told labels either way
+    reading_target: str = "calls"
 
 
 # ---- evaluation: attacks, utility, quality, baselines, ablation (privdiff_core/evaluation)

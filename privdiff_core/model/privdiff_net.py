@@ -24,7 +24,11 @@ from torch import nn
 from privdiff_core.attributes import NUM_FINDINGS, NUM_SEXES
 from privdiff_core.model.attribute_encoder import AttributeEncoder
 from privdiff_core.model.conditioning import ConditionEncoder, Conditions, ConditionState, state_from_labels
-from privdiff_core.model.reading_guidance import GUIDED_FROM_ALPHA_BAR, reading_guided_noise
+from privdiff_core.model.reading_guidance import (
+    GUIDED_FROM_ALPHA_BAR,
+    READING_TARGETS,
+    reading_guided_noise,
+)
 from privdiff_core.model.spg import (
     cfg_combine,
     check_negative,
@@ -122,6 +126,12 @@ class PrivDiffModels(nn.Module):
         if self.reading_guidance < 0:
             raise ValueError(f"anonymize.reading_guidance must be >= 0, got {self.reading_guidance}")
         self.guided_from_alpha_bar = GUIDED_FROM_ALPHA_BAR  # which steps it guides (0: all)
+        # models saved before the option existed guided toward their calls
+        self.reading_target = str((cfg.get("anonymize") or {}).get("reading_target", "calls"))
+        if self.reading_target not in READING_TARGETS:
+            raise ValueError(
+                f"anonymize.reading_target must be one of {READING_TARGETS}, got {self.reading_target!r}"
+            )
         enc = cfg.encoder
         # models trained before the option existed called at Youden's threshold
         self.finding_calls = str(enc.get("finding_calls", "youden"))
@@ -300,16 +310,24 @@ class PrivDiffModels(nn.Module):
         attribute encoder fills in what the labels do not say (findings called at
         `finding_thresholds`, the row of the film's told or estimated sex: yes/no, or graded with
         `anonymize.finding_softness`)."""
+        return self._conditions_and_reading(images, conditions, estimate)[0]
+
+    def _conditions_and_reading(
+        self, images: torch.Tensor, conditions: Conditions | None, estimate: bool
+    ) -> tuple[ConditionState, torch.Tensor]:
+        """`condition_state`, and the findings before they were called (B, 14): the estimator's
+        probabilities where it estimated them, the told labels elsewhere."""
         conditions = conditions if conditions is not None else Conditions()
         identity = self.encoder.identity_embedding(images).float()
         estimates = self.encoder.estimate(images) if estimate else None
         state = state_from_labels(identity, conditions, estimates)
         if not estimate:
-            return state
+            return state, state.diagnosis
         estimated = ~conditions.told_findings(len(images))
-        return state.with_called_diagnosis(
+        called = state.with_called_diagnosis(
             self.finding_thresholds_for(state.sex), estimated, self.finding_softness
         )
+        return called, state.diagnosis
 
     def spg_negative_state(self, state: ConditionState, sensitive: str) -> ConditionState:
         """The condition SPG pushes away from: diag + s ("diagnosis") or s alone ("paper")."""
@@ -374,13 +392,17 @@ class PrivDiffModels(nn.Module):
             return self.spg_guidance(*chunks)
         return chunks[0] if k == 1 else cfg_combine(chunks[0], chunks[1], w_diag)
 
-    def _reading_to_match(self, state: ConditionState) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(target (B, 14), mask (B, 14)) for reading guidance: the findings the denoiser is told
-        to draw, the told labels where the site gave them and the graded calls of the estimator
-        where it did not; None when guidance is off or no finding is known."""
+    def _reading_to_match(
+        self, state: ConditionState, uncalled: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(target (B, 14), mask (B, 14)) for reading guidance: the told labels where the site gave
+        them; where it did not, the calls the denoiser is drawing (`anonymize.reading_target`
+        "calls") or the estimator's probabilities `uncalled` ("estimates"). None when guidance is
+        off or no finding is known."""
         if self.reading_guidance == 0 or not state.diagnosis_known.any():
             return None
-        return state.diagnosis.float(), state.diagnosis_known.bool()
+        target = uncalled if self.reading_target == "estimates" else state.diagnosis
+        return target.float(), state.diagnosis_known.bool()
 
     def _read_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """The estimator's finding logits of the films these clean latents decode to."""
@@ -425,8 +447,8 @@ class PrivDiffModels(nn.Module):
         even a scaled z0, which add_noise would keep at the last step), DDIM over all N steps,
         the positive condition the findings alone; `strength` is not used. With
         `anonymize.reading_guidance` > 0, the steps with a_t >= `guided_from_alpha_bar` also pull
-        the drawing toward reading as those findings: told, or called by the estimator
-        (reading_guidance.py).
+        the drawing toward reading as those findings: told, or as the estimator read or called them
+        (`anonymize.reading_target`, reading_guidance.py).
         """
         if mode not in ANONYMIZE_MODES:
             raise ValueError(f"anonymize mode must be one of {ANONYMIZE_MODES}, got {mode!r}")
@@ -444,9 +466,9 @@ class PrivDiffModels(nn.Module):
         if t_start >= len(timesteps):
             raise ValueError(f"strength {strength} x {ddim_steps} DDIM steps leaves no denoising step")
         with autocast_for(device):
-            state = self.condition_state(images, conditions, estimate=estimate)
+            state, uncalled = self._conditions_and_reading(images, conditions, estimate)
             z0 = None if generative else self.encode(images).float()
-        reading = self._reading_to_match(state) if generative else None
+        reading = self._reading_to_match(state, uncalled) if generative else None
         shape = (self.latent_channels, self.latent_size, self.latent_size)
         noise = noise_for_seeds(seeds, shape).to(device)
         if generative:

@@ -47,6 +47,16 @@ import torch.nn.functional as F
 # steps is half the cost (a decoder and estimator backward each).
 GUIDED_FROM_ALPHA_BAR = 0.25
 
+# What estimated findings are guided toward (`anonymize.reading_target`): the calls the denoiser
+# is drawing, or the estimator's probabilities on the input film. A call keeps one bit of how sure
+# the estimator was (graded calls little more: a finding it reads well is near 0 or 1 either way);
+# the probability keeps the rest, so a surer reading draws a plainer finding and the judge ranks
+# the drawings more as the estimator ranks the inputs. Session 24's main job's model, all 360
+# test films, 3 runs, session 22's judges, scale 1.5: diagnosis 0.634 +- 0.016 against 0.622 +-
+# 0.005 toward the calls (real films 0.656), gained on the findings it reads best (cardiomegaly,
+# edema, emphysema, fibrosis); re-ID 0.516 against 0.502 (benchmarks/results/reading_target_session26.md).
+READING_TARGETS = ("calls", "estimates")
+
 # The gradient is taken for this many films at a time: it goes back through the decoder at full
 # resolution, whose activations are kept for the backward pass. At the paper's 256 px (a 128-channel
 # full-resolution decoder level) one batch of 64 ran out of an 80 GB H100 after batches of 1, 8 and

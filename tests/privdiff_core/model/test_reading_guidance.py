@@ -1,6 +1,6 @@
 """Reading guidance (`anonymize.reading_guidance`): in the generative mode each late DDIM step
 pulls the drawing toward reading as the findings it is drawn with: the estimator's calls on the
-input film, or the labels a site told."""
+input film or its probabilities (`anonymize.reading_target`), or the labels a site told."""
 
 import pytest
 import torch
@@ -94,9 +94,11 @@ def estimator_reading(models, images: torch.Tensor) -> torch.Tensor:
         return models.encoder.finding_logits(images).sigmoid()
 
 
-def tiny_models(guidance: float):
+def tiny_models(guidance: float, *overrides: str):
     torch.manual_seed(0)
-    return build_models(load_config("tiny", ["device=cpu", f"anonymize.reading_guidance={guidance}"]))
+    return build_models(
+        load_config("tiny", ["device=cpu", f"anonymize.reading_guidance={guidance}", *overrides])
+    )
 
 
 def films_lit_from_one_side(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,9 +150,35 @@ def test_guided_drawings_read_as_the_findings_they_are_given():
     )
 
 
+def test_guided_toward_the_estimates_the_drawings_follow_the_estimator_not_its_calls():
+    # the two models' estimators are the same network, trained alike; their thresholds are above
+    # any probability, so every finding is called absent while the estimator reads some present
+    to_calls, to_estimates = tiny_models(5.0), tiny_models(5.0, "anonymize.reading_target=estimates")
+    for models in (to_calls, to_estimates):
+        train_the_estimator_on_the_lit_side(models)
+        models.finding_thresholds.fill_(0.999999)
+    films, left = films_lit_from_one_side(8, seed=3)
+    estimates = estimator_reading(to_estimates, films)[:, 0]
+    calls = to_calls.condition_state(films, Conditions(), estimate=True).diagnosis[:, 0]
+    assert left.sum() >= 2 and (estimates[left == 1] > 0.9).all() and (calls == 0).all()
+    untold = Conditions()
+    read_to_calls = estimator_reading(to_calls, anonymize(to_calls, films, untold))[:, 0]
+    read_to_estimates = estimator_reading(to_estimates, anonymize(to_estimates, films, untold))[:, 0]
+    assert read_to_estimates[left == 1].mean() > read_to_calls[left == 1].mean() + 0.1
+    # told findings are guided toward the told labels whatever the setting
+    labels = (torch.rand(8, NUM_FINDINGS, generator=torch.Generator().manual_seed(4)) < 0.3).float()
+    told = Conditions(labels=labels, label_mask=torch.ones(8, NUM_FINDINGS, dtype=torch.bool))
+    torch.testing.assert_close(anonymize(to_estimates, films, told), anonymize(to_calls, films, told))
+
+
 def test_the_setting_is_checked_and_older_models_draw_without_it():
     with pytest.raises(ValueError, match="reading_guidance"):
         tiny_models(-1.0)
+    with pytest.raises(ValueError, match="reading_target"):
+        tiny_models(1.0, "anonymize.reading_target=probabilities")
     older = OmegaConf.to_container(load_config("tiny", ["device=cpu"]))
     del older["anonymize"]["reading_guidance"]
-    assert build_models(OmegaConf.create(older)).reading_guidance == 0.0
+    del older["anonymize"]["reading_target"]
+    models = build_models(OmegaConf.create(older))
+    assert models.reading_guidance == 0.0
+    assert models.reading_target == "calls"

@@ -10,8 +10,9 @@ and draws each one about as plainly whatever the evidence behind it.
 Reading guidance closes part of that gap at sampling time, with nothing trained: at each DDIM step
 the predicted clean latent x0 = (z_t - sqrt(1 - a_t) eps) / sqrt(a_t) is decoded, the estimator
 reads it, and x0 takes one gradient step on the binary cross-entropy between that reading and the
-findings the denoiser is drawing: the estimator's graded calls on the input film where it
-estimated them, the labels where the site told them (the reports). The step's eps is then the
+findings the denoiser is drawing: where the estimator estimated them, its graded calls on the
+input film or its probabilities (`READING_TARGETS`), the labels where the site told them (the
+reports). The step's eps is then the
 one that points at the moved x0, so the DDIM update itself is unchanged. It is classifier
 guidance with the clean-image estimator applied to the predicted x0 (as in "universal guidance",
 Bansal et al. 2023, without the gradient through the denoiser, which would cost a UNet backward
@@ -21,8 +22,10 @@ Told findings were left to the conditions alone until session 22; guided toward 
 they draw better on every count (the main job's model, 160 films, 3 runs, the same judges;
 benchmarks/results/told_findings_reading_guidance.md): diagnosis 0.701 +- 0.011 against
 0.651 +- 0.026 (real films 0.687), FD 4.7 against 17.3, memorized 0.6% against 1.7%. With the
-findings estimated, the graded calls as targets draw as the estimator's probabilities did
-(diagnosis 0.654 +- 0.021 against 0.654 +- 0.023, FD 2.3 against 2.5).
+findings estimated, the graded calls as targets drew as the estimator's probabilities did on
+160 films (diagnosis 0.654 +- 0.021 against 0.654 +- 0.023, FD 2.3 against 2.5; session 26, two
+evaluations each: 0.630 / 0.641 against 0.629 / 0.651); on all 360 test films the probabilities
+keep a little more (`READING_TARGETS`).
 
 Only the steps whose predicted film is mostly film are guided (`GUIDED_FROM_ALPHA_BAR`).
 

@@ -56,8 +56,9 @@ GUIDED_FROM_ALPHA_BAR = 0.25
 # the probability keeps the rest, so a surer reading draws a plainer finding and the judge ranks
 # the drawings more as the estimator ranks the inputs. Session 24's main job's model, all 360
 # test films, 3 runs, session 22's judges, scale 1.5: diagnosis 0.634 +- 0.016 against 0.622 +-
-# 0.005 toward the calls (real films 0.656), gained on the findings it reads best (cardiomegaly,
-# edema, emphysema, fibrosis); re-ID 0.516 against 0.502 (benchmarks/results/reading_target_session26.md).
+# 0.005 toward the calls (real films 0.656; 0.632 +- 0.013 in a second evaluation), edema,
+# emphysema, fibrosis and infiltration gaining in both, cardiomegaly in neither; re-ID 0.512-0.516
+# against 0.502 (benchmarks/results/reading_target_session26.md).
 READING_TARGETS = ("calls", "estimates")
 
 # The gradient is taken for this many films at a time: it goes back through the decoder at full

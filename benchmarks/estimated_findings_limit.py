@@ -153,10 +153,7 @@ def measure(
         ]
         return np.mean(runs, axis=0)
 
-    with torch.no_grad():
-        estimates = torch.cat(
-            [models.encoder.estimate(images[i : i + 64])["diagnosis"] for i in range(0, n, 64)]
-        ).numpy()
+    estimates = models.finding_probabilities(images).numpy()
     own_softness, own_w_diag = models.finding_softness, float(models.cfg.spg.w_diag)
     own_guidance = models.reading_guidance
     models.finding_softness = 0.0

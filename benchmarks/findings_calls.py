@@ -31,15 +31,9 @@ from privdiff_core.model.folder import load_models
 
 def read_split(models, films: CXRTensors, batch: int = 64) -> dict:
     """The estimator's mean finding AUC on `films`, its calls per film and the true findings per film."""
-    with torch.no_grad():
-        probs = torch.cat(
-            [
-                models.encoder.estimate(films.images[i : i + batch])["diagnosis"]
-                for i in range(0, len(films), batch)
-            ]
-        )
-        sex = torch.nn.functional.one_hot(films.sex.long().clamp(0, NUM_SEXES - 1), NUM_SEXES).float()
-        calls = (probs >= models.finding_thresholds_for(sex)).float() * films.label_mask.float()
+    probs = models.finding_probabilities(films.images, batch)
+    sex = torch.nn.functional.one_hot(films.sex.long().clamp(0, NUM_SEXES - 1), NUM_SEXES).float()
+    calls = (probs >= models.finding_thresholds_for(sex)).float() * films.label_mask.float()
     truth = films.labels.float() * films.label_mask.float()
     auc = per_finding_auc(films.labels.numpy(), films.label_mask.numpy(), probs.numpy())["mean_auc"]
     return {

@@ -239,6 +239,17 @@ class PrivDiffModels(nn.Module):
         return self.latent_shift.item(), self.latent_scale.item()
 
     @torch.no_grad()
+    def finding_probabilities(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """(N, NUM_FINDINGS) the estimator's finding probabilities of `images`, `batch_size` films at
+        a time, on the CPU."""
+        return torch.cat(
+            [
+                self.encoder.estimate(images[i : i + batch_size].to(self.device))["diagnosis"].cpu()
+                for i in range(0, len(images), batch_size)
+            ]
+        )
+
+    @torch.no_grad()
     def measure_finding_thresholds(
         self,
         images: torch.Tensor,
@@ -267,13 +278,7 @@ class PrivDiffModels(nn.Module):
         """
         from sklearn.metrics import roc_curve
 
-        device = self.device
-        probs = torch.cat(
-            [
-                self.encoder.estimate(images[i : i + batch_size].to(device))["diagnosis"].cpu()
-                for i in range(0, len(images), batch_size)
-            ]
-        ).numpy()
+        probs = self.finding_probabilities(images, batch_size).numpy()
         truth, known, sexes = labels.numpy(), label_mask.bool().numpy(), sex.cpu().numpy()
         for k in range(NUM_FINDINGS):
             y, p = truth[known[:, k], k], probs[known[:, k], k]

@@ -171,6 +171,11 @@ class DenoiserStageConfig:
     # than it smooths, at 6 x 110 steps; kept for longer (GPU) runs
     lr_schedule: str = "constant"
     lr_final: float = 0.1
+    # the UNet's forward on a CPU: "float32", "bfloat16" (its weights, the findings network and
+    # SAS stay float32) or "auto" = bfloat16 where the CPU multiplies it itself (AVX512-BF16 or AMX;
+    # elsewhere bfloat16 is emulated and slower than float32). CUDA always trains the UNet in
+    # bfloat16 (training/precision.py). Demo main job, AMD EPYC: denoiser rounds 540 s against 657 s
+    cpu_precision: str = "float32"
 
 
 @dataclass

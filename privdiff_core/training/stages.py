@@ -46,6 +46,7 @@ from privdiff_core.model.tokens import DIAGNOSIS
 from privdiff_core.model.vae import vae_loss
 from privdiff_core.nets import finding_pos_weight, jitter
 from privdiff_core.optimizers import adam
+from privdiff_core.training.precision import unet_autocast, unet_bf16_on_cpu
 from privdiff_core.verification import make_pairs
 
 STAGES: tuple[str, ...] = ("autoencoder", "denoiser")
@@ -224,6 +225,11 @@ class StageObjective:
         self.findings_steps = int(cfg.encoder.get("findings_steps", 1)) if self.learns_findings else 1
         if self.findings_steps < 1:
             raise TrainingError(f"encoder.findings_steps must be >= 1, got {self.findings_steps}")
+        # .get: a stored config from before this key trains as it did (float32)
+        try:
+            self.unet_bf16 = unet_bf16_on_cpu(str(cfg.train.denoiser.get("cpu_precision", "float32")))
+        except ValueError as error:
+            raise TrainingError(str(error)) from None
 
     def generator(self, step: int, substep: int = 0) -> torch.Generator:
         """The step's random stream; `substep` k > 0: the stream of its k-th extra findings step."""
@@ -359,7 +365,8 @@ class StageObjective:
         if not models.spg_enabled:
             c = cfg.conditioning
             dropped = state.drop(c.dropout, generator, c.joint_dropout, c.diagnosis_only)
-            eps = models.predict_noise(noisy, timesteps, dropped).float()
+            with unet_autocast(noisy.device, self.unet_bf16):
+                eps = models.predict_noise(noisy, timesteps, dropped).float()
             loss = F.mse_loss(eps, noise)
             return loss, {"loss": loss.item(), "simple": loss.item()}
         s = sensitive_for_step(step)
@@ -370,11 +377,13 @@ class StageObjective:
             # one of the patterns eps_p combines, drawn at random (the same objective in
             # expectation, a third of the UNet work per sample).
             pattern = torch.randint(0, len(patterns), (batch,), generator=generator)
-            eps = models.predict_noise(noisy, timesteps, ConditionState.choose(patterns, pattern)).float()
+            with unet_autocast(noisy.device, self.unet_bf16):
+                eps = models.predict_noise(noisy, timesteps, ConditionState.choose(patterns, pattern)).float()
             simple = F.mse_loss(eps, noise)
             return simple, {"loss": simple.item(), "simple": simple.item()}
         states = ConditionState.cat(patterns)
-        eps = models.predict_noise(noisy.repeat(3, 1, 1, 1), timesteps.repeat(3), states).float()
+        with unet_autocast(noisy.device, self.unet_bf16):
+            eps = models.predict_noise(noisy.repeat(3, 1, 1, 1), timesteps.repeat(3), states).float()
         simple = F.mse_loss(eps, noise.repeat(3, 1, 1, 1))
         eps_p = models.spg_guidance(*eps.chunk(3))
         spg = F.mse_loss(eps_p, noise)

@@ -442,3 +442,44 @@ def test_privdiff_train_runs_each_stage_through_its_whole_schedule(data, tmp_pat
         ("autoencoder", 0.0), ("autoencoder", 0.25), ("autoencoder", 0.5), ("autoencoder", 0.75),
         ("denoiser", 0.0), ("denoiser", 0.5),
     ]  # fmt: skip
+
+
+def test_cpu_precision_puts_only_the_unets_forward_in_bfloat16(data, monkeypatch):
+    """train.denoiser.cpu_precision: "bfloat16" runs the UNet's forward in bfloat16 on the CPU;
+    the findings network (it learned worse in bfloat16) and every weight stay float32, so the
+    first step's findings loss is float32's exactly and its denoising loss is not."""
+    overrides = ["encoder.findings_network=true", "encoder.findings_batch=5"]
+    start = build_models(tiny_cfg(*overrides)).state_dict()
+    dtypes: dict[str, dict[str, torch.dtype]] = {}
+    parts = {}
+    for chosen in ("float32", "bfloat16"):
+        cfg = tiny_cfg(*overrides, f"train.denoiser.cpu_precision={chosen}")
+        models = build_models(cfg)
+        models.load_state_dict(start)
+        seen = dtypes.setdefault(chosen, {})
+        for name, module in (("unet", models.unet.conv_in), ("findings", models.encoder.findings)):
+
+            def record(_module, _args, out, seen=seen, name=name) -> None:  # None: output unchanged
+                seen.setdefault(name, out.dtype)
+
+            module.register_forward_hook(record)
+        parts[chosen] = StageTrainer(models, "denoiser", data, cfg, seed=0, device="cpu").step()
+        assert {p.dtype for p in models.parameters()} == {torch.float32}
+    assert dtypes == {
+        "float32": {"unet": torch.float32, "findings": torch.float32},
+        "bfloat16": {"unet": torch.bfloat16, "findings": torch.float32},
+    }
+    bf16, fp32 = parts["bfloat16"], parts["float32"]
+    assert np.isfinite(bf16["simple"]) and bf16["simple"] != fp32["simple"]
+    assert bf16["findings"] == fp32["findings"]
+
+    # "auto": bfloat16 only where the CPU multiplies it itself (emulated, it is slower than float32)
+    from privdiff_core.training import precision
+
+    for has_bf16 in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=has_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert precision.unet_bf16_on_cpu("auto") is has_bf16
+    assert precision.unet_bf16_on_cpu("float32") is False and precision.unet_bf16_on_cpu("bfloat16") is True
+    with pytest.raises(TrainingError, match="cpu_precision"):
+        StageTrainer(build_models(tiny_cfg()), "denoiser", data, tiny_cfg("train.denoiser.cpu_precision=on"))

@@ -6,8 +6,11 @@ bfloat16 itself (AVX512-BF16, AMX) runs them faster in bfloat16: demo, AMD EPYC,
 step 0.43 s against 0.50 s; the main job's denoiser rounds 540 s against 657 s
 (benchmarks/results/main_job_demo_session27.md). A CPU without either emulates bfloat16 and is
 slower than in float32, hence "auto". Only the UNet's forward is autocast: the findings network
-learned worse in bfloat16 (demo, 150 steps from the same start: BCE 3.29 against 2.37) and the
-autoencoder runs in float32 anyway (`full_precision`).
+(the estimator whose calls the anonymizer draws) learned a little worse in bfloat16 for 0.04 s a
+step (demo, 150 steps from the same start, the last 40: BCE 8.51 against 8.29; the denoising loss
+0.1759 with the UNet in bfloat16, 0.1747 in float32;
+benchmarks/results/training_precision_losses_session27.md), and the autoencoder runs in float32
+anyway (`full_precision`).
 """
 
 from __future__ import annotations

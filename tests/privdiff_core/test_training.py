@@ -446,7 +446,7 @@ def test_privdiff_train_runs_each_stage_through_its_whole_schedule(data, tmp_pat
 
 def test_cpu_precision_puts_only_the_unets_forward_in_bfloat16(data, monkeypatch):
     """train.denoiser.cpu_precision: "bfloat16" runs the UNet's forward in bfloat16 on the CPU;
-    the findings network (it learned worse in bfloat16) and every weight stay float32, so the
+    the findings network (it learned a little worse in bfloat16) and every weight stay float32, so the
     first step's findings loss is float32's exactly and its denoising loss is not."""
     overrides = ["encoder.findings_network=true", "encoder.findings_batch=5"]
     start = build_models(tiny_cfg(*overrides)).state_dict()

@@ -351,6 +351,14 @@ class StageObjective:
         with autocast_for(self.models.device):
             return self._spent(self._findings_term(self.generator(step, substep)))
 
+    def _predict_noise(
+        self, noisy: torch.Tensor, timesteps: torch.Tensor, state: ConditionState
+    ) -> torch.Tensor:
+        """The UNet's noise prediction, as float32; its forward in bfloat16 on a CPU where
+        train.denoiser.cpu_precision says so (training/precision.py)."""
+        with unet_autocast(noisy.device, self.unet_bf16):
+            return self.models.predict_noise(noisy, timesteps, state).float()
+
     def _denoising_loss(self, step: int, generator: torch.Generator):
         models, cfg = self.models, self.cfg
         images, cond = self.batch(generator)
@@ -365,8 +373,7 @@ class StageObjective:
         if not models.spg_enabled:
             c = cfg.conditioning
             dropped = state.drop(c.dropout, generator, c.joint_dropout, c.diagnosis_only)
-            with unet_autocast(noisy.device, self.unet_bf16):
-                eps = models.predict_noise(noisy, timesteps, dropped).float()
+            eps = self._predict_noise(noisy, timesteps, dropped)
             loss = F.mse_loss(eps, noise)
             return loss, {"loss": loss.item(), "simple": loss.item()}
         s = sensitive_for_step(step)
@@ -377,13 +384,11 @@ class StageObjective:
             # one of the patterns eps_p combines, drawn at random (the same objective in
             # expectation, a third of the UNet work per sample).
             pattern = torch.randint(0, len(patterns), (batch,), generator=generator)
-            with unet_autocast(noisy.device, self.unet_bf16):
-                eps = models.predict_noise(noisy, timesteps, ConditionState.choose(patterns, pattern)).float()
+            eps = self._predict_noise(noisy, timesteps, ConditionState.choose(patterns, pattern))
             simple = F.mse_loss(eps, noise)
             return simple, {"loss": simple.item(), "simple": simple.item()}
         states = ConditionState.cat(patterns)
-        with unet_autocast(noisy.device, self.unet_bf16):
-            eps = models.predict_noise(noisy.repeat(3, 1, 1, 1), timesteps.repeat(3), states).float()
+        eps = self._predict_noise(noisy.repeat(3, 1, 1, 1), timesteps.repeat(3), states)
         simple = F.mse_loss(eps, noise.repeat(3, 1, 1, 1))
         eps_p = models.spg_guidance(*eps.chunk(3))
         spg = F.mse_loss(eps_p, noise)

@@ -28,7 +28,7 @@ from measure import load_average, write_report
 
 from privdiff_core.data import open_dataset
 from privdiff_core.model.folder import load_models
-from privdiff_core.training import StageTrainer, build_models
+from privdiff_core.training import StageTrainer, build_models, load_stage_state, stage_state
 
 VARIANTS = ("float32", "bfloat16", "whole_step_bfloat16")
 
@@ -46,11 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--window must be in 1..--steps")
     trained, cfg, _ = load_models(args.model)
     torch.manual_seed(0)
-    fresh = build_models(cfg)  # the denoiser stage starts from the seeded initial weights
-    trained.unet.load_state_dict(fresh.unet.state_dict())
-    trained.conditioner.load_state_dict(fresh.conditioner.state_dict())
-    if trained.encoder.findings is not None:
-        trained.encoder.findings.load_state_dict(fresh.encoder.findings.state_dict())
+    # the denoiser stage (UNet, conditioner, findings network) starts from the seeded initial weights
+    load_stage_state(trained, "denoiser", stage_state(build_models(cfg), "denoiser"))
     data = open_dataset(args.data, int(cfg.image_size), "train", progress=False).load_tensors(progress=False)
     trainers = {}
     for name in VARIANTS:

@@ -27,8 +27,13 @@ def auc_with_ci(
     same test images (and patients) recur in many pairs, so resampling pairs would understate the
     uncertainty. With `groups` = (patient of image i, patient of image j) as integer codes, the
     *patients* are resampled instead (a cluster bootstrap): each draw gives every patient a
-    multiplicity m, and a pair counts m_i * m_j times (m_i when both images are one patient's),
-    through scikit-learn's `sample_weight`. Draws left with one class are redrawn.
+    multiplicity m, and a pair counts m_i * m_j times (m_i when both images are one patient's).
+    Draws left with one class are redrawn.
+
+    Every draw is a weighting of the same pairs, so the draws are scored together
+    (`weighted_aucs`) rather than by one roc_auc_score call each: the same intervals, and the main
+    job's light evaluation (18 intervals of 500 draws over 1000 pairs) no longer spends ~35 s in them
+    (0.04 s an interval against ~2).
     """
     y_true = np.asarray(y_true).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
@@ -36,33 +41,68 @@ def auc_with_ci(
         raise ValueError("ROC AUC needs both classes among the test pairs")
     auc = float(roc_auc_score(y_true, scores))
     rng = np.random.default_rng(seed)
-    boot: list[float] = []
+    n = len(y_true)
     if groups is not None:
         gi, gj = (np.asarray(g, dtype=np.int64) for g in groups)
         n_groups = int(max(gi.max(), gj.max())) + 1
         same = gi == gj
-    while len(boot) < n_boot:
+    boot: list[np.ndarray] = []
+    kept = 0
+    while kept < n_boot:
+        # A chunk of draws at a time bounds the memory (draws x pairs); the generator yields the same
+        # stream as one draw per call, so the CI does not depend on the chunk size.
+        size = min(_BOOT_CHUNK, n_boot - kept)
         if groups is None:
-            idx = rng.integers(0, len(y_true), len(y_true))
-            y, s, w = y_true[idx], scores[idx], None
+            idx = rng.integers(0, n, (size, n))
+            weight = np.stack([np.bincount(row, minlength=n) for row in idx]).astype(np.float64)
         else:
-            m = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups)).astype(np.float64)
-            weight = np.where(same, m[gi], m[gi] * m[gj])
-            keep = weight > 0
-            y, s, w = y_true[keep], scores[keep], weight[keep]
-        if len(y) == 0 or y.min() == y.max():
-            continue
-        boot.append(roc_auc_score(y, s, sample_weight=w))
+            m = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=size).astype(np.float64)
+            weight = np.where(same, m[:, gi], m[:, gi] * m[:, gj])
+        positive = (weight * (y_true == 1)).sum(axis=1)
+        negative = (weight * (y_true == 0)).sum(axis=1)
+        both = (positive > 0) & (negative > 0)
+        drawn = weighted_aucs(y_true, scores, weight[both])
+        boot.append(drawn[: n_boot - kept])
+        kept += len(boot[-1])
     alpha = (1.0 - level) / 2
-    low, high = np.quantile(boot, [alpha, 1 - alpha]) if boot else (auc, auc)
+    low, high = np.quantile(np.concatenate(boot), [alpha, 1 - alpha]) if boot else (auc, auc)
     return {
         "auc": auc,
         "ci_low": float(low),
         "ci_high": float(high),
         "ci_level": level,
-        "n": int(len(y_true)),
+        "n": int(n),
         "bootstrap": "patients" if groups is not None else "pairs",
     }
+
+
+_BOOT_CHUNK = 250
+
+
+def weighted_aucs(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC of one set of `scores` under each row of `weights` (draws x samples) at once.
+
+    The weighted Mann-Whitney statistic: the weight of (positive, negative) pairs the scores
+    order correctly, ties counted half, over the weight of all such pairs; this is the area
+    under the ROC curve that roc_auc_score(..., sample_weight=row) integrates (the tests check
+    both agree). Every row needs positive and negative weight.
+    """
+    order = np.argsort(scores, kind="stable")
+    ranked = scores[order]
+    positive = np.asarray(y_true)[order] == 1
+    weight = np.asarray(weights, dtype=np.float64)[:, order]
+    negative_weight = np.where(positive, 0.0, weight)
+    # Negative weight at or below each score, with a zero column in front ("below the lowest").
+    cumulative = np.concatenate([np.zeros((len(weight), 1)), np.cumsum(negative_weight, axis=1)], axis=1)
+    # Each sample's run of tied scores [first, last]: the negatives strictly below it score
+    # against it fully, those tied with it half.
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    run = np.cumsum(np.r_[True, ranked[1:] != ranked[:-1]]) - 1
+    ends = np.r_[starts[1:], len(ranked)]
+    below = cumulative[:, starts[run]]
+    tied = cumulative[:, ends[run]] - below
+    correct = (np.where(positive, weight, 0.0) * (below + 0.5 * tied)).sum(axis=1)
+    return correct / (np.where(positive, weight, 0.0).sum(axis=1) * negative_weight.sum(axis=1))
 
 
 def per_finding_auc(

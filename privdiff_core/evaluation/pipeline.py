@@ -65,9 +65,11 @@ def load_split_tensors(cfg, data_root: str | Path, progress: bool = True) -> dic
         raise EvaluationError(
             f"data folder {root} does not exist (make one with `privdiff synth --out {root}`)"
         )
+    # One pass over the DICOM headers for all three splits (they live in the same files).
+    everything = open_dataset(root, int(cfg.image_size), progress=progress)
     tensors = {}
     for split in SPLITS:
-        dataset = open_dataset(root, int(cfg.image_size), split=split, progress=progress)
+        dataset = everything.split(split)
         if len(dataset) == 0:
             raise EvaluationError(
                 f"{root} has no {split!r} images; the evaluation needs train, val and test patients"

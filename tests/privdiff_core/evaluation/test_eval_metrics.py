@@ -3,7 +3,13 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from privdiff_core.attributes import FINDINGS
-from privdiff_core.evaluation.metrics import accuracy_vs_chance, auc_with_ci, mean_std, per_finding_auc
+from privdiff_core.evaluation.metrics import (
+    accuracy_vs_chance,
+    auc_with_ci,
+    mean_std,
+    per_finding_auc,
+    weighted_aucs,
+)
 
 
 def test_auc_is_sklearns_and_lies_inside_its_bootstrap_interval():
@@ -83,3 +89,53 @@ def test_patient_bootstrap_is_wider_when_pairs_reuse_few_patients():
     assert by_patients["bootstrap"] == "patients"
     width = lambda r: r["ci_high"] - r["ci_low"]  # noqa: E731
     assert width(by_patients) > 1.5 * width(by_pairs)
+
+
+def test_weighted_aucs_are_roc_auc_score_with_sample_weight_ties_included():
+    """Coarse scores (many ties), integer and fractional weights, zero weights: each row's AUC is
+    what scikit-learn integrates for that weighting."""
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 300)
+    scores = np.round(y * 0.4 + rng.normal(0, 1, 300), 1)
+    weights = np.vstack([rng.poisson(1.0, (20, 300)), rng.random((5, 300))]).astype(float)
+    weights[:, :3] = 0.0
+    expected = [roc_auc_score(y, scores, sample_weight=w) for w in weights]
+    np.testing.assert_allclose(weighted_aucs(y, scores, weights), expected, rtol=0, atol=1e-12)
+
+
+def _auc_ci_one_draw_at_a_time(y, scores, n_boot, level, seed, groups=None):
+    """The bootstrap as first written: one roc_auc_score call per draw."""
+    rng = np.random.default_rng(seed)
+    boot = []
+    if groups is not None:
+        gi, gj = groups
+        n_groups = int(max(gi.max(), gj.max())) + 1
+    while len(boot) < n_boot:
+        if groups is None:
+            idx = rng.integers(0, len(y), len(y))
+            yy, ss, w = y[idx], scores[idx], None
+        else:
+            m = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups)).astype(float)
+            weight = np.where(gi == gj, m[gi], m[gi] * m[gj])
+            keep = weight > 0
+            yy, ss, w = y[keep], scores[keep], weight[keep]
+        if len(yy) == 0 or yy.min() == yy.max():
+            continue
+        boot.append(roc_auc_score(yy, ss, sample_weight=w))
+    alpha = (1.0 - level) / 2
+    return np.quantile(boot, [alpha, 1 - alpha])
+
+
+@pytest.mark.parametrize("by_patients", [False, True])
+def test_bootstrap_interval_is_the_one_draw_at_a_time_interval(by_patients):
+    """Scoring the draws together changes no number: same draws (redraws of one-class draws
+    included: 6 patients, few positive pairs), same interval."""
+    rng = np.random.default_rng(5)
+    gi, gj = rng.integers(0, 6, 120), rng.integers(0, 6, 120)
+    y = ((gi == gj) & (rng.random(120) < 0.3)).astype(int)
+    scores = np.round(y + rng.normal(0, 1, 120), 1)
+    groups = (gi, gj) if by_patients else None
+    out = auc_with_ci(y, scores, n_boot=600, level=0.9, seed=7, groups=groups)
+    low, high = _auc_ci_one_draw_at_a_time(y, scores, 600, 0.9, 7, groups)
+    assert out["ci_low"] == pytest.approx(low, abs=1e-12)
+    assert out["ci_high"] == pytest.approx(high, abs=1e-12)

@@ -51,7 +51,7 @@ def auc_with_ci(
     while kept < n_boot:
         # A chunk of draws at a time bounds the memory (draws x pairs); the generator yields the same
         # stream as one draw per call, so the CI does not depend on the chunk size.
-        size = min(_BOOT_CHUNK, n_boot - kept)
+        size = min(max(1, _BOOT_CELLS // n), n_boot - kept)
         if groups is None:
             idx = rng.integers(0, n, (size, n))
             weight = np.stack([np.bincount(row, minlength=n) for row in idx]).astype(np.float64)
@@ -76,7 +76,7 @@ def auc_with_ci(
     }
 
 
-_BOOT_CHUNK = 250
+_BOOT_CELLS = 4_000_000  # draws x pairs scored at once: ~32 MB per float64 array
 
 
 def weighted_aucs(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from privdiff_core.attributes import FINDINGS
+from privdiff_core.evaluation import metrics
 from privdiff_core.evaluation.metrics import (
     accuracy_vs_chance,
     auc_with_ci,
@@ -127,9 +128,12 @@ def _auc_ci_one_draw_at_a_time(y, scores, n_boot, level, seed, groups=None):
 
 
 @pytest.mark.parametrize("by_patients", [False, True])
-def test_bootstrap_interval_is_the_one_draw_at_a_time_interval(by_patients):
+@pytest.mark.parametrize("draws_at_once", [7, None])
+def test_bootstrap_interval_is_the_one_draw_at_a_time_interval(by_patients, draws_at_once, monkeypatch):
     """Scoring the draws together changes no number: same draws (redraws of one-class draws
-    included: 6 patients, few positive pairs), same interval."""
+    included: 6 patients, few positive pairs), same interval, in one chunk or in chunks of 7."""
+    if draws_at_once is not None:
+        monkeypatch.setattr(metrics, "_BOOT_CELLS", 120 * draws_at_once)
     rng = np.random.default_rng(5)
     gi, gj = rng.integers(0, 6, 120), rng.integers(0, 6, 120)
     y = ((gi == gj) & (rng.random(120) < 0.3)).astype(int)

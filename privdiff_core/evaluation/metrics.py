@@ -91,18 +91,20 @@ def weighted_aucs(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray) -
     ranked = scores[order]
     positive = np.asarray(y_true)[order] == 1
     weight = np.asarray(weights, dtype=np.float64)[:, order]
-    negative_weight = np.where(positive, 0.0, weight)
-    # Negative weight at or below each score, with a zero column in front ("below the lowest").
+    positive_weight = np.where(positive, weight, 0.0)
+    negative_weight = weight - positive_weight
+    # Negative weight of the first k ranked samples in column k (column 0: none).
     cumulative = np.concatenate([np.zeros((len(weight), 1)), np.cumsum(negative_weight, axis=1)], axis=1)
-    # Each sample's run of tied scores [first, last]: the negatives strictly below it score
-    # against it fully, those tied with it half.
-    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
-    run = np.cumsum(np.r_[True, ranked[1:] != ranked[:-1]]) - 1
+    # Runs of tied scores, ranked[start:end]: the negatives below a sample's run score against it
+    # fully, those inside its run half.
+    new_run = np.r_[True, ranked[1:] != ranked[:-1]]
+    starts = np.flatnonzero(new_run)
     ends = np.r_[starts[1:], len(ranked)]
+    run = np.cumsum(new_run) - 1
     below = cumulative[:, starts[run]]
     tied = cumulative[:, ends[run]] - below
-    correct = (np.where(positive, weight, 0.0) * (below + 0.5 * tied)).sum(axis=1)
-    return correct / (np.where(positive, weight, 0.0).sum(axis=1) * negative_weight.sum(axis=1))
+    correct = (positive_weight * (below + 0.5 * tied)).sum(axis=1)
+    return correct / (positive_weight.sum(axis=1) * negative_weight.sum(axis=1))
 
 
 def per_finding_auc(

@@ -67,15 +67,15 @@ def load_split_tensors(cfg, data_root: str | Path, progress: bool = True) -> dic
         )
     # One pass over the DICOM headers for all three splits (they live in the same files).
     everything = open_dataset(root, int(cfg.image_size), progress=progress)
-    tensors = {}
-    for split in SPLITS:
-        dataset = everything.split(split)
-        if len(dataset) == 0:
-            raise EvaluationError(
-                f"{root} has no {split!r} images; the evaluation needs train, val and test patients"
-            )
-        tensors[split] = dataset.load_tensors(progress=progress)
-    return tensors
+    counts = everything.split_counts()
+    missing = [split for split in SPLITS if counts[split] == 0]
+    if missing:
+        listed = ", ".join(f"{split} {count}" for split, count in counts.items())
+        raise EvaluationError(
+            f"{root} has no {' or '.join(missing)} images ({listed}); the evaluation needs train, val "
+            "and test patients"
+        )
+    return {split: everything.split(split).load_tensors(progress=progress) for split in SPLITS}
 
 
 def splits_from_tensors(cfg, tensors: dict) -> EvalSplits:

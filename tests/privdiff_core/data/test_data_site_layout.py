@@ -183,6 +183,18 @@ def test_empty_split_is_an_error(site):
         open_dataset(site, size=16, split="val")
 
 
+def test_the_evaluation_names_the_splits_its_data_lacks(site):
+    from privdiff_core.config import load_config
+    from privdiff_core.evaluation.pipeline import EvaluationError, load_split_tensors
+
+    cfg = load_config("tiny")
+    tensors = load_split_tensors(cfg, site, progress=False)
+    assert {k: len(v) for k, v in tensors.items()} == {"train": 2, "val": 1, "test": 2}
+    _rewrite_csv(site, lambda rows: [rows[0]] + [row[:2] + ["train"] + row[3:] for row in rows[1:]])
+    with pytest.raises(EvaluationError, match=r"has no val or test images \(train 5, val 0, test 0\)"):
+        load_split_tensors(cfg, site, progress=False)
+
+
 def test_corrupt_dicom_names_the_file(site):
     victim = next((site / "images" / "B").glob("*.dcm"))
     data = victim.read_bytes()

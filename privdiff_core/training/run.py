@@ -82,22 +82,16 @@ def _val_loss(models, stage: str, val_data, cfg: DictConfig, seed: int, device) 
     return evaluate_stage(models, stage, val_data, cfg, cfg.train.val_batches, seed=seed, device=device)
 
 
-def load_training_data(cfg: DictConfig, data_dir: Path, split: str, progress: bool = True):
-    """CXRTensors of one split (None when the data set has no such images)."""
+def load_training_data(cfg: DictConfig, data_dir: Path, progress: bool = True):
+    """CXRTensors of the train split and of the val split (None when the data set has none), from
+    one pass over the data's headers. No train images: the DatasetError naming each split's count."""
     from privdiff_core.data import open_dataset
-    from privdiff_core.data.errors import DatasetError
 
-    try:
-        dataset = open_dataset(data_dir, cfg.image_size, split=split, progress=progress)
-    except DatasetError:
-        if split == "train":
-            raise
-        return None
-    if len(dataset) == 0:
-        if split == "train":
-            raise TrainingError(f"{data_dir}: no training images (split 'train' is empty)")
-        return None
-    return dataset.load_tensors(progress=progress)
+    dataset = open_dataset(data_dir, cfg.image_size, progress=progress)
+    train = dataset.split("train").load_tensors(progress=progress)
+    if dataset.split_counts()["val"] == 0:
+        return train, None
+    return train, dataset.split("val").load_tensors(progress=progress)
 
 
 def reuse_autoencoder(models: Any, source: Path) -> Path:
@@ -153,8 +147,7 @@ def train_run(
         _check_resume_config(run_dir, cfg)
     save_config(cfg, run_dir / "config.yaml")
     if train_data is None:
-        train_data = load_training_data(cfg, Path(data_dir), "train", progress)
-        val_data = load_training_data(cfg, Path(data_dir), "val", progress)
+        train_data, val_data = load_training_data(cfg, Path(data_dir), progress)
     models = build_models(cfg)
     seed = cfg.seed
     state: dict[str, Any] = {"stage_index": 0, "step": 0, "trainer": None, "metrics": {}, "seconds": 0.0}

@@ -83,9 +83,8 @@ class DenseTask:
     def num_examples(self, data: Any) -> int:
         return int(data.shape[0])
 
-    def local_train(
-        self, models, stage, data, cfg, steps, seed, device, optimizer_state=None, schedule_span=(0.0, 1.0)
-    ) -> dict[str, float]:
+    def local_train(self, models, stage, data, cfg, steps, seed, device, **options) -> dict[str, float]:
+        # options (optimizer state, schedule span, pacing): a round's cost does not depend on them
         torch.manual_seed(seed)
         params = list(models["body"].parameters())
         optimizer = torch.optim.Adam(params, lr=1e-4)  # every weight moves: a realistic update

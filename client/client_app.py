@@ -80,6 +80,7 @@ class Site:
     require_secagg: bool
     seed_id: int  # mixes into the local training seed so sites draw different batches
     verifier: Path | None = None  # the site's own judges' folder (trained there when missing)
+    pace_dir: Path | None = None  # simulation: the folder where virtual sites keep in step (StepPacer)
 
 
 class SiteResolver(Protocol):
@@ -123,6 +124,7 @@ class SimulatedSites:
     site_dirs: tuple[Path, ...]
     homes: tuple[Path, ...]
     require_secagg: bool = False
+    pace_dir: Path | None = None  # the sites share this machine's cores: keep their training in step
 
     def site(self, context: Context) -> Site:
         index = int(context.node_config["partition-id"])
@@ -138,11 +140,13 @@ class SimulatedSites:
             require_secagg=self.require_secagg,
             seed_id=index,
             verifier=home / "verifier",
+            pace_dir=self.pace_dir,
         )
 
 
 # Per-process caches: Ray actors in simulation serve many messages, and a deployed site's
 # process builds the model once per message; data comes from an on-disk cache there.
+_CONFIGS: OrderedDict[str, Any] = OrderedDict()
 _MODELS: OrderedDict[str, torch.nn.Module] = OrderedDict()
 _DATA: OrderedDict[tuple[str, str], Any] = OrderedDict()
 _CACHE_SIZE = 8
@@ -163,9 +167,18 @@ def _config_key(config_yaml: str) -> str:
 
 
 def _config(config_yaml: str) -> Any:
+    """The task's config, parsed once per process (0.15 s a parse, two per train message), read-only
+    because every message of the same config shares it."""
+    from omegaconf import OmegaConf
+
     from privdiff_core.config import config_from_yaml
 
-    return config_from_yaml(config_yaml)
+    def parse() -> Any:
+        cfg = config_from_yaml(config_yaml)
+        OmegaConf.set_readonly(cfg, True)
+        return cfg
+
+    return _remember(_CONFIGS, _config_key(config_yaml), parse)
 
 
 def _models(task: FederatedTask, config_yaml: str) -> torch.nn.Module:
@@ -338,6 +351,11 @@ def make_client_app(
             hashlib.sha256(f"{fit.seed}:{fit.round}:{site.seed_id}".encode()).digest()[:4], "little"
         )
         optimizer_state = _earlier_optimizer_state(context, fit.stage, fit.round)
+        pacer = None
+        if site.pace_dir is not None:
+            from privdiff_core.training.pacing import StepPacer
+
+            pacer = StepPacer(site.pace_dir, f"site-{site.seed_id}", fit.round, fit.local_steps)
         result = task.local_train(
             models,
             fit.stage,
@@ -348,6 +366,7 @@ def make_client_app(
             device=resolve_device(cfg.device),
             optimizer_state=optimizer_state,
             schedule_span=_schedule_span(cfg, fit),
+            on_progress=pacer.progress if pacer else None,
         )
         if optimizer_state:
             _keep_optimizer_state(context, fit.stage, fit.round, optimizer_state)
@@ -368,6 +387,7 @@ def make_client_app(
         event(
             f"round {fit.round} ({fit.stage}) trained on {metrics[protocol.METRIC_EXAMPLES]} films, "
             f"{fit.local_steps} steps, in {time.monotonic() - started:.1f} s"
+            + (f" ({pacer.waited_s:.1f} s of it paced: other sites' turn)" if pacer else "")
         )
         return Message(compat.fitres_to_recorddict(fit_res, keep_input=False), reply_to=msg)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,6 +61,7 @@ class FederatedTask(Protocol):
         device: str,
         optimizer_state: dict[str, torch.Tensor] | None = None,
         schedule_span: tuple[float, float] = (0.0, 1.0),
+        on_progress: Callable[[int], None] | None = None,
     ) -> dict[str, float]: ...
 
     def save_anonymizer(
@@ -178,6 +180,7 @@ class PrivdiffTask:
         device: str,
         optimizer_state: dict[str, torch.Tensor] | None = None,
         schedule_span: tuple[float, float] = (0.0, 1.0),
+        on_progress: Callable[[int], None] | None = None,
     ) -> dict[str, float]:
         from privdiff_core.training import local_train
 
@@ -192,6 +195,7 @@ class PrivdiffTask:
             progress=False,
             optimizer_state=optimizer_state,
             schedule_span=schedule_span,
+            on_progress=on_progress,
         )
 
     def save_anonymizer(

@@ -437,6 +437,9 @@ class LightEvaluationConfig:
 class SimulationConfig:
     cpus_per_site: float = 1.0  # Ray resources per virtual site: 1 CPU lets 2 sites train at once on 2 cores
     gpus_per_site: float = 0.0  # e.g. 0.25 to share one GPU between four virtual sites
+    # sites that share cores keep within 2 local steps of the slowest (training/pacing.py): Linux
+    # shares 3 one-thread sites on 2 cores unevenly and a round waits for the slowest
+    pace_sites: bool = True
     # `privdiff simulate`'s report: a lighter pass (see demo.yaml); null = the evaluate: section as is
     evaluation: LightEvaluationConfig | None = None
 

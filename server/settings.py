@@ -102,6 +102,7 @@ class FederationSettings:
     validation: ValidationSettings = field(default_factory=ValidationSettings)
     cpus_per_site: float = 1.0
     gpus_per_site: float = 0.0
+    pace_sites: bool = True  # simulation: virtual sites keep in step (privdiff_core/training/pacing.py)
 
     @property
     def plan(self) -> list[tuple[str, int]]:
@@ -263,4 +264,5 @@ def federation_settings(cfg: DictConfig) -> FederationSettings:
         validation=validation,
         cpus_per_site=float(sim.get("cpus_per_site", 1.0)),
         gpus_per_site=float(sim.get("gpus_per_site", 0.0)),
+        pace_sites=bool(sim.get("pace_sites", True)),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -67,8 +68,11 @@ def run_federation(
     plan = FederatedPlan(
         cfg, settings, task, out_dir, signing_key, **({"progress": progress} if progress else {})
     )
+    pace_dir = (out_dir / "site-pace").resolve() if settings.pace_sites else None
     sites = SimulatedSites(
-        tuple(Path(d).resolve() for d in site_dirs), tuple(Path(h).resolve() for h in site_homes)
+        tuple(Path(d).resolve() for d in site_dirs),
+        tuple(Path(h).resolve() for h in site_homes),
+        pace_dir=pace_dir,
     )
     backend_config = {
         "client_resources": {"num_cpus": settings.cpus_per_site, "num_gpus": settings.gpus_per_site},
@@ -90,6 +94,8 @@ def run_federation(
             )
     finally:
         flwr_logger.setLevel(level)
+        if pace_dir is not None:
+            shutil.rmtree(pace_dir, ignore_errors=True)
         for key, value in saved_env.items():  # this process goes on; leave its environment as it was
             if value is None:
                 os.environ.pop(key, None)

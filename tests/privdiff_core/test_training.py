@@ -89,6 +89,18 @@ def test_tiny_model_loss_falls(data, stage, ratio):
     assert last < ratio * first, (first, last)
 
 
+def test_local_train_reports_its_progress_before_each_step_and_at_the_end(data):
+    cfg = tiny_cfg()
+    reported: list[int] = []
+    paced, unpaced = build_models(cfg), build_models(cfg)
+    local_train(paced, "autoencoder", data, cfg, 3, seed=0, progress=False, on_progress=reported.append)
+    local_train(unpaced, "autoencoder", data, cfg, 3, seed=0, progress=False)
+    assert reported == [0, 1, 2, 3]
+    # waiting is all a pacer may do: the weights are those of the same training without one
+    same = stage_state(unpaced, "autoencoder")
+    assert all(torch.equal(v, same[k]) for k, v in stage_state(paced, "autoencoder").items())
+
+
 def test_stages_train_only_their_own_weights_and_measure_the_latent_scale(data):
     cfg = tiny_cfg()
     models = build_models(cfg)

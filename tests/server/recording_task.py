@@ -31,14 +31,10 @@ class RecordingTask(PrivdiffTask):
         data.site_name = Path(site_dir).name  # which site trained, for the records
         return data
 
-    def local_train(
-        self, models, stage, data, cfg, steps, seed, device, optimizer_state=None, schedule_span=(0.0, 1.0)
-    ) -> dict[str, float]:
+    def local_train(self, models, stage, data, cfg, steps, seed, device, **options) -> dict[str, float]:
         before = self.stage_state(models, stage)
         frozen = {k: v for s in STAGES[: STAGES.index(stage)] for k, v in self.stage_state(models, s).items()}
-        result = super().local_train(
-            models, stage, data, cfg, steps, seed, device, optimizer_state, schedule_span
-        )
+        result = super().local_train(models, stage, data, cfg, steps, seed, device, **options)
         folder = Path(cfg.test_record_dir)
         folder.mkdir(parents=True, exist_ok=True)
         record = {
@@ -49,8 +45,9 @@ class RecordingTask(PrivdiffTask):
             "before": before,
             "after": self.stage_state(models, stage),
             "frozen": frozen,
-            "schedule_span": list(schedule_span),
+            "schedule_span": list(options.get("schedule_span", (0.0, 1.0))),
             "niceness": os.getpriority(os.PRIO_PROCESS, 0),  # of the Ray actor that trained
+            "paced": options.get("on_progress") is not None,
         }
         torch.save(record, folder / f"{stage}-{data.site_name}-{seed}.pt")
         return result

@@ -89,6 +89,9 @@ def test_secagg_rounds_complete_and_match_plain_fedavg(secagg_run):
     # the virtual sites train at the simulation's own priority, not at Ray's default nice 15
     records = site_records(secagg_run["root"] / "records", "autoencoder")
     assert {r["niceness"] for r in records} == {os.getpriority(os.PRIO_PROCESS, 0)}
+    # ... and keep in step (training/pacing.py), through a folder the run removes when it ends
+    assert all(r["paced"] for r in records)
+    assert not (secagg_run["root"] / "run" / "site-pace").exists()
     # each round trains its share of the stage's learning-rate schedule: 2 rounds, then 1
     assert {tuple(r["schedule_span"]) for r in records} == {(0.0, 0.5), (0.5, 1.0)}
     denoiser = site_records(secagg_run["root"] / "records", "denoiser")

@@ -355,7 +355,7 @@ def make_client_app(
         if site.pace_dir is not None:
             from privdiff_core.training.pacing import StepPacer
 
-            pacer = StepPacer(site.pace_dir, f"site-{site.seed_id}", fit.round, fit.local_steps)
+            pacer = StepPacer(site.pace_dir, f"site-{site.seed_id}", f"{fit.stage}-{fit.round}")
         result = task.local_train(
             models,
             fit.stage,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -122,9 +123,11 @@ def train_site_judges(
     verifier: VerifierTraining,
     diagnosis: AttackerSettings,
     progress: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> SiteJudges:
     """Train both judges on every film of a site folder (any layout `open_dataset` reads) and
-    write them to `folder`, replacing what was there only once both are saved."""
+    write them to `folder`, replacing what was there only once both are saved. on_progress: called
+    with (steps done, steps in all) over both judges' training (a simulated site's pacer)."""
     from privdiff_core.data import open_dataset
 
     folder = Path(folder)
@@ -135,11 +138,24 @@ def train_site_judges(
             f"{data}: {len(tensors)} films of {patients} patients; a verifier needs at least two "
             "patients and some patient with two films"
         )
-    verifier_net = train_verifier(tensors.image, tensors.patient_ids, verifier, progress=progress)
+    labelled = bool(tensors.label_mask.any())
+    total = verifier.steps + (diagnosis.steps if labelled else 0)
+
+    def paced(offset: int) -> Callable[[int, int], None] | None:
+        return None if on_progress is None else lambda done, _: on_progress(offset + done, total)
+
+    verifier_net = train_verifier(
+        tensors.image, tensors.patient_ids, verifier, progress=progress, on_progress=paced(0)
+    )
     classifier = None
-    if bool(tensors.label_mask.any()):
+    if labelled:
         classifier, _ = train_diagnosis(
-            tensors.image, tensors.labels, tensors.label_mask, diagnosis, progress=progress
+            tensors.image,
+            tensors.labels,
+            tensors.label_mask,
+            diagnosis,
+            progress=progress,
+            on_progress=paced(verifier.steps),
         )
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)

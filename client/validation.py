@@ -114,7 +114,19 @@ def site_judges(site: Site, cfg: DictConfig) -> SiteJudges:
     if has_site_verifier(site.verifier):
         return load_site_judges(site.verifier)
     verifier, diagnosis = judge_settings(cfg, cfg.federation.validation.get("judge_steps"))
-    judges = train_site_judges(site.data, site.verifier, int(cfg.image_size), verifier, diagnosis)
+    pacer = None
+    if site.pace_dir is not None:  # simulated sites train their judges at once: keep them in step
+        from privdiff_core.training.pacing import StepPacer
+
+        pacer = StepPacer(site.pace_dir, f"site-{site.seed_id}", "gate-judges")
+    judges = train_site_judges(
+        site.data,
+        site.verifier,
+        int(cfg.image_size),
+        verifier,
+        diagnosis,
+        on_progress=pacer.progress if pacer else None,
+    )
     event(f"trained this site's own verifier for the validation gate: {site.verifier}")
     return judges
 

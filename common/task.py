@@ -61,7 +61,7 @@ class FederatedTask(Protocol):
         device: str,
         optimizer_state: dict[str, torch.Tensor] | None = None,
         schedule_span: tuple[float, float] = (0.0, 1.0),
-        on_progress: Callable[[int], None] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> dict[str, float]: ...
 
     def save_anonymizer(
@@ -180,7 +180,7 @@ class PrivdiffTask:
         device: str,
         optimizer_state: dict[str, torch.Tensor] | None = None,
         schedule_span: tuple[float, float] = (0.0, 1.0),
-        on_progress: Callable[[int], None] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> dict[str, float]:
         from privdiff_core.training import local_train
 

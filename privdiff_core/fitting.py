@@ -63,6 +63,7 @@ def fit(
     cosine: bool = True,
     desc: str = "training",
     progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> FitLog:
     """Train `model` on `batch_loss(rng)` for `budget.steps` AdamW steps; returns the log, model in
     eval mode.
@@ -70,7 +71,8 @@ def fit(
     cosine: decay the learning rate to zero over the budget (the last steps fine-tune). validate:
     a score (higher is better) computed every `budget.eval_every` steps and at the end; the best
     checkpoint is restored, and with `budget.patience` > 0 training stops after that many
-    evaluations without improvement.
+    evaluations without improvement. on_progress: called with (steps done, the budget's steps)
+    before each step and with (steps, steps) at the end (a simulated site's pacer: it may wait).
     """
     steps, seed = budget.steps, budget.seed
     torch.manual_seed(seed)
@@ -82,6 +84,8 @@ def fit(
     stale = 0
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
     for step in bar:
+        if on_progress is not None:
+            on_progress(step, steps)
         model.train()
         loss = batch_loss(rng)
         optimizer.zero_grad(set_to_none=True)
@@ -105,6 +109,8 @@ def fit(
                 break
         elif step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
+    if on_progress is not None:
+        on_progress(steps, steps)  # done, also when patience stopped it early
     if best_state is not None:
         model.load_state_dict(best_state)
     else:

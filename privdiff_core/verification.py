@@ -7,7 +7,7 @@ attacker of the evaluation, and as the site's residual-risk check before a relea
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +64,7 @@ def train_verifier(
     images_second: torch.Tensor | None = None,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> SiameseVerifier:
     """Train a Siamese verifier with BCE on freshly drawn balanced pairs every step.
 
@@ -85,7 +86,9 @@ def train_verifier(
         logits = model(images[pairs[:, 0]].to(device), second[pairs[:, 1]].to(device))
         return loss_fn(logits, pairs[:, 2].float().to(device))
 
-    fit(model, batch_loss, settings, cosine=False, desc="verifier", progress=progress)
+    fit(
+        model, batch_loss, settings, cosine=False, desc="verifier", progress=progress, on_progress=on_progress
+    )
     return model
 
 

@@ -13,7 +13,7 @@ the real-trained one), and validation-based selection.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -207,6 +207,7 @@ def train_diagnosis(
     device: str | torch.device = "cpu",
     desc: str = "diagnosis",
     progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[ImageClassifier, FitLog]:
     """Multi-label findings classifier; unknown (masked) labels contribute nothing to the loss.
 
@@ -233,7 +234,7 @@ def train_diagnosis(
             mean = diagnosis_report(model, *val, device=device)["mean_auc"]
             return 0.0 if mean is None else mean
 
-    log = fit(model, batch_loss, settings, validate, desc=desc, progress=progress)
+    log = fit(model, batch_loss, settings, validate, desc=desc, progress=progress, on_progress=on_progress)
     return model.cpu(), log
 
 

@@ -575,7 +575,7 @@ def local_train(
     progress: bool = True,
     optimizer_state: dict[str, torch.Tensor] | None = None,
     schedule_span: tuple[float, float] = (0.0, 1.0),
-    on_progress: Callable[[int], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Train one stage for `steps` Adam steps on `data` (a CXRTensors); returns metrics.
 
@@ -593,8 +593,8 @@ def local_train(
     schedule_span: the part of the stage's learning-rate schedule (`lr_factor`) these steps
     cover, e.g. (2/6, 3/6) for the 3rd of a stage's 6 federated rounds.
 
-    on_progress: called with the steps done before each step and once with `steps` at the end
-    (a simulated site's `StepPacer.progress`: training/pacing.py); it may wait, not change anything.
+    on_progress: called with (steps done, `steps`) before each step and once at the end (a
+    simulated site's `StepPacer.progress`: training/pacing.py); it may wait, not change anything.
     """
     if steps < 0:
         raise TrainingError(f"steps must be >= 0, got {steps}")
@@ -608,12 +608,12 @@ def local_train(
     bar = tqdm(range(steps), desc=f"{stage}", disable=not progress, leave=False)
     for index in bar:
         if on_progress is not None:
-            on_progress(index)
+            on_progress(index, steps)
         parts = trainer.step(first + (last - first) * index / max(steps, 1))
         history.append(parts)
         bar.set_postfix(loss=f"{parts['loss']:.4f}")
     if on_progress is not None:
-        on_progress(steps)
+        on_progress(steps, steps)
     metrics: dict[str, float] = {
         "examples": trainer.objective.examples,
         "steps": steps,

@@ -136,3 +136,44 @@ def test_the_gate_trains_quick_judges_when_the_config_says_so():
     )
     # the evaluation's verifier network, not nets.py's default (3.5x the time per step at the gate)
     assert quick_verifier.widths == full_verifier.widths == tuple(cfg.evaluate.verifier.widths)
+
+
+def test_site_judges_report_progress_over_both_judges(synthetic_federation, tmp_path):
+    """A simulated site paces its gate judges (training/pacing.py) as one run of steps: the
+    verifier's, then the classifier's, ending at their sum; without labels, the verifier's alone."""
+    from privdiff.client.site_verifier import judge_settings, train_site_judges
+    from privdiff_core.config import load_config
+
+    verifier, classifier = judge_settings(load_config("tiny"), 4)
+    reported: list[tuple[int, int]] = []
+    site = synthetic_federation / "site_01"
+    train_site_judges(
+        site, tmp_path / "judges", 32, verifier, classifier, on_progress=lambda *p: reported.append(p)
+    )
+    assert [done for done, _ in reported] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+        4,
+        5,
+        6,
+        7,
+        8,
+    ]  # the verifier ends where the classifier starts
+    assert {total for _, total in reported} == {8}
+
+    unlabelled = tmp_path / "unlabelled"
+    shutil.copytree(site, unlabelled)
+    table = (unlabelled / "labels.csv").read_text().splitlines()
+    width = len(table[0].split(","))
+    keep = 3  # sop_instance_uid, file, split; every finding unknown
+    rows = [",".join(line.split(",")[:keep] + [""] * (width - keep)) for line in table[1:]]
+    (unlabelled / "labels.csv").write_text("\n".join([table[0], *rows]) + "\n")
+    reported.clear()
+    judges = train_site_judges(
+        unlabelled, tmp_path / "judges-2", 32, verifier, classifier, on_progress=lambda *p: reported.append(p)
+    )
+    assert judges.diagnosis is None
+    assert reported == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]

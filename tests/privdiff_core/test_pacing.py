@@ -5,66 +5,71 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from privdiff_core.training.pacing import StepPacer
 
 
-def _write(folder, name: str, round_key: int, done: int, age_s: float = 0.0) -> None:
+def _write(folder, name: str, round_key: str, done: int, total: int = 10, age_s: float = 0.0) -> None:
     path = folder / name
-    path.write_text(f"{round_key} {done}")
+    path.write_text(f"{round_key} {done} {total}")
     stamp = time.time() - age_s
     os.utime(path, (stamp, stamp))
 
 
 def test_a_site_ahead_waits_until_the_slowest_is_within_the_slack(tmp_path):
-    _write(tmp_path, "site-1", 7, 0)
-    _write(tmp_path, "site-2", 7, 6)
+    _write(tmp_path, "site-1", "denoiser-7", 0)
+    _write(tmp_path, "site-2", "denoiser-7", 6)
     sleeps: list[float] = []
 
     def other_site_steps(seconds: float) -> None:  # while this site sleeps, site-1 trains
         sleeps.append(seconds)
-        _write(tmp_path, "site-1", 7, len(sleeps))
+        _write(tmp_path, "site-1", "denoiser-7", len(sleeps))
 
-    pacer = StepPacer(tmp_path, "site-0", 7, steps=10, slack=2, sleep=other_site_steps)
-    pacer.progress(5)
+    pacer = StepPacer(tmp_path, "site-0", "denoiser-7", slack=2, sleep=other_site_steps)
+    pacer.progress(5, 10)
     assert len(sleeps) == 3  # site-1 at 3: 5 <= 3 + 2
     assert pacer.waited_s == pytest.approx(3 * pacer.poll_s)
-    assert (tmp_path / "site-0").read_text() == "7 5"
-    pacer.progress(6)  # site-1 at 4 is within 2 steps now: no wait
+    assert (tmp_path / "site-0").read_text() == "denoiser-7 5 10"
+    pacer.progress(6, 10)  # site-1 at 4 is within 2 steps now: no wait
     assert len(sleeps) == 4
 
 
 @pytest.mark.parametrize(
-    "name, round_key, done, age_s",
+    "name, round_key, done, total, age_s",
     [
-        ("finished", 7, 10, 0.0),  # all its steps done
-        ("stale", 7, 0, 60.0),  # crashed, or between rounds
-        ("earlier-round", 6, 0, 0.0),
+        ("finished", "denoiser-7", 10, 10, 0.0),  # all its steps done
+        ("finished-fewer-steps", "denoiser-7", 4, 4, 0.0),  # e.g. a gate site without finding labels
+        ("stale", "denoiser-7", 0, 10, 60.0),  # crashed, or between rounds
+        ("earlier-round", "denoiser-6", 0, 10, 0.0),
     ],
 )
-def test_sites_that_are_not_training_this_round_are_not_waited_for(tmp_path, name, round_key, done, age_s):
-    _write(tmp_path, name, round_key, done, age_s)
+def test_sites_that_are_not_training_this_round_are_not_waited_for(
+    tmp_path, name, round_key, done, total, age_s
+):
+    _write(tmp_path, name, round_key, done, total, age_s)
     (tmp_path / "not-a-pace-file").write_text("hello")
-    (tmp_path / ".site-9.partial").write_text("7")
+    (tmp_path / "garbled").write_text("denoiser-7 x 10")
+    (tmp_path / ".site-9.partial").write_text("denoiser-7")
 
     def must_not_sleep(seconds: float) -> None:
         raise AssertionError("waited for a site that is not training")
 
-    StepPacer(tmp_path, "site-0", 7, steps=10, slack=0, sleep=must_not_sleep).progress(9)
+    StepPacer(tmp_path, "site-0", "denoiser-7", slack=0, sleep=must_not_sleep).progress(9, 10)
 
 
 def test_the_wait_before_a_step_is_bounded(tmp_path):
-    _write(tmp_path, "site-1", 3, 0)  # alive but never moves on
+    _write(tmp_path, "site-1", "gate-judges", 0, total=50)  # alive but never moves on
     slept: list[float] = []
     pacer = StepPacer(
-        tmp_path, "site-0", 3, steps=50, slack=1, poll_s=0.5, max_wait_s=2.0, sleep=slept.append
+        tmp_path, "site-0", "gate-judges", slack=1, poll_s=0.5, max_wait_s=2.0, sleep=slept.append
     )
-    pacer.progress(20)
+    pacer.progress(20, 50)
     assert slept == [0.5] * 4 and pacer.waited_s == 2.0
-    pacer.progress(50)  # the end: published, no wait
-    assert len(slept) == 4 and (tmp_path / "site-0").read_text() == "3 50"
+    pacer.progress(50, 50)  # the end: published, no wait
+    assert len(slept) == 4 and (tmp_path / "site-0").read_text() == "gate-judges 50 50"
 
 
 def test_paced_threads_keep_in_step_and_all_finish(tmp_path):
@@ -75,14 +80,14 @@ def test_paced_threads_keep_in_step_and_all_finish(tmp_path):
     done = {name: 0 for name in ("site-0", "site-1", "site-2")}
 
     def worker(name: str, step_s: float) -> None:
-        pacer = StepPacer(tmp_path, name, 1, steps, slack=slack, poll_s=0.002, max_wait_s=5.0)
+        pacer = StepPacer(tmp_path, name, "autoencoder-1", slack=slack, poll_s=0.002, max_wait_s=5.0)
         for index in range(steps):
-            pacer.progress(index)
+            pacer.progress(index, steps)
             if name in lead_at_step and done["site-2"] < steps:
                 lead_at_step[name].append(index - done["site-2"])
             time.sleep(step_s)
             done[name] = index + 1
-        pacer.progress(steps)
+        pacer.progress(steps, steps)
 
     threads = [
         threading.Thread(target=worker, args=(name, 0.01 if name == "site-2" else 0.001)) for name in done
@@ -95,3 +100,8 @@ def test_paced_threads_keep_in_step_and_all_finish(tmp_path):
     assert done == dict.fromkeys(done, steps)
     # site-2's file lags its counter by at most the step it is in
     assert max(max(leads) for leads in lead_at_step.values()) <= slack + 1
+
+
+def test_a_round_key_is_one_word():
+    with pytest.raises(ValueError, match="one word"):
+        StepPacer(Path("."), "site-0", "denoiser 7")

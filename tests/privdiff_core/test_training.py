@@ -91,11 +91,13 @@ def test_tiny_model_loss_falls(data, stage, ratio):
 
 def test_local_train_reports_its_progress_before_each_step_and_at_the_end(data):
     cfg = tiny_cfg()
-    reported: list[int] = []
+    reported: list[tuple[int, int]] = []
     paced, unpaced = build_models(cfg), build_models(cfg)
-    local_train(paced, "autoencoder", data, cfg, 3, seed=0, progress=False, on_progress=reported.append)
+    local_train(
+        paced, "autoencoder", data, cfg, 3, seed=0, progress=False, on_progress=lambda *p: reported.append(p)
+    )
     local_train(unpaced, "autoencoder", data, cfg, 3, seed=0, progress=False)
-    assert reported == [0, 1, 2, 3]
+    assert reported == [(0, 3), (1, 3), (2, 3), (3, 3)]
     # waiting is all a pacer may do: the weights are those of the same training without one
     same = stage_state(unpaced, "autoencoder")
     assert all(torch.equal(v, same[k]) for k, v in stage_state(paced, "autoencoder").items())

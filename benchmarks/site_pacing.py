@@ -58,16 +58,17 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(payload: dict[str, Any]) -> str:
     lines = [
         f"Denoiser rounds, demo federation (3 sites x {payload['local_steps']} local steps, SecAgg+), "
-        f"{payload['repeats']} runs per variant, alternating; load before/after "
+        f"the variants alternating ({payload['repeats']} runs each asked for); load before/after "
         f"{payload['load_before']} / {payload['load_after']}.",
         "",
-        "| sites | timed rounds | round (s), mean +- std | slowest round (s) | run means (s) |",
-        "|---|---|---|---|---|",
+        "| sites | runs | timed rounds | round (s), mean +- std | slowest round (s) | run means (s) |",
+        "|---|---|---|---|---|---|",
     ]
     for name, row in payload["summary"].items():
         means = ", ".join(f"{m:.1f}" for m in row["run_means"])
         lines.append(
-            f"| {name} | {row['rounds']} | {row['round_s_mean']:.1f} +- {row['round_s_std']:.1f} | "
+            f"| {name} | {len(row['run_means'])} | {row['rounds']} | "
+            f"{row['round_s_mean']:.1f} +- {row['round_s_std']:.1f} | "
             f"{row['round_s_max']:.1f} | {means} |"
         )
     return "\n".join(lines)

@@ -70,7 +70,11 @@ class StepPacer:
     def _others_in_progress(self) -> list[int]:
         """Steps done by the other sites still training this round (fresh files only)."""
         now, counts = time.time(), []
-        for path in self.folder.iterdir():
+        try:
+            paths = list(self.folder.iterdir())
+        except OSError:  # the folder removed under us (the run ending): nobody left to wait for
+            return counts
+        for path in paths:
             if path.name == self.name or path.name.startswith("."):
                 continue
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -105,3 +106,17 @@ def test_paced_threads_keep_in_step_and_all_finish(tmp_path):
 def test_a_round_key_is_one_word():
     with pytest.raises(ValueError, match="one word"):
         StepPacer(Path("."), "site-0", "denoiser 7")
+
+
+def test_a_pace_folder_removed_under_a_site_stops_the_waiting(tmp_path):
+    folder = tmp_path / "site-pace"
+    pacer = StepPacer(folder, "site-0", "denoiser-1", slack=0)
+    pacer.progress(0, 10)
+    _write(folder, "site-1", "denoiser-1", 0)
+
+    def remove_folder(seconds: float) -> None:  # the run ends while this site waits
+        shutil.rmtree(folder)
+
+    pacer.sleep = remove_folder
+    pacer.progress(5, 10)  # waits once, then finds no folder: no error, no more waiting
+    assert not folder.exists() and pacer.waited_s == pytest.approx(pacer.poll_s)

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     import torch
 
     from privdiff.common.task import FederatedTask
+    from privdiff_core.training.pacing import StepPacer
 
 # torch, the model and the data code are imported inside the handlers: in deployment every
 # message starts a fresh `flwr-clientapp` process, and three of SecAgg+'s four messages per
@@ -81,6 +82,15 @@ class Site:
     seed_id: int  # mixes into the local training seed so sites draw different batches
     verifier: Path | None = None  # the site's own judges' folder (trained there when missing)
     pace_dir: Path | None = None  # simulation: the folder where virtual sites keep in step (StepPacer)
+
+    def pacer(self, round_key: str) -> StepPacer | None:
+        """This site's pacer for one run of training steps (`round_key`, e.g. "denoiser-7"), or None
+        where the site has its machine to itself (deployment)."""
+        if self.pace_dir is None:
+            return None
+        from privdiff_core.training.pacing import StepPacer
+
+        return StepPacer(self.pace_dir, f"site-{self.seed_id}", round_key)
 
 
 class SiteResolver(Protocol):
@@ -351,11 +361,7 @@ def make_client_app(
             hashlib.sha256(f"{fit.seed}:{fit.round}:{site.seed_id}".encode()).digest()[:4], "little"
         )
         optimizer_state = _earlier_optimizer_state(context, fit.stage, fit.round)
-        pacer = None
-        if site.pace_dir is not None:
-            from privdiff_core.training.pacing import StepPacer
-
-            pacer = StepPacer(site.pace_dir, f"site-{site.seed_id}", f"{fit.stage}-{fit.round}")
+        pacer = site.pacer(f"{fit.stage}-{fit.round}")
         result = task.local_train(
             models,
             fit.stage,

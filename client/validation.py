@@ -114,11 +114,7 @@ def site_judges(site: Site, cfg: DictConfig) -> SiteJudges:
     if has_site_verifier(site.verifier):
         return load_site_judges(site.verifier)
     verifier, diagnosis = judge_settings(cfg, cfg.federation.validation.get("judge_steps"))
-    pacer = None
-    if site.pace_dir is not None:  # simulated sites train their judges at once: keep them in step
-        from privdiff_core.training.pacing import StepPacer
-
-        pacer = StepPacer(site.pace_dir, f"site-{site.seed_id}", "gate-judges")
+    pacer = site.pacer("gate-judges")  # simulated sites train their judges at once: kept in step
     judges = train_site_judges(
         site.data,
         site.verifier,

@@ -37,6 +37,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -187,6 +188,7 @@ def model_config(
     min_sites: int | None = None,
     device: str = "cpu",
     gpus_per_site: float = 0.0,
+    overrides: Sequence[str] = (),
 ) -> DictConfig:
     base = "tiny" if name == "dense50m" else name
     secagg, implementation = VARIANTS[variant]
@@ -203,6 +205,7 @@ def model_config(
             "federation.validation.enabled=false",  # the gate runs once after the rounds: not a round cost
             f"federation.simulation.gpus_per_site={gpus_per_site}",
             f"device={device}",
+            *overrides,  # last: they win (e.g. benchmarks/site_pacing.py's 55 local steps)
         ],
     )
     if name == "dense50m":
@@ -237,11 +240,12 @@ def run_variant(
     dropout: float = 0.0,
     device: str = "cpu",
     gpus_per_site: float = 0.0,
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     from privdiff.simulation.engine import run_federation
 
     dropping = dropped_partitions(sites, dropout)
-    cfg = model_config(name, rounds, variant, sites, sites - len(dropping), device, gpus_per_site)
+    cfg = model_config(name, rounds, variant, sites, sites - len(dropping), device, gpus_per_site, overrides)
     secagg = VARIANTS[variant][0]
     task = DenseTask() if name == "dense50m" else PrivdiffTask()
     models = task.build_models(cfg)

@@ -23,19 +23,11 @@ from measure import load_average, write_report
 
 
 def run_once(paced: bool, rounds: int, local_steps: int, work: Path) -> dict[str, Any]:
-    demo_config = federation_rounds.model_config
-
-    def config(*args, **kwargs):
-        cfg = demo_config(*args, **kwargs)
-        cfg.federation.local_steps.denoiser = local_steps
-        cfg.federation.simulation.pace_sites = paced
-        return cfg
-
-    federation_rounds.model_config = config
-    try:
-        result = federation_rounds.run_variant("demo", "secagg", rounds, work)
-    finally:
-        federation_rounds.model_config = demo_config
+    overrides = [
+        f"federation.local_steps.denoiser={local_steps}",
+        f"federation.simulation.pace_sites={str(paced).lower()}",
+    ]
+    result = federation_rounds.run_variant("demo", "secagg", rounds, work, overrides=overrides)
     return {"paced": paced, "round_s": result["round_s"], "load_before": result["load_average_before"]}
 
 

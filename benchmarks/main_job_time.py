@@ -190,6 +190,8 @@ def markdown(payload: dict[str, Any]) -> str:
     runs, total = payload["runs"], payload["summary"]
     stage_names = [*(s[0] for s in STAGES), "rest"]
     lines = [
+        "# The README main job's wall time, stage by stage",
+        "",
         f"`{payload['command']}` at {payload['commit']}; the main job as the README runs it "
         f"(`{runs[0]['command'] if runs else ''}`), one run after the other.",
         "",

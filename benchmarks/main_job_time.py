@@ -58,6 +58,8 @@ HEADLINE = (
     ("federated", "sex_accuracy_adaptive", "sex"),
     ("federated", "memorization_rate", "memorized"),
 )
+STAGE_NAMES = [*(name for name, _, _ in STAGES), "rest"]
+HEADLINE_LABELS = [label for _, _, label in HEADLINE]
 
 
 def stage_seconds(lines: list[tuple[float, str]], wall_s: float) -> dict[str, float | None]:
@@ -164,10 +166,9 @@ def summary(runs: list[dict[str, Any]], target_min: float) -> dict[str, Any]:
     done = [run for run in runs if run["exit_status"] == 0]
     stages = {
         name: _mean_std([run["stages_s"][name] for run in done if run["stages_s"].get(name) is not None])
-        for name in [*(s[0] for s in STAGES), "rest"]
+        for name in STAGE_NAMES
     }
     walls = [run["wall_s"] / 60 for run in done]
-    labels = [label for _, _, label in HEADLINE]
     return {
         "runs": len(runs),
         "finished": len(done),
@@ -178,7 +179,7 @@ def summary(runs: list[dict[str, Any]], target_min: float) -> dict[str, Any]:
         "reference_step_s": _mean_std([r["reference_step_s"] for r in done if r.get("reference_step_s")]),
         "headline": {
             label: _mean_std([r["headline"][label] for r in done if r["headline"].get(label) is not None])
-            for label in labels
+            for label in HEADLINE_LABELS
         },
     }
 
@@ -191,7 +192,6 @@ def _fmt(entry: dict[str, float] | None, scale: str = "{:.1f}") -> str:
 
 def markdown(payload: dict[str, Any]) -> str:
     runs, total = payload["runs"], payload["summary"]
-    stage_names = [*(s[0] for s in STAGES), "rest"]
     lines = [
         "# The README main job's wall time, stage by stage",
         "",
@@ -203,37 +203,35 @@ def markdown(payload: dict[str, Any]) -> str:
         f"step (one torch thread, the denoiser, right after each run): "
         f"{_fmt(total['reference_step_s'], '{:.3f}')} s.",
         "",
-        "| run | wall (min) | " + " | ".join(stage_names) + " | reference step (s) | load before |",
-        "|---|---|" + "---|" * len(stage_names) + "---|---|",
+        "| run | wall (min) | " + " | ".join(STAGE_NAMES) + " | reference step (s) | load before |",
+        "|---|---|" + "---|" * len(STAGE_NAMES) + "---|---|",
     ]
     for i, run in enumerate(runs, 1):
-        cells = ["-" if run["stages_s"].get(n) is None else f"{run['stages_s'][n]:.0f}" for n in stage_names]
+        cells = ["-" if run["stages_s"].get(n) is None else f"{run['stages_s'][n]:.0f}" for n in STAGE_NAMES]
         step = run.get("reference_step_s")
         lines.append(
             f"| {i}{'' if run['exit_status'] == 0 else ' (failed)'} | {run['wall_s'] / 60:.2f} | "
             + " | ".join(cells)
             + f" | {'-' if step is None else f'{step:.3f}'} | {run['load_before'][0]} |"
         )
-    cells = [_fmt(total["stages_s"][n], "{:.0f}") for n in stage_names]
+    cells = [_fmt(total["stages_s"][n], "{:.0f}") for n in STAGE_NAMES]
     lines.append(f"| mean ± std | {_fmt(total['wall_min'], '{:.2f}')} | " + " | ".join(cells) + " | | |")
     lines += ["", "Rounds (s) per run:", ""]
     for i, run in enumerate(runs, 1):
         rounds = "; ".join(f"{k} {', '.join(f'{s:.1f}' for s in v)}" for k, v in run["rounds_s"].items())
         lines.append(f"- run {i}: {rounds}")
-    labels = [label for _, _, label in HEADLINE]
     lines += [
         "",
         "Each run's light evaluation (the numbers the README states; a run is a fresh training):",
         "",
-        "| run | " + " | ".join(labels) + " |",
-        "|---|" + "---|" * len(labels),
+        "| run | " + " | ".join(HEADLINE_LABELS) + " |",
+        "|---|" + "---|" * len(HEADLINE_LABELS),
     ]
     for i, run in enumerate(runs, 1):
-        values = [run["headline"].get(label) for label in labels]
+        values = [run["headline"].get(label) for label in HEADLINE_LABELS]
         lines.append(f"| {i} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in values) + " |")
-    lines.append(
-        "| mean ± std | " + " | ".join(_fmt(total["headline"][label], "{:.3f}") for label in labels) + " |"
-    )
+    means = [_fmt(total["headline"][label], "{:.3f}") for label in HEADLINE_LABELS]
+    lines.append("| mean ± std | " + " | ".join(means) + " |")
     return "\n".join(lines)
 
 

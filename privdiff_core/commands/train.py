@@ -53,11 +53,15 @@ def run(args: argparse.Namespace) -> int:
             f"run the same command again to continue from {cfg.out}"
         )
         return 0
-    stages = result.metrics["stages"]
-    losses = ", ".join(
-        f"{name} loss {s['loss_last']:.4f}" + (f" (val {s['val_loss']:.4f})" if "val_loss" in s else "")
-        for name, s in stages.items()
-    )
+    losses = ", ".join(_stage_summary(name, s) for name, s in result.metrics["stages"].items())
     print(f"trained in {result.metrics['seconds']:.0f} s on {result.metrics['examples']} images: {losses}")
     print(f"anonymizer: {result.anonymizer}  (privdiff anonymize --model {cfg.out} --in ... --out ...)")
     return 0
+
+
+def _stage_summary(name: str, stage: dict) -> str:
+    """One stage's line part: its last loss (and val loss), or where a reused stage came from."""
+    if "reused" in stage:  # train.autoencoder.reuse: this run trained none of its steps
+        return f"{name} reused from {stage['reused']}"
+    val = f" (val {stage['val_loss']:.4f})" if "val_loss" in stage else ""
+    return f"{name} loss {stage['loss_last']:.4f}{val}"

@@ -325,6 +325,11 @@ def test_train_command_on_a_synthetic_federation(tmp_path, capsys):
     assert (run / "anonymizer" / "manifest.json").is_file() and (run / "metrics.json").is_file()
     assert main(["train", "--config", "tiny", f"out={run}"]) == 2
     assert "data=DIR" in capsys.readouterr().err
+    # a second stage on the first one's autoencoder: the summary says where that stage came from
+    reused = tmp_path / "reused"
+    assert main([*args[:4], f"out={reused}", *args[5:], f"train.autoencoder.reuse={run}"]) == 0
+    out = capsys.readouterr().out
+    assert f"autoencoder reused from {run / 'anonymizer'}" in out and "denoiser loss" in out
 
 
 def test_ctrl_c_leaves_a_checkpoint_to_resume_from(data, tmp_path, monkeypatch):

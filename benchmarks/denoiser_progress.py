@@ -143,8 +143,19 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {name} | {f['sites']} | {f['local_steps']} x {f['batch_size']}, {f['lr']:g} | "
                 f"{len(rows)} | {ours} | {same} ({central_name}) | {films} |"
             )
+    if report.get("legend"):
+        lines += ["", report["legend"]]
     lines += ["", f"Command: `{report['command']}`"]
     return "\n".join(lines)
+
+
+def _command(argv: list[str]) -> str:
+    """The command line as run, without the legend's text (the table shows it)."""
+    words = list(argv)
+    if "--legend" in words:
+        at = words.index("--legend")
+        del words[at : at + 2]
+    return " ".join(["python", *words])
 
 
 def main() -> None:
@@ -154,9 +165,11 @@ def main() -> None:
     parser.add_argument("--federated", type=_named, action="append", required=True, metavar="NAME=RUN")
     parser.add_argument("--central", type=_named, action="append", required=True, metavar="NAME=RUN")
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--legend", default="", help="what the runs are (written under the table)")
     args = parser.parse_args()
     central = {name: central_history(run) for name, run in args.central}
-    report: dict[str, Any] = {"central": central, "federated": {}, "command": " ".join(sys.argv)}
+    report: dict[str, Any] = {"central": central, "federated": {}, "command": _command(sys.argv)}
+    report["legend"] = args.legend
     for name, run in args.federated:
         f = federated_rounds(run)
         # the round's loss is a mean over its local steps: match it with a window as long

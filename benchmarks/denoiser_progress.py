@@ -70,6 +70,7 @@ def federated_rounds(run: Path) -> dict[str, Any]:
 
 
 def central_history(run: Path) -> dict[str, Any]:
+    """The central run's denoiser loss at every step, with the batch and lr it trained with."""
     cfg = load_config(str(run / "config.yaml"))
     metrics = json.loads((run / "metrics.json").read_text())
     stage = metrics["stages"][STAGE]

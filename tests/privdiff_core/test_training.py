@@ -327,7 +327,8 @@ def test_train_command_on_a_synthetic_federation(tmp_path, capsys):
     assert "data=DIR" in capsys.readouterr().err
     # a second stage on the first one's autoencoder: the summary says where that stage came from
     reused = tmp_path / "reused"
-    assert main([*args[:4], f"out={reused}", *args[5:], f"train.autoencoder.reuse={run}"]) == 0
+    elsewhere = [a for a in args if not a.startswith("out=")] + [f"out={reused}"]
+    assert main([*elsewhere, f"train.autoencoder.reuse={run}"]) == 0
     out = capsys.readouterr().out
     assert f"autoencoder reused from {run / 'anonymizer'}" in out and "denoiser loss" in out
 

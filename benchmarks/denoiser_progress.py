@@ -169,20 +169,25 @@ def main() -> None:
     parser.add_argument("--legend", default="", help="what the runs are (written under the table)")
     args = parser.parse_args()
     central = {name: central_history(run) for name, run in args.central}
-    report: dict[str, Any] = {"central": central, "federated": {}, "command": _command(sys.argv)}
-    report["legend"] = args.legend
+    report: dict[str, Any] = {
+        "central": central,
+        "federated": {},
+        "command": _command(sys.argv),
+        "legend": args.legend,
+    }
     for name, run in args.federated:
         f = federated_rounds(run)
-        # the round's loss is a mean over its local steps: match it with a window as long
         f["against"] = {c: compare(f, history) for c, history in central.items()}
+        # the round's loss is a mean over its local steps: match it with a window as long
         f["central_steps_matching"] = {
             c: central_steps_matching(history, f["rounds"][-1]["loss"], f["local_steps"])
             for c, history in central.items()
         }
         f["run"] = str(run)
         report["federated"][name] = f
-    write_report(args.json, report, markdown(report))
-    print(markdown(report))
+    table = markdown(report)
+    write_report(args.json, report, table)
+    print(table)
 
 
 if __name__ == "__main__":

@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.client.mod import fixedclipping_mod
 from flwr.clientapp import ClientApp
 from flwr.common import Code, FitRes, Parameters, Status
 
+from privdiff.client.optimizer_store import OptimizerStore
 from privdiff.client.site_log import event
 from privdiff.common import protocol
 from privdiff.common.errors import FederationError
@@ -201,6 +202,10 @@ def _site_data(task: FederatedTask, site: Site, config_yaml: str) -> Any:
     return _remember(_DATA, key, lambda: task.load_site_data(site.data, cfg, site.cache_dir))
 
 
+def _site_cache(site: Site) -> Path:
+    return site.cache_dir or site.model_store / "cache"
+
+
 def _frozen_layout(task: FederatedTask, models: torch.nn.Module, stage: str) -> list[tuple[str, Any]]:
     """Earlier stages, whose global state comes along with every train message of `stage`."""
     from privdiff.common.updates import StateLayout
@@ -209,39 +214,12 @@ def _frozen_layout(task: FederatedTask, models: torch.nn.Module, stage: str) -> 
     return [(s, StateLayout.of(task.stage_state(models, s))) for s in earlier]
 
 
-# Adam's moments stay on the site between rounds (Flower keeps context.state per node): a fresh
-# optimizer every round trains the federated model far worse than central training. A state is
-# kept per (stage, round) it came from, and a round starts from the latest one of an EARLIER
-# round: a round the server rejects and runs again (server/workflow.py) then starts where its
-# first attempt did, not from that attempt's moments.
-_OPTIMIZER_PREFIX = "optimizer."
-
-
 def _schedule_span(cfg: Any, fit: protocol.FitConfig) -> tuple[float, float]:
     """The part of the stage's learning-rate schedule this round's local steps cover: the stage's
     R rounds split it evenly, so a decaying schedule (train.<stage>.lr_schedule) reaches its end
     in the last round, as `privdiff train` does in its last step."""
     rounds = max(int(cfg.federation.rounds[fit.stage]), fit.stage_round)
     return (fit.stage_round - 1) / rounds, fit.stage_round / rounds
-
-
-def _optimizer_rounds(context: Context, stage: str) -> dict[int, str]:
-    prefix = f"{_OPTIMIZER_PREFIX}{stage}.round-"
-    return {int(key[len(prefix) :]): key for key in context.state.array_records if key.startswith(prefix)}
-
-
-def _earlier_optimizer_state(context: Context, stage: str, round_: int) -> dict[str, torch.Tensor]:
-    earlier = [r for r in _optimizer_rounds(context, stage) if r < round_]
-    if not earlier:
-        return {}
-    return context.state.array_records[_optimizer_rounds(context, stage)[max(earlier)]].to_torch_state_dict()
-
-
-def _keep_optimizer_state(context: Context, stage: str, round_: int, state: dict[str, torch.Tensor]) -> None:
-    context.state[f"{_OPTIMIZER_PREFIX}{stage}.round-{round_}"] = ArrayRecord(state)
-    for r, key in _optimizer_rounds(context, stage).items():
-        if r < round_ - 1:  # a rerun of this round needs the one before it, nothing older
-            del context.state[key]
 
 
 def _is_train(msg: Message) -> bool:
@@ -360,7 +338,8 @@ def make_client_app(
         seed = int.from_bytes(
             hashlib.sha256(f"{fit.seed}:{fit.round}:{site.seed_id}".encode()).digest()[:4], "little"
         )
-        optimizer_state = _earlier_optimizer_state(context, fit.stage, fit.round)
+        optimizer_store = OptimizerStore(_site_cache(site) / "optimizer", context.run_id)
+        optimizer_state = optimizer_store.earlier(fit.stage, fit.round)
         pacer = site.pacer(f"{fit.stage}-{fit.round}")
         result = task.local_train(
             models,
@@ -375,7 +354,7 @@ def make_client_app(
             on_progress=pacer.progress if pacer else None,
         )
         if optimizer_state:
-            _keep_optimizer_state(context, fit.stage, fit.round, optimizer_state)
+            optimizer_store.keep(fit.stage, fit.round, optimizer_state)
         local = flatten_state(task.stage_state(models, fit.stage), layout)
         metrics = {
             protocol.METRIC_LOSS: float(result["loss"]),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common import FitIns
 from flwr.compat.common.recorddict_compat import fitins_to_recorddict, recorddict_to_fitres
@@ -132,23 +133,31 @@ def test_a_round_answers_local_minus_global_and_nothing_else(site, cfg, stage):
 
 def test_a_site_keeps_its_optimizer_state_between_rounds_and_never_sends_it(site, cfg):
     app, context = _simulated(site)
+    store = site / "home" / "cache" / "optimizer"
+    stale = store / "run-0" / "autoencoder-round-9.pt"  # an earlier run's state: not this run's
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"")
 
     def train(round_: int):
         message, _ = _train_message(cfg, "autoencoder", clipping_range=0.0, round_=round_)
         return app(message, context)
 
     def steps() -> dict[str, int]:
-        records = context.state.array_records
-        return {key: int(records[key].to_torch_state_dict()["0.step"]) for key in records}
+        return {
+            path.name: int(torch.load(path, weights_only=True)["0.step"])
+            for path in sorted((store / "run-1").glob("autoencoder-*"))  # (the other tests' denoiser: theirs)
+        }
 
     reply = train(1)
-    assert steps() == {"optimizer.autoencoder.round-1": 1}  # Adam's moments after the round's one step
+    assert steps() == {"autoencoder-round-1.pt": 1}  # Adam's moments after the round's one step
+    assert not stale.exists()
     assert set(reply.content.array_records) == {"fitres.parameters"}  # the state stays on the site
+    assert not context.state.array_records  # nor does it travel with every message (Flower's context)
     train(1)  # the server ran round 1 again (a rejected sum): it starts afresh, as the first attempt did
-    assert steps() == {"optimizer.autoencoder.round-1": 1}
+    assert steps() == {"autoencoder-round-1.pt": 1}
     train(2)
     train(3)  # continues round 2's state; round 1's is no longer needed
-    assert steps() == {"optimizer.autoencoder.round-2": 2, "optimizer.autoencoder.round-3": 3}
+    assert steps() == {"autoencoder-round-2.pt": 2, "autoencoder-round-3.pt": 3}
 
 
 def test_an_update_beyond_the_range_is_clipped_and_counted(site, cfg):

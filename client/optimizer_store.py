@@ -6,7 +6,7 @@ each site keeps its moments from one round to the next. They used to live in Flo
 in simulation pickled to and from a Ray actor, in deployment sent to a fresh `flwr-clientapp`
 process, four times a round (SecAgg+'s stages), ~80 MB each way for the demo denoiser: a demo
 round of one local step took 5.0 s with it there, 3.0 s with it here (benchmarks/round_overhead.py,
-results/round_overhead_session32.json). In files the state is read once and written once a
+benchmarks/results/round_overhead_session32.json). In files the state is read once and written once a
 round, and still never leaves the site.
 
 A state is kept per (stage, round) it came from, and a round starts from the latest one of an
@@ -23,6 +23,8 @@ import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from privdiff.common.errors import FederationError
 
 if TYPE_CHECKING:
     import torch
@@ -55,7 +57,15 @@ class OptimizerStore:
         kept = {r: path for r, path in self.rounds(stage).items() if r < round_}
         if not kept:
             return {}
-        return torch.load(kept[max(kept)], map_location="cpu", weights_only=True)
+        path = kept[max(kept)]
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises RuntimeError, pickle's, OSError... for a bad file
+            # only the error's kind: torch's own text advises weights_only=False, never right here
+            raise FederationError(
+                f"this site's optimizer state {path} cannot be read ({type(error).__name__}); "
+                f"delete {self.run_dir} to train this run's next rounds with a fresh optimizer"
+            ) from error
 
     def keep(self, stage: str, round_: int, state: dict[str, torch.Tensor]) -> None:
         """Keep the state after `round_`; drop what no round can start from any more."""

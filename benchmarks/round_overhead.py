@@ -16,7 +16,6 @@ Run it from two checkouts (each with its own venv) to compare two versions; --la
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
@@ -26,7 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from measure import load_average, write_report
+
+from privdiff.server.checkpoint import load_checkpoint
+from privdiff_core.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,16 +53,16 @@ def one_run(data: Path, work: Path, denoiser_rounds: int, config: str, timeout_s
     process = subprocess.Popen(
         command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
-    checkpoint, deadline, history = out / "checkpoint.pt", time.monotonic() + timeout_s, None
+    deadline, history = time.monotonic() + timeout_s, None
     try:
         while time.monotonic() < deadline and process.poll() is None:
             time.sleep(2.0)
-            try:
-                state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-            except (OSError, RuntimeError, EOFError):  # not written yet, or being replaced
+            if not (out / "config.yaml").is_file():  # the run has not written its config yet
                 continue
-            if state.get("completed"):
-                history = state["history"]
+            # the server writes its checkpoint atomically (tmp + rename): never read half-written
+            state = load_checkpoint(out, load_config(str(out / "config.yaml")))
+            if state is not None and state.completed:
+                history = state.history
                 break
     finally:
         if process.poll() is None:
@@ -99,7 +101,6 @@ def main(argv: list[str] | None = None) -> int:
             result = one_run(args.data.resolve(), Path(tmp), args.rounds, args.config, args.timeout)
         runs.append(result)
         print(f"run {repeat + 1}: denoiser rounds {result['denoiser_round_seconds']} s", flush=True)
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         medians = [r["median_after_first"] for r in runs]
         report = {
             "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
@@ -109,12 +110,12 @@ def main(argv: list[str] | None = None) -> int:
             ).stdout.strip(),
             "config": args.config,
             "threads": os.environ.get("OMP_NUM_THREADS", "unset"),
-            "load_after": list(os.getloadavg()),
+            "load_after": load_average(),
             "runs": runs,
             "median_round_s_mean": statistics.mean(medians),
             "median_round_s_std": statistics.stdev(medians) if len(medians) > 1 else 0.0,
         }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")  # after every run: nothing lost
+        write_report(args.json, report)  # after every run: nothing lost
     print(
         f"median denoiser round (1 local step): {report['median_round_s_mean']:.2f} ± "
         f"{report['median_round_s_std']:.2f} s over {len(runs)} runs -> {args.json}"

@@ -19,6 +19,7 @@ this one keeps its state.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -60,8 +61,9 @@ class OptimizerStore:
         path = kept[max(kept)]
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises RuntimeError, pickle's, OSError... for a bad file
-            # only the error's kind: torch's own text advises weights_only=False, never right here
+        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as error:
+            # as server/checkpoint.py's load_checkpoint catches; only the error's kind is shown:
+            # torch's own text advises loading without weights_only, never right for a site's file
             raise FederationError(
                 f"this site's optimizer state {path} cannot be read ({type(error).__name__}); "
                 f"delete {self.run_dir} to train this run's next rounds with a fresh optimizer"

@@ -78,7 +78,7 @@ class Site:
     data: Path
     model_store: Path
     public_key: Path | None
-    cache_dir: Path | None
+    cache_dir: Path  # decoded training images, this site's optimizer state between rounds
     require_secagg: bool
     seed_id: int  # mixes into the local training seed so sites draw different batches
     verifier: Path | None = None  # the site's own judges' folder (trained there when missing)
@@ -200,10 +200,6 @@ def _site_data(task: FederatedTask, site: Site, config_yaml: str) -> Any:
     cfg = _config(config_yaml)
     key = (str(site.data), f"{cfg.image_size}")
     return _remember(_DATA, key, lambda: task.load_site_data(site.data, cfg, site.cache_dir))
-
-
-def _site_cache(site: Site) -> Path:
-    return site.cache_dir or site.model_store / "cache"
 
 
 def _frozen_layout(task: FederatedTask, models: torch.nn.Module, stage: str) -> list[tuple[str, Any]]:
@@ -338,7 +334,7 @@ def make_client_app(
         seed = int.from_bytes(
             hashlib.sha256(f"{fit.seed}:{fit.round}:{site.seed_id}".encode()).digest()[:4], "little"
         )
-        optimizer_store = OptimizerStore(_site_cache(site) / "optimizer", context.run_id)
+        optimizer_store = OptimizerStore(site.cache_dir / "optimizer", context.run_id)
         optimizer_state = optimizer_store.earlier(fit.stage, fit.round)
         pacer = site.pacer(f"{fit.stage}-{fit.round}")
         result = task.local_train(
